@@ -1,0 +1,33 @@
+# `make train` / `make test` work on a fresh machine: they create .venv and install the package first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: install train test test-all lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	@touch $(STAMP)
+
+train: install  ## ResNet-20 on the embedded digits data (about a minute on 2 CPU cores)
+	$(BIN)/python -m resnet_jax.train $(ARGS)
+
+test: install  ## the default suite (slow tests excluded), then lint
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+	$(BIN)/ruff check resnet_jax tests benchmarks
+
+test-all: install  ## every test, slow ones included
+	$(BIN)/python -m pytest -q $(ARGS)
+
+lint: install
+	$(BIN)/ruff check resnet_jax tests benchmarks
+	$(BIN)/ruff format --check resnet_jax tests benchmarks
+
+clean:
+	rm -rf outputs multirun wandb .pytest_cache .ruff_cache

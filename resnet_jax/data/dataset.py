@@ -1,0 +1,35 @@
+"""The one shape every dataset is handed to the trainer in."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Dataset:
+    name: str
+    x_train: np.ndarray  # (N, H, W, C) float32, normalised
+    y_train: np.ndarray  # (N,) int32
+    x_test: np.ndarray
+    y_test: np.ndarray
+    num_classes: int
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.x_train.shape[1:])
+
+
+def normalize(x_train: np.ndarray, x_test: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
+    """Statistics come from the training split only, and are applied to both splits.
+
+    `per_pixel_mean`: subtract the mean training image (He et al. 2015). `per_channel`: standardise
+    each channel to zero mean and unit variance.
+    """
+    if mode == "per_pixel_mean":
+        mean = x_train.mean(axis=0, keepdims=True)
+        return (x_train - mean).astype(np.float32), (x_test - mean).astype(np.float32)
+    mean = x_train.mean(axis=(0, 1, 2), keepdims=True)
+    std = x_train.std(axis=(0, 1, 2), keepdims=True) + 1e-8
+    return ((x_train - mean) / std).astype(np.float32), ((x_test - mean) / std).astype(np.float32)

@@ -1,0 +1,143 @@
+"""Training and evaluation as pure, compiled functions over an explicit state.
+
+The NNX module is split once into a static graph and array state; inside `jit` it is merged back, so
+the Python graph walk happens at trace time only. One call of `train_chunk` runs K steps under
+`lax.scan`: batches are gathered by index from the device-resident dataset and augmented on device,
+metrics are accumulated on device, and the host sees them only at the end of the chunk.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+from resnet_jax.data.augment import pad_crop_flip
+from resnet_jax.optim import is_kernel
+
+
+class TrainState(NamedTuple):
+    step: jax.Array
+    params: nnx.State  # trainable parameters
+    model_state: nnx.State  # everything else the model carries (BatchNorm running statistics)
+    opt_state: optax.OptState
+
+
+def l2_penalty(params: nnx.State) -> jax.Array:
+    """sum ||W||^2 over kernels (biases and BatchNorm parameters excluded)."""
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    return sum(jnp.sum(jnp.square(leaf)) for path, leaf in leaves if is_kernel(path, leaf))
+
+
+def cross_entropy_and_errors(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Per-example softmax cross-entropy and 0/1 error, in float32 whatever the compute dtype."""
+    logits = logits.astype(jnp.float32)
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
+    return loss, (jnp.argmax(logits, axis=-1) != labels).astype(jnp.float32)
+
+
+class Engine:
+    """Compiled train/eval functions for one model, optimiser and device-resident dataset."""
+
+    def __init__(
+        self,
+        model: nnx.Module,
+        tx: optax.GradientTransformation,
+        *,
+        x_train: jax.Array,
+        y_train: jax.Array,
+        l2: float,
+        augment: bool,
+        dtype: Any,
+        seed: int,
+    ):
+        self.graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
+        self.tx = tx
+        self.x_train, self.y_train = x_train, y_train
+        self.l2, self.augment, self.dtype = l2, augment, dtype
+        self.augment_key = jax.random.key(seed + 1)
+        self.initial_state = TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params))
+        self.train_chunk = jax.jit(self._train_chunk, donate_argnums=0)
+        self.eval_batch = jax.jit(self._eval_batch)
+
+    def apply(self, params: nnx.State, model_state: nnx.State, x: jax.Array, train: bool):
+        """Logits and the model state after the call (updated BatchNorm statistics when training)."""
+        model = nnx.merge(self.graphdef, params, model_state, copy=True)
+        logits = model(x.astype(self.dtype), train)
+        return logits, nnx.state(model, nnx.Not(nnx.Param))
+
+    def _loss(self, params, model_state, x, y):
+        logits, new_model_state = self.apply(params, model_state, x, train=True)
+        loss, errors = cross_entropy_and_errors(logits, y)
+        data_loss = loss.mean()
+        total = data_loss + 0.5 * self.l2 * l2_penalty(params) if self.l2 else data_loss
+        return total, (data_loss, errors.mean(), new_model_state)
+
+    def _train_step(self, state: TrainState, indices: jax.Array):
+        x, y = self.x_train[indices], self.y_train[indices]
+        if self.augment:
+            x = pad_crop_flip(jax.random.fold_in(self.augment_key, state.step), x)
+        grads, (loss, error, model_state) = jax.grad(self._loss, has_aux=True)(
+            state.params, state.model_state, x, y
+        )
+        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(state.step + 1, params, model_state, opt_state), jnp.stack([loss, error])
+
+    def _train_chunk(self, state: TrainState, indices: jax.Array):
+        """`indices` (K, B): K steps in one call; returns the state and per-step (loss, error) rows."""
+        return jax.lax.scan(self._train_step, state, indices)
+
+    def _eval_batch(self, params, model_state, x, y, mask):
+        logits, _ = self.apply(params, model_state, x, train=False)
+        loss, errors = cross_entropy_and_errors(logits, y)
+        return jnp.sum(loss * mask), jnp.sum(errors * mask)
+
+    def evaluate(self, state: TrainState, x: jax.Array, y: jax.Array, batch_size: int) -> dict[str, float]:
+        """Mean loss and error (%) over a whole split, in fixed-size (padded, masked) batches."""
+        n = x.shape[0]
+        batch_size = min(batch_size, n)
+        loss_sum = error_sum = 0.0
+        for start in range(0, n, batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+            valid = xb.shape[0]
+            mask = jnp.arange(batch_size) < valid
+            if valid < batch_size:
+                xb = jnp.pad(xb, ((0, batch_size - valid),) + ((0, 0),) * (x.ndim - 1))
+                yb = jnp.pad(yb, (0, batch_size - valid))
+            loss, errors = self.eval_batch(state.params, state.model_state, xb, yb, mask)
+            loss_sum += float(loss)
+            error_sum += float(errors)
+        return {"loss": loss_sum / n, "error": 100.0 * error_sum / n}
+
+
+class EpochSampler:
+    """Batch indices for any step, from (seed, epoch) alone: a resumed run sees the same batches."""
+
+    def __init__(self, num_examples: int, batch_size: int, seed: int):
+        self.num_examples, self.batch_size, self.seed = num_examples, batch_size, seed
+        self.steps_per_epoch = num_examples // batch_size
+        self._cached: tuple[int, np.ndarray] | None = None
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        if self._cached is None or self._cached[0] != epoch:
+            self._cached = (epoch, np.random.default_rng([self.seed, epoch]).permutation(self.num_examples))
+        return self._cached[1]
+
+    def indices(self, first_step: int, count: int) -> np.ndarray:
+        """(count, batch_size) int32 indices for steps first_step .. first_step + count - 1."""
+        rows = []
+        for step in range(first_step, first_step + count):
+            epoch, position = divmod(step, self.steps_per_epoch)
+            start = position * self.batch_size
+            rows.append(self._permutation(epoch)[start : start + self.batch_size])
+        return np.stack(rows).astype(np.int32)
+
+
+def chunk_boundaries(start: int, stop: int, chunk: int) -> list[tuple[int, int]]:
+    """(first_step, count) for each compiled call from `start` to `stop`."""
+    return [(s, min(chunk, stop - s)) for s in range(start, stop, chunk)]

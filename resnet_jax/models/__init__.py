@@ -1,0 +1,42 @@
+"""Models chosen by name; every model is called as `model(images, train) -> logits`."""
+
+from __future__ import annotations
+
+import jax
+from flax import nnx
+
+from resnet_jax.config import ModelConfig
+from resnet_jax.models.cifar import BlockSpec, CifarResNet
+from resnet_jax.models.conv import resolve_conv_impl
+from resnet_jax.models.dense import MLP
+
+MODEL_NAMES = ("cifar", "mlp")
+
+
+def build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, seed: int) -> nnx.Module:
+    """Build the model named by `cfg.name` for images of `input_shape` (H, W, C)."""
+    rngs = nnx.Rngs(params=seed)
+    if cfg.name == "mlp":
+        features = 1
+        for size in input_shape:
+            features *= size
+        return MLP(
+            cfg.depth, cfg.width, cfg.residual, in_features=features, num_classes=num_classes,
+            remat=cfg.remat, unroll=cfg.unroll, rngs=rngs,
+        )
+    spec = BlockSpec(
+        residual=cfg.residual,
+        norm=cfg.norm == "batchnorm",
+        shortcut=cfg.shortcut,
+        preact=cfg.preact,
+        conv_impl=resolve_conv_impl(cfg.conv_impl),
+    )
+    return CifarResNet(
+        cfg.depth, spec, in_channels=input_shape[-1], num_classes=num_classes,
+        remat=cfg.remat, unroll=cfg.unroll, rngs=rngs,
+    )
+
+
+def count_params(model: nnx.Module) -> int:
+    """Trainable parameters (BatchNorm running statistics are not parameters)."""
+    return sum(x.size for x in jax.tree.leaves(nnx.state(model, nnx.Param)))

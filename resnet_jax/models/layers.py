@@ -1,0 +1,53 @@
+"""Shared pieces of the conv and dense nets: He-initialised layers and optional BatchNorm."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from resnet_jax.models.conv import conv2d
+
+# He et al. 2015: zero-mean Gaussian with std sqrt(2 / fan_in) (PyTorch's kaiming_normal_).
+he_normal = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")
+
+# He et al. 2015 / PyTorch: running statistics decay 0.9 per step (NNX defaults to 0.99).
+BN_MOMENTUM = 0.9
+BN_EPSILON = 1e-5
+
+
+class Conv(nnx.Module):
+    """A bias-free k x k convolution (BatchNorm follows, so a bias would be redundant)."""
+
+    def __init__(self, cin: int, cout: int, kernel_size: int, stride: int, impl: str, *, rngs: nnx.Rngs):
+        self.kernel = nnx.Param(he_normal(rngs.params(), (kernel_size, kernel_size, cin, cout)))
+        self.stride = stride
+        self.impl = impl
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return conv2d(x, self.kernel.value.astype(x.dtype), self.stride, self.impl)
+
+
+class Dense(nnx.Module):
+    """A fully connected layer with He-normal kernel and zero bias."""
+
+    def __init__(self, fan_in: int, fan_out: int, *, rngs: nnx.Rngs):
+        self.kernel = nnx.Param(he_normal(rngs.params(), (fan_in, fan_out)))
+        self.bias = nnx.Param(jnp.zeros((fan_out,)))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x @ self.kernel.value.astype(x.dtype) + self.bias.value.astype(x.dtype)
+
+
+class Norm(nnx.Module):
+    """BatchNorm after a conv (momentum 0.9), or nothing when `model.norm=none`."""
+
+    def __init__(self, features: int, enabled: bool, *, rngs: nnx.Rngs):
+        self.bn = (
+            nnx.BatchNorm(features, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, rngs=rngs) if enabled else None
+        )
+
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        if self.bn is None:
+            return x
+        return self.bn(x, use_running_average=not train).astype(x.dtype)

@@ -1,0 +1,51 @@
+"""The Optax optimiser and learning-rate schedule from config.
+
+L2 regularisation (`optim.l2`) is part of the loss (see `engine.l2_penalty`), as in the paper: with SGD
+it is the classic coupled weight decay. AdamW's `optim.weight_decay` is decoupled and applied to kernels.
+"""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+from resnet_jax.config import OptimConfig
+
+
+def is_kernel(path: tuple, _leaf: jax.Array) -> bool:
+    """Weights of convs and dense layers; biases and BatchNorm scale/shift are not regularised."""
+    return getattr(path[-1], "key", None) == "kernel"
+
+
+def kernel_mask(params) -> object:
+    return jax.tree_util.tree_map_with_path(is_kernel, params)
+
+
+def schedule(cfg: OptimConfig, steps: int) -> optax.Schedule:
+    """Main schedule (piecewise /10, cosine or constant), optionally behind a warm-up phase."""
+    if cfg.schedule == "piecewise":
+        boundaries = cfg.boundaries or [steps // 2, (3 * steps) // 4]
+        main = optax.piecewise_constant_schedule(cfg.lr, {int(b): cfg.decay for b in boundaries if b > 0})
+    elif cfg.schedule == "cosine":
+        main = optax.cosine_decay_schedule(cfg.lr, max(1, steps - cfg.warmup_steps))
+    else:
+        main = optax.constant_schedule(cfg.lr)
+    if not cfg.warmup_steps:
+        return main
+    if cfg.warmup == "linear":
+        warm = optax.linear_schedule(cfg.warmup_lr, cfg.lr, cfg.warmup_steps)
+    else:  # He et al. 2015, ResNet-110: 0.01 until training gets going, then back to 0.1
+        warm = optax.constant_schedule(cfg.warmup_lr)
+    if cfg.schedule == "cosine":
+        return optax.join_schedules([warm, main], [cfg.warmup_steps])
+    return lambda step: jax.numpy.where(step < cfg.warmup_steps, warm(step), main(step))
+
+
+def build(cfg: OptimConfig, steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """The optimiser and the schedule it follows (the schedule is also logged as `lr`)."""
+    lr = schedule(cfg, steps)
+    if cfg.name == "adamw":
+        tx = optax.adamw(lr, weight_decay=cfg.weight_decay, mask=kernel_mask)
+    else:
+        tx = optax.sgd(lr, momentum=cfg.momentum or None, nesterov=cfg.nesterov)
+    return tx, lr

@@ -1,0 +1,133 @@
+"""`run(cfg, run_dir)`: one training run from a validated config to `summary.json`, importable for tests.
+
+The run directory is self-describing: `metrics.jsonl` (one JSON object per logged step), `summary.json`
+(status, final and best metrics, speed), `train.log`, and with Hydra `.hydra/` and `wandb/`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from tqdm import tqdm
+
+from resnet_jax import data as datasets
+from resnet_jax import models, optim
+from resnet_jax.config import Config, validate
+from resnet_jax.engine import Engine, EpochSampler, chunk_boundaries
+from resnet_jax.errors import ConfigError
+from resnet_jax.tracking import open_tracker
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "summary.json"
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
+    """Readers never see a half-written file: write beside it, then rename over it."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _check_batch_size(cfg: Config, train_size: int) -> None:
+    if cfg.trainer.batch_size > train_size:
+        raise ConfigError(
+            f"trainer.batch_size={cfg.trainer.batch_size} is larger than the {cfg.data.name} training split "
+            f"({train_size} examples); choose 1..{train_size}"
+        )
+
+
+def _update_best(best: dict[str, float], record: dict[str, float]) -> None:
+    for key, value in record.items():
+        if key.endswith(("/error", "/loss")) and math.isfinite(value):
+            best[key] = min(best.get(key, math.inf), value)
+
+
+def run(
+    cfg: Config,
+    run_dir: Path,
+    *,
+    group: str = "default",
+    name: str = "default",
+    wandb_dir: Path | None = None,
+) -> dict[str, Any]:
+    """Train, evaluate and log one configuration; returns what it writes to `summary.json`."""
+    validate(cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = datasets.load(cfg.data)
+    _check_batch_size(cfg, len(data.y_train))
+    model = models.build(cfg.model, data.image_shape, data.num_classes, cfg.seed)
+    params = models.count_params(model)
+    t = cfg.trainer
+    tx, lr_at = optim.build(cfg.optim, t.steps)
+    engine = Engine(
+        model, tx,
+        x_train=jnp.asarray(data.x_train), y_train=jnp.asarray(data.y_train),
+        l2=cfg.optim.l2, augment=cfg.data.augment, dtype=jnp.dtype(t.dtype), seed=cfg.seed,
+    )
+    x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
+    sampler = EpochSampler(len(data.y_train), t.batch_size, cfg.seed)
+    tracker = open_tracker(
+        cfg.logger, run_dir, wandb_dir=wandb_dir or run_dir, group=group, name=name,
+        config=dataclasses.asdict(cfg),
+    )
+    log.info("model=%s depth=%d residual=%s params=%d backend=%s devices=%d",
+             cfg.model.name, cfg.model.depth, cfg.model.residual, params, jax.default_backend(),
+             jax.device_count())
+    summary: dict[str, Any] = {"status": "running", "step": 0, "params": params, "run_dir": str(run_dir)}
+    write_json_atomic(run_dir / SUMMARY_FILE, summary)
+    state, best, final = engine.initial_state, {}, {}
+    started, timed_steps, timed_s = time.perf_counter(), 0, 0.0
+    bar = tqdm(total=t.steps, disable=not t.progress, desc=f"{cfg.model.name}-{cfg.model.depth}", unit="step")
+    try:
+        for index, (first, count) in enumerate(chunk_boundaries(0, t.steps, t.log_every)):
+            chunk_start = time.perf_counter()
+            state, rows = engine.train_chunk(state, sampler.indices(first, count))
+            loss, error = (float(v) for v in rows.mean(axis=0))
+            if index > 0:  # the first call includes compilation
+                timed_steps, timed_s = timed_steps + count, timed_s + time.perf_counter() - chunk_start
+            step = summary["step"] = first + count
+            record = {"train/loss": loss, "train/error": 100.0 * error, "lr": float(lr_at(step - 1))}
+            if not math.isfinite(loss):
+                summary["status"] = "diverged"
+                tracker.log(step, record)
+                raise Diverged(f"training loss became {loss} at step {step}; lower optim.lr or check the data")
+            if step % t.eval_every == 0 or step == t.steps:
+                evaluated = engine.evaluate(state, x_test, y_test, t.eval_batch_size)
+                record.update({"test/loss": evaluated["loss"], "test/error": evaluated["error"]})
+            tracker.log(step, record)
+            _update_best(best, record)
+            final.update(record)
+            bar.update(count)
+            bar.set_postfix(loss=f"{loss:.3f}", err=f"{100 * error:.1f}%", lr=f"{record['lr']:.3g}")
+        summary["status"] = "completed"
+    finally:
+        bar.close()
+        if summary["status"] == "running":
+            summary["status"] = "failed"
+        wall = time.perf_counter() - started
+        if not timed_steps:  # a single chunk: its time includes compilation
+            timed_steps, timed_s = summary["step"], wall
+        summary.update(
+            wall_time_s=round(wall, 3),
+            steps_per_s=round(timed_steps / timed_s, 3) if timed_s > 0 else None,
+            final=final,
+            best=best,
+        )
+        write_json_atomic(run_dir / SUMMARY_FILE, summary)
+        tracker.summarise(summary)
+        tracker.close(0 if summary["status"] == "completed" else 1)
+    return summary

@@ -1,0 +1,114 @@
+"""Where metrics go: `metrics.jsonl` in the run directory (always) and Weights & Biases (optional).
+
+W&B is a guest: it runs offline by default (`wandb sync` uploads later), and any failure of it warns
+once and never stops training. Each job opens its own W&B run and finishes it, so a sequential Hydra
+multirun (one process) still gives one W&B run per job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+from resnet_jax.config import LoggerConfig
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.jsonl"
+
+
+def run_id(run_dir: Path) -> str:
+    """A W&B run id derived from the run directory: a resumed or requeued job continues the same run."""
+    return hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)  # JSON has no NaN/inf; keep the fact readable
+    return value
+
+
+class Tracker:
+    """One run's metric sinks; `log` takes flat dicts keyed like `train/loss`."""
+
+    def __init__(self, run_dir: Path, wandb_run: Any = None):
+        self.run_dir = run_dir
+        self.metrics = (run_dir / METRICS_FILE).open("a")
+        self.wandb_run = wandb_run
+
+    def log(self, step: int, metrics: dict[str, Any]) -> None:
+        record = {"step": step, **{k: _json_safe(v) for k, v in metrics.items()}}
+        self.metrics.write(json.dumps(record) + "\n")
+        self.metrics.flush()
+        self._wandb("log", metrics, step=step)
+
+    def summarise(self, summary: dict[str, Any]) -> None:
+        if self.wandb_run is not None:
+            flat = {k: v for k, v in summary.items() if not isinstance(v, dict)}
+            for group in ("final", "best"):
+                flat.update({f"{group}/{k}": v for k, v in summary.get(group, {}).items()})
+            self._wandb_call(lambda: self.wandb_run.summary.update(flat))
+
+    def close(self, exit_code: int) -> None:
+        self.metrics.close()
+        if self.wandb_run is not None:
+            self._wandb_call(lambda: self.wandb_run.finish(exit_code=exit_code))
+            self.wandb_run = None
+
+    def _wandb(self, method: str, *args: Any, **kwargs: Any) -> None:
+        if self.wandb_run is not None:
+            self._wandb_call(lambda: getattr(self.wandb_run, method)(*args, **kwargs))
+
+    def _wandb_call(self, call: Any) -> None:
+        try:
+            call()
+        except Exception as exc:  # W&B must never stop training
+            log.warning("W&B failed (%s); continuing with metrics.jsonl only", exc)
+            self.wandb_run = None
+
+
+def open_tracker(
+    cfg: LoggerConfig, run_dir: Path, *, wandb_dir: Path, group: str, name: str, config: dict[str, Any]
+) -> Tracker:
+    """Open the sinks. `wandb_dir` may be shared by a sweep's runs so `wandb leet` shows them together."""
+    mode = os.environ.get("WANDB_MODE", cfg.mode)
+    if cfg.name == "none" or mode == "disabled":
+        return Tracker(run_dir)
+    try:
+        import wandb
+
+        wandb_dir.mkdir(parents=True, exist_ok=True)
+        tags = [
+            config["model"]["name"],
+            "residual" if config["model"]["residual"] else "plain",
+            f"depth={config['model']['depth']}",
+            f"l2={config['optim']['l2']}",
+            *cfg.tags,
+        ]
+        run = wandb.init(
+            project=cfg.project,
+            entity=cfg.entity,
+            mode=mode,
+            dir=str(wandb_dir),
+            id=run_id(run_dir),
+            resume="allow",
+            group=group,
+            name=name,
+            job_type="train",
+            tags=tags,
+            config=config,
+            reinit="finish_previous",
+            settings=wandb.Settings(console="off", silent=True),
+        )
+        for split in ("train", "test"):
+            run.define_metric(f"{split}/error", summary="min,last")
+            run.define_metric(f"{split}/loss", summary="min,last")
+        return Tracker(run_dir, run)
+    except Exception as exc:
+        log.warning("W&B could not start (%s); continuing with metrics.jsonl only", exc)
+        return Tracker(run_dir)

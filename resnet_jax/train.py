@@ -1,0 +1,93 @@
+"""Hydra entry point: `python -m resnet_jax.train [overrides]` or `resnet-jax-train -m ...` for sweeps.
+
+Thin by design: compose and check the config, call `runner.run`, turn the outcome into a one-screen
+summary and an exit code. A failing job of a multirun is recorded (summary.json, W&B) and the sweep
+goes on; the process exits non-zero if any job failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from resnet_jax.config import Config, register_schemas
+from resnet_jax.errors import UserError
+from resnet_jax.runner import Diverged, run
+
+log = logging.getLogger("resnet_jax")
+
+OmegaConf.register_new_resolver("run_name", lambda overrides: overrides or "default", replace=True)
+register_schemas()
+
+_exit_codes: list[int] = []
+
+
+def format_summary(summary: dict[str, Any]) -> str:
+    """The one screen a user reads at the end of a run."""
+    final = summary.get("final", {})
+    best = summary.get("best", {})
+
+    def pct(metrics: dict[str, float], key: str) -> str:
+        return f"{metrics[key]:6.2f} %" if key in metrics else "     n/a"
+
+    rows = [
+        ("status", summary["status"]),
+        ("steps", f"{summary['step']}  ({summary.get('steps_per_s') or 0:.1f} steps/s)"),
+        ("parameters", f"{summary['params']:,}"),
+        ("train error", f"{pct(final, 'train/error')}  (best {pct(best, 'train/error').strip()})"),
+        ("test error", f"{pct(final, 'test/error')}  (best {pct(best, 'test/error').strip()})"),
+        ("wall time", f"{summary.get('wall_time_s', 0):.1f} s"),
+        ("run directory", summary["run_dir"]),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(["", "=" * 60, *(f"{k:<{width}}  {v}" for k, v in rows), "=" * 60])
+
+
+def _hydra_job(cfg: DictConfig) -> int:
+    """Run one job; never raise, so a multirun carries on past a failed job."""
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    name = hydra_cfg.job.override_dirname or "default"
+    try:
+        typed: Config = OmegaConf.to_object(cfg)
+        summary = run(
+            typed, run_dir, group=cfg.name, name=name,
+            wandb_dir=Path(hydra_cfg.sweep.dir) if multirun else run_dir,
+        )
+        print(format_summary(summary), flush=True)
+        return 0
+    except UserError as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            log.exception("error")
+        log.error("error: %s", exc)
+        return exc.exit_code
+    except Diverged as exc:
+        log.error("diverged: %s", exc)
+        return 3
+    except Exception:
+        log.exception("run failed in %s", run_dir)
+        return 1
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def _hydra_main(cfg: DictConfig) -> None:
+    _exit_codes.append(_hydra_job(cfg))
+
+
+def main() -> None:
+    """Console-script entry: run Hydra, then exit with the worst job's code."""
+    _hydra_main()
+    sys.exit(max(_exit_codes, default=0))
+
+
+if __name__ == "__main__":
+    main()
