@@ -48,8 +48,8 @@ class Engine:
         model: nnx.Module,
         tx: optax.GradientTransformation,
         *,
-        x_train: jax.Array,
-        y_train: jax.Array,
+        x_train: np.ndarray | jax.Array,
+        y_train: np.ndarray | jax.Array,
         l2: float,
         augment: bool,
         dtype: Any,
@@ -57,7 +57,7 @@ class Engine:
     ):
         self.graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
         self.tx = tx
-        self.x_train, self.y_train = x_train, y_train
+        self.x_train, self.y_train = jnp.asarray(x_train), jnp.asarray(y_train)  # on device, once
         self.l2, self.augment, self.dtype = l2, augment, dtype
         self.augment_key = jax.random.key(seed + 1)
         self.initial_state = TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params))

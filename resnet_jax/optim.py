@@ -14,7 +14,7 @@ from resnet_jax.config import OptimConfig
 
 def is_kernel(path: tuple, _leaf: jax.Array) -> bool:
     """Weights of convs and dense layers; biases and BatchNorm scale/shift are not regularised."""
-    return getattr(path[-1], "key", None) == "kernel"
+    return any(getattr(entry, "key", None) == "kernel" for entry in path)
 
 
 def kernel_mask(params) -> object:

@@ -74,19 +74,34 @@ def run(
     t = cfg.trainer
     tx, lr_at = optim.build(cfg.optim, t.steps)
     engine = Engine(
-        model, tx,
-        x_train=jnp.asarray(data.x_train), y_train=jnp.asarray(data.y_train),
-        l2=cfg.optim.l2, augment=cfg.data.augment, dtype=jnp.dtype(t.dtype), seed=cfg.seed,
+        model,
+        tx,
+        x_train=data.x_train,
+        y_train=data.y_train,
+        l2=cfg.optim.l2,
+        augment=cfg.data.augment,
+        dtype=jnp.dtype(t.dtype),
+        seed=cfg.seed,
     )
     x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
     sampler = EpochSampler(len(data.y_train), t.batch_size, cfg.seed)
     tracker = open_tracker(
-        cfg.logger, run_dir, wandb_dir=wandb_dir or run_dir, group=group, name=name,
+        cfg.logger,
+        run_dir,
+        wandb_dir=wandb_dir or run_dir,
+        group=group,
+        name=name,
         config=dataclasses.asdict(cfg),
     )
-    log.info("model=%s depth=%d residual=%s params=%d backend=%s devices=%d",
-             cfg.model.name, cfg.model.depth, cfg.model.residual, params, jax.default_backend(),
-             jax.device_count())
+    log.info(
+        "model=%s depth=%d residual=%s params=%d backend=%s devices=%d",
+        cfg.model.name,
+        cfg.model.depth,
+        cfg.model.residual,
+        params,
+        jax.default_backend(),
+        jax.device_count(),
+    )
     summary: dict[str, Any] = {"status": "running", "step": 0, "params": params, "run_dir": str(run_dir)}
     write_json_atomic(run_dir / SUMMARY_FILE, summary)
     state, best, final = engine.initial_state, {}, {}
@@ -104,7 +119,9 @@ def run(
             if not math.isfinite(loss):
                 summary["status"] = "diverged"
                 tracker.log(step, record)
-                raise Diverged(f"training loss became {loss} at step {step}; lower optim.lr or check the data")
+                raise Diverged(
+                    f"training loss became {loss} at step {step}; lower optim.lr or check the data"
+                )
             if step % t.eval_every == 0 or step == t.steps:
                 evaluated = engine.evaluate(state, x_test, y_test, t.eval_batch_size)
                 record.update({"test/loss": evaluated["loss"], "test/error": evaluated["error"]})

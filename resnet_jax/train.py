@@ -18,7 +18,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from resnet_jax.config import Config, register_schemas
+from resnet_jax.config import register_schemas, to_config
 from resnet_jax.errors import UserError
 from resnet_jax.runner import Diverged, run
 
@@ -40,7 +40,7 @@ def format_summary(summary: dict[str, Any]) -> str:
 
     rows = [
         ("status", summary["status"]),
-        ("steps", f"{summary['step']}  ({summary.get('steps_per_s') or 0:.1f} steps/s)"),
+        ("steps", f"{summary['step']}  ({summary.get('steps_per_s') or 0:.3g} steps/s)"),
         ("parameters", f"{summary['params']:,}"),
         ("train error", f"{pct(final, 'train/error')}  (best {pct(best, 'train/error').strip()})"),
         ("test error", f"{pct(final, 'test/error')}  (best {pct(best, 'test/error').strip()})"),
@@ -58,9 +58,11 @@ def _hydra_job(cfg: DictConfig) -> int:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     name = hydra_cfg.job.override_dirname or "default"
     try:
-        typed: Config = OmegaConf.to_object(cfg)
         summary = run(
-            typed, run_dir, group=cfg.name, name=name,
+            to_config(cfg),
+            run_dir,
+            group=cfg.name,
+            name=name,
             wandb_dir=Path(hydra_cfg.sweep.dir) if multirun else run_dir,
         )
         print(format_summary(summary), flush=True)

@@ -80,7 +80,9 @@ def _read_batches(path: Path) -> dict[str, dict]:
     except DatasetError:
         raise
     except (tarfile.TarError, EOFError, OSError) as exc:
-        raise DatasetError(f"{path}: archive is truncated or corrupt ({exc}); delete it and download again") from None
+        raise DatasetError(
+            f"{path}: archive is truncated or corrupt ({exc}); delete it and download again"
+        ) from None
     except Exception as exc:  # the restricted unpickler, or a malformed pickle
         raise DatasetError(f"{path}: refused to read a batch: {exc}") from None
     missing = sorted(set(wanted.values()) - set(batches))

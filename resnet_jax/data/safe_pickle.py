@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import codecs
 import io
 import pickle
 from typing import Any
@@ -22,6 +23,8 @@ _ALLOWED: dict[tuple[str, str], Any] = {
     ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
     ("numpy.core.multiarray", "scalar"): scalar,
     ("numpy._core.multiarray", "scalar"): scalar,
+    # Python 3 writes bytes in protocol-2 pickles as _codecs.encode(str, "latin1"): a pure function.
+    ("_codecs", "encode"): codecs.encode,
 }
 
 

@@ -10,7 +10,12 @@ from resnet_jax.models.cifar import BlockSpec, CifarResNet
 from resnet_jax.models.conv import resolve_conv_impl
 from resnet_jax.models.dense import MLP
 
-MODEL_NAMES = ("cifar", "mlp")
+AUTO_REMAT_ABOVE_DEPTH = 110
+
+
+def use_remat(cfg: ModelConfig) -> bool:
+    """`model.remat`, or when unset, on for nets deeper than ResNet-110."""
+    return cfg.depth > AUTO_REMAT_ABOVE_DEPTH if cfg.remat is None else cfg.remat
 
 
 def build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, seed: int) -> nnx.Module:
@@ -21,8 +26,14 @@ def build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, seed
         for size in input_shape:
             features *= size
         return MLP(
-            cfg.depth, cfg.width, cfg.residual, in_features=features, num_classes=num_classes,
-            remat=cfg.remat, unroll=cfg.unroll, rngs=rngs,
+            cfg.depth,
+            cfg.width,
+            cfg.residual,
+            in_features=features,
+            num_classes=num_classes,
+            remat=use_remat(cfg),
+            unroll=cfg.unroll,
+            rngs=rngs,
         )
     spec = BlockSpec(
         residual=cfg.residual,
@@ -32,8 +43,13 @@ def build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, seed
         conv_impl=resolve_conv_impl(cfg.conv_impl),
     )
     return CifarResNet(
-        cfg.depth, spec, in_channels=input_shape[-1], num_classes=num_classes,
-        remat=cfg.remat, unroll=cfg.unroll, rngs=rngs,
+        cfg.depth,
+        spec,
+        in_channels=input_shape[-1],
+        num_classes=num_classes,
+        remat=use_remat(cfg),
+        unroll=cfg.unroll,
+        rngs=rngs,
     )
 
 

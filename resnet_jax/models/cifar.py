@@ -74,7 +74,9 @@ class Stage(nnx.Module):
         self.first = BasicBlock(cin, cout, stride, spec, rngs=rngs) if changes_shape else None
         repeats = n - 1 if changes_shape else n
         self.blocks = (
-            create_stacked(repeats, lambda r: BasicBlock(cout, cout, 1, spec, rngs=r), rngs) if repeats else None
+            create_stacked(repeats, lambda r: BasicBlock(cout, cout, 1, spec, rngs=r), rngs)
+            if repeats
+            else None
         )
 
     def __call__(self, x: jax.Array, train: bool, *, remat: bool, unroll: bool) -> jax.Array:
@@ -106,7 +108,9 @@ class CifarResNet(nnx.Module):
         self.stem_norm = Norm(STAGE_WIDTHS[0], spec.norm and not spec.preact, rngs=rngs)
         self.stages = nnx.List(
             Stage(cin, cout, 1 if i == 0 else 2, n, spec, rngs=rngs)
-            for i, (cin, cout) in enumerate(zip((STAGE_WIDTHS[0], *STAGE_WIDTHS[:-1]), STAGE_WIDTHS))
+            for i, (cin, cout) in enumerate(
+                zip((STAGE_WIDTHS[0], *STAGE_WIDTHS[:-1]), STAGE_WIDTHS, strict=True)
+            )
         )
         self.final_norm = Norm(STAGE_WIDTHS[-1], spec.norm and spec.preact, rngs=rngs)
         self.head = Dense(STAGE_WIDTHS[-1], num_classes, rngs=rngs)

@@ -25,7 +25,7 @@ class Conv(nnx.Module):
         self.impl = impl
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return conv2d(x, self.kernel.value.astype(x.dtype), self.stride, self.impl)
+        return conv2d(x, self.kernel[...].astype(x.dtype), self.stride, self.impl)
 
 
 class Dense(nnx.Module):
@@ -36,7 +36,7 @@ class Dense(nnx.Module):
         self.bias = nnx.Param(jnp.zeros((fan_out,)))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return x @ self.kernel.value.astype(x.dtype) + self.bias.value.astype(x.dtype)
+        return x @ self.kernel[...].astype(x.dtype) + self.bias[...].astype(x.dtype)
 
 
 class Norm(nnx.Module):

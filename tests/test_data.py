@@ -1,0 +1,128 @@
+"""Datasets: digits split, synthetic shapes, and the CIFAR-10 reader's checks on fake official archives."""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+import tarfile
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import add_member, write_fake_cifar
+
+from resnet_jax import data as datasets
+from resnet_jax.config import DataConfig
+from resnet_jax.data.augment import pad_crop_flip
+from resnet_jax.data.safe_pickle import UnsafePickleError, safe_loads
+from resnet_jax.errors import DatasetError
+
+
+def test_digits_is_a_fixed_stratified_normalised_split() -> None:
+    a, b = datasets.load(DataConfig()), datasets.load(DataConfig())
+    assert a.x_train.shape == (1437, 8, 8, 1) and a.x_test.shape == (360, 8, 8, 1)
+    np.testing.assert_array_equal(a.y_test, b.y_test)
+    assert abs(float(a.x_train.mean())) < 1e-5 and abs(float(a.x_train.std()) - 1) < 1e-4
+    assert sorted(np.bincount(a.y_test))[0] >= 35  # stratified: every class ~36 times
+    other = datasets.load(DataConfig(split_seed=1))
+    assert not np.array_equal(a.y_test, other.y_test)
+
+
+def test_synthetic_has_the_requested_shape() -> None:
+    ds = datasets.load(DataConfig(name="synthetic", image_size=5, channels=2, num_classes=3, train_size=7))
+    assert ds.x_train.shape == (7, 5, 5, 2) and ds.num_classes == 3
+    assert set(np.unique(ds.y_test)) <= {0, 1, 2}
+
+
+def cifar_cfg(root: Path, md5: str, **kwargs) -> DataConfig:
+    return DataConfig(name="cifar10", root=str(root), md5=md5, **kwargs)
+
+
+def test_cifar10_reads_the_official_format(fake_cifar: tuple[Path, str]) -> None:
+    root, md5 = fake_cifar
+    ds = datasets.load(cifar_cfg(root, md5, normalize="per_pixel_mean"))
+    assert ds.x_train.shape == (50, 32, 32, 3) and ds.x_test.shape == (10, 32, 32, 3)
+    # per-pixel mean subtraction: the mean training image is zero everywhere
+    np.testing.assert_allclose(ds.x_train.mean(axis=0), 0.0, atol=1e-6)
+    # data_batch_1's first row, CHW -> HWC, scaled to [0, 1], minus the mean training image
+    with tarfile.open(root / "cifar-10-python.tar.gz") as archive:
+        members = [archive.extractfile(f"cifar-10-batches-py/data_batch_{i}").read() for i in range(1, 6)]
+    raws = [pickle.loads(member) for member in members]
+    images = np.concatenate([r[b"data"] for r in raws]).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1) / 255.0
+    np.testing.assert_allclose(ds.x_train[0], images[0] - images.mean(axis=0), atol=1e-5)
+    assert list(ds.y_train[:10]) == raws[0][b"labels"]
+    standardised = datasets.load(cifar_cfg(root, md5, normalize="per_channel"))
+    np.testing.assert_allclose(standardised.x_train.mean(axis=(0, 1, 2)), 0.0, atol=1e-5)
+
+
+def test_cifar10_missing_archive_says_where_and_how(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match=r"not found at .*cifar-10-python.tar.gz.*data.download=true"):
+        datasets.load(cifar_cfg(tmp_path / "nowhere", "0" * 32))
+
+
+def test_cifar10_md5_mismatch_is_refused_before_reading(fake_cifar: tuple[Path, str]) -> None:
+    root, _ = fake_cifar
+    with pytest.raises(DatasetError, match="MD5 .* does not match data.md5="):
+        datasets.load(cifar_cfg(root, "c58f30108f718f92721af3b95e74349a"))
+
+
+def test_cifar10_truncated_archive(tmp_path: Path) -> None:
+    root = tmp_path / "c"
+    write_fake_cifar(root)
+    path = root / "cifar-10-python.tar.gz"
+    path.write_bytes(path.read_bytes()[:-2000])
+    md5 = hashlib.md5(path.read_bytes()).hexdigest()
+    with pytest.raises(DatasetError, match="truncated or corrupt"):
+        datasets.load(cifar_cfg(root, md5))
+
+
+def test_cifar10_rejects_path_traversal_members(tmp_path: Path) -> None:
+    root = tmp_path / "c"
+    md5 = write_fake_cifar(root, extra={"../../evil.txt": b"owned"})
+    with pytest.raises(DatasetError, match="unsafe member name '../../evil.txt'"):
+        datasets.load(cifar_cfg(root, md5))
+    assert not (tmp_path / "evil.txt").exists() and not Path("evil.txt").exists()
+
+
+class _Exploit:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("touch /tmp/resnet_jax_pwned",))
+
+
+def test_restricted_unpickler_refuses_os_system_without_running_it(tmp_path: Path) -> None:
+    marker = Path("/tmp/resnet_jax_pwned")
+    marker.unlink(missing_ok=True)
+    with pytest.raises(UnsafePickleError, match="system"):
+        safe_loads(pickle.dumps(_Exploit()))
+    assert not marker.exists()
+    root = tmp_path / "c"
+    root.mkdir()
+    path = root / "cifar-10-python.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        add_member(tar, "cifar-10-batches-py/data_batch_1", pickle.dumps(_Exploit()))
+    with pytest.raises(DatasetError, match="refused to read a batch"):
+        datasets.load(cifar_cfg(root, hashlib.md5(path.read_bytes()).hexdigest()))
+    assert not marker.exists()
+
+
+def test_safe_loads_round_trips_numpy_arrays() -> None:
+    payload = {b"data": np.arange(12, dtype=np.uint8).reshape(3, 4), b"labels": [1, 2, 3]}
+    out = safe_loads(pickle.dumps(payload, protocol=2))
+    np.testing.assert_array_equal(out[b"data"], payload[b"data"])
+    assert out[b"labels"] == [1, 2, 3]
+
+
+def test_pad_crop_flip_keeps_shape_and_content() -> None:
+    images = jnp.arange(2 * 8 * 8 * 1, dtype=jnp.float32).reshape(2, 8, 8, 1) + 1
+    out = jax.jit(pad_crop_flip)(jax.random.key(0), images)
+    assert out.shape == images.shape
+    # each output is a shifted (maybe flipped) window: its non-zero values come from its own image
+    for i in range(2):
+        values = set(np.asarray(out[i]).ravel()) - {0.0}
+        assert values <= set(np.asarray(images[i]).ravel())
+    outs = [pad_crop_flip(jax.random.key(k), images) for k in range(5)]
+    assert any(not np.array_equal(outs[0], o) for o in outs[1:])

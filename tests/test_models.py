@@ -1,0 +1,147 @@
+"""Model shapes, the paper's parameter counts, and the exact sense in which plain and residual differ."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from resnet_jax import models
+from resnet_jax.config import ModelConfig
+from resnet_jax.errors import ConfigError
+from resnet_jax.models.cifar import BasicBlock, BlockSpec
+from resnet_jax.models.dense import DenseBlock
+
+CIFAR = (32, 32, 3)
+
+
+def abstract_params(cfg: ModelConfig, shape=CIFAR) -> int:
+    model = nnx.eval_shape(lambda: models.build(cfg, shape, 10, 0))
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+
+
+@pytest.mark.parametrize(
+    ("depth", "millions"),
+    [(20, 0.27), (32, 0.46), (44, 0.66), (56, 0.85), (110, 1.7), (1202, 19.4)],
+)
+def test_cifar_parameter_counts_match_the_paper(depth: int, millions: float) -> None:
+    count = abstract_params(ModelConfig(depth=depth))
+    assert round(count / 1e6, 2 if millions < 1 else 1) == millions
+
+
+def test_resnet20_exact_parameter_count_and_logits_shape() -> None:
+    model = models.build(ModelConfig(depth=20), CIFAR, 10, 0)
+    # 19 convs (432 + 6*2304 + 4608 + 5*9216 + 18432 + 5*36864) + 19 BN (2C each) + linear 64*10+10
+    assert models.count_params(model) == 269_722
+    logits = model(jnp.zeros((2, *CIFAR)), train=False)
+    assert logits.shape == (2, 10)
+
+
+def test_mlp_depth_counts_weighted_layers_and_shapes() -> None:
+    model = models.build(ModelConfig(name="mlp", depth=10, width=64), (8, 8, 1), 10, 0)
+    # input 64*64+64, 4 blocks of 2*(64*64+64), head 64*10+10
+    assert models.count_params(model) == 64 * 64 + 64 + 4 * 2 * (64 * 64 + 64) + 64 * 10 + 10
+    assert model(jnp.zeros((3, 8, 8, 1)), train=True).shape == (3, 10)
+
+
+@pytest.mark.parametrize("name", ["cifar", "mlp"])
+@pytest.mark.parametrize("extra", [{}, {"preact": True}, {"norm": "none"}])
+def test_plain_and_residual_twins_share_parameter_tree_and_init(name: str, extra: dict) -> None:
+    depth = 14 if name == "cifar" else 6
+    extra = extra if name == "cifar" else {}
+    res = models.build(ModelConfig(name=name, depth=depth, residual=True, **extra), (8, 8, 1), 10, 0)
+    plain = models.build(ModelConfig(name=name, depth=depth, residual=False, **extra), (8, 8, 1), 10, 0)
+    res_state, plain_state = nnx.state(res, nnx.Param), nnx.state(plain, nnx.Param)
+    assert jax.tree.structure(res_state) == jax.tree.structure(plain_state)
+    for a, b in zip(jax.tree.leaves(res_state), jax.tree.leaves(plain_state), strict=True):
+        np.testing.assert_array_equal(a, b)
+    x = jax.random.normal(jax.random.key(1), (4, 8, 8, 1))
+    assert not np.allclose(res(x, train=False), plain(x, train=False))
+
+
+def test_shortcut_b_projects_only_where_the_shape_changes() -> None:
+    a = models.build(ModelConfig(depth=20, shortcut="A"), CIFAR, 10, 0)
+    b = models.build(ModelConfig(depth=20, shortcut="B"), CIFAR, 10, 0)
+    # two projections (stages 2 and 3): 1x1 convs 16->32 and 32->64 plus their BatchNorms
+    assert models.count_params(b) - models.count_params(a) == 16 * 32 + 32 * 64 + 2 * 32 + 2 * 64
+
+
+def test_dense_block_with_zero_last_layer_is_the_identity_on_nonnegative_input() -> None:
+    block = DenseBlock(16, residual=True, rngs=nnx.Rngs(0))
+    block.linear2.kernel[...] = jnp.zeros_like(block.linear2.kernel[...])
+    block.linear2.bias[...] = jnp.zeros_like(block.linear2.bias[...])
+    a = jnp.abs(jax.random.normal(jax.random.key(0), (5, 16)))
+    np.testing.assert_array_equal(block(a), a)
+
+
+def test_conv_block_with_zero_last_bn_is_the_identity_on_nonnegative_input() -> None:
+    spec = BlockSpec(residual=True, norm=True, shortcut="A", preact=False, conv_impl="shifted")
+    block = BasicBlock(8, 8, 1, spec, rngs=nnx.Rngs(0))
+    bn = block.norm2.bn
+    bn.scale[...] = jnp.zeros_like(bn.scale[...])
+    bn.bias[...] = jnp.zeros_like(bn.bias[...])
+    x = jnp.abs(jax.random.normal(jax.random.key(0), (2, 6, 6, 8)))
+    np.testing.assert_array_equal(block(x, train=True), x)
+
+
+def test_option_a_shortcut_subsamples_and_zero_pads_channels() -> None:
+    from resnet_jax.models.cifar import shortcut_a
+
+    x = jnp.arange(2 * 4 * 4 * 16, dtype=jnp.float32).reshape(2, 4, 4, 16)
+    y = shortcut_a(x, 2, 32)
+    assert y.shape == (2, 2, 2, 32)
+    np.testing.assert_array_equal(y[..., 8:24], x[:, ::2, ::2, :])
+    assert float(jnp.abs(y[..., :8]).sum() + jnp.abs(y[..., 24:]).sum()) == 0.0
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("size", [(3, 3), (1, 1)])
+def test_shifted_conv_equals_xla_conv(stride: int, size: tuple[int, int]) -> None:
+    from resnet_jax.models.conv import conv_shifted, conv_xla
+
+    x = jax.random.normal(jax.random.key(0), (2, 9, 8, 5))
+    w = jax.random.normal(jax.random.key(1), (*size, 5, 7))
+    np.testing.assert_allclose(conv_shifted(x, w, stride), conv_xla(x, w, stride), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_scanned_model_equals_unrolled_reference(train: bool) -> None:
+    """The stacked/scanned stage computes what a plain Python loop over its blocks computes."""
+    model = models.build(ModelConfig(depth=14), (8, 8, 1), 10, 0)
+    x = jax.random.normal(jax.random.key(2), (4, 8, 8, 1))
+    stage = model.stages[0]
+    graphdef, state = nnx.split(stage.blocks)
+    h = jax.random.normal(jax.random.key(3), (4, 8, 8, 16))
+    reference = h
+    for i in range(2):
+        block = nnx.merge(graphdef, jax.tree.map(lambda leaf, i=i: leaf[i], state))
+        reference = block(reference, train=train)
+    np.testing.assert_allclose(stage(h, train, remat=False, unroll=False), reference, rtol=1e-5, atol=1e-5)
+    # the whole network also matches its XLA-unrolled and rematerialised forms
+    unrolled = models.build(ModelConfig(depth=14, unroll=True, remat=True), (8, 8, 1), 10, 0)
+    scanned = models.build(ModelConfig(depth=14), (8, 8, 1), 10, 0)
+    np.testing.assert_allclose(scanned(x, train), unrolled(x, train), rtol=1e-5, atol=1e-5)
+
+
+def test_scanned_blocks_update_batchnorm_statistics_per_block() -> None:
+    model = models.build(ModelConfig(depth=20), (8, 8, 1), 10, 0)
+    stats = model.stages[0].blocks.norm1.bn.mean
+    assert float(jnp.abs(stats[...]).sum()) == 0.0
+    model(jax.random.normal(jax.random.key(0), (8, 8, 8, 1)), train=True)
+    means = np.asarray(stats[...])
+    assert means.shape == (3, 16)
+    assert np.all(np.abs(means).sum(axis=1) > 0) and not np.allclose(means[0], means[1])
+
+
+@pytest.mark.parametrize(("depth", "nearest"), [(21, "20 or 26"), (7, "8"), (1201, "1196 or 1202")])
+def test_invalid_cifar_depth_names_the_rule_and_nearest_depths(depth: int, nearest: str) -> None:
+    with pytest.raises(ConfigError, match=r"6n\+2") as info:
+        models.build(ModelConfig(depth=depth), CIFAR, 10, 0)
+    assert f"nearest valid: {nearest}" in str(info.value)
+
+
+def test_invalid_mlp_depth_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match=r"2 \+ 2N.*nearest valid: 6 or 8"):
+        models.build(ModelConfig(name="mlp", depth=7), (8, 8, 1), 10, 0)

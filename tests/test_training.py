@@ -1,0 +1,91 @@
+"""End-to-end training through `run`: accuracy on real digits, the run-directory contract, determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from resnet_jax import models, optim
+from resnet_jax.config import OptimConfig
+from resnet_jax.data import load
+from resnet_jax.engine import Engine, EpochSampler
+from resnet_jax.runner import Diverged, run
+
+
+def test_resnet_on_digits_reaches_under_ten_percent_test_error(tmp_path: Path) -> None:
+    cfg = tiny_config(depth=8)
+    cfg.trainer.steps, cfg.trainer.batch_size, cfg.trainer.eval_every, cfg.trainer.log_every = 120, 64, 60, 20
+    summary = run(cfg, tmp_path)
+    assert summary["status"] == "completed" and summary["step"] == 120
+    assert summary["final"]["test/error"] < 10.0, summary
+    assert summary["best"]["test/error"] <= summary["final"]["test/error"]
+    assert summary["final"]["train/error"] < 10.0
+
+
+def test_run_directory_contract(tmp_path: Path) -> None:
+    """metrics.jsonl and summary.json keys are a public contract (README: "Run directory")."""
+    summary = run(tiny_config(name="mlp", depth=4), tmp_path)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [10, 20]
+    assert all({"step", "train/loss", "train/error", "lr"} <= set(r) for r in rows)
+    assert all({"test/loss", "test/error"} <= set(r) for r in rows)  # eval_every=10
+    on_disk = json.loads((tmp_path / "summary.json").read_text())
+    assert on_disk == json.loads(json.dumps(summary))
+    assert {"status", "step", "params", "wall_time_s", "steps_per_s", "final", "best"} <= set(on_disk)
+    assert on_disk["final"]["test/error"] == rows[-1]["test/error"]
+    assert on_disk["best"]["train/loss"] == min(r["train/loss"] for r in rows)
+    assert on_disk["params"] == 64 * 64 + 64 + 2 * (64 * 64 + 64) + 64 * 10 + 10
+
+
+def test_divergence_stops_the_run_and_is_recorded(tmp_path: Path) -> None:
+    cfg = tiny_config(name="mlp", depth=10)
+    cfg.optim = OptimConfig(lr=1e6, schedule="constant")
+    with pytest.raises(Diverged, match="training loss became nan"):
+        run(cfg, tmp_path)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "diverged" and summary["step"] == 10
+
+
+def _train_params(log_every: int, steps: int = 6):
+    cfg = tiny_config(depth=8)
+    ds = load(cfg.data)
+    model = models.build(cfg.model, ds.image_shape, 10, 0)
+    tx, _ = optim.build(cfg.optim, steps)
+    engine = Engine(
+        model, tx, x_train=ds.x_train, y_train=ds.y_train, l2=1e-4, augment=True, dtype=np.float32, seed=0
+    )
+    sampler, state = EpochSampler(len(ds.y_train), 32, 0), engine.initial_state
+    losses = []
+    for first in range(0, steps, log_every):
+        state, rows = engine.train_chunk(state, sampler.indices(first, log_every))
+        losses.extend(np.asarray(rows[:, 0]))
+    return state, np.array(losses)
+
+
+def test_chunked_steps_equal_one_step_per_call() -> None:
+    one, losses_one = _train_params(log_every=1)
+    chunk, losses_chunk = _train_params(log_every=3)
+    np.testing.assert_allclose(losses_one, losses_chunk, rtol=1e-5, atol=1e-6)
+    for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(chunk.params), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    assert int(chunk.step) == 6
+
+
+def test_epoch_sampler_is_a_deterministic_permutation_per_epoch() -> None:
+    sampler = EpochSampler(10, 3, seed=7)
+    epoch0 = sampler.indices(0, 3).ravel()
+    assert len(set(epoch0)) == 9  # 3 steps of 3 from one permutation: no repeats
+    np.testing.assert_array_equal(EpochSampler(10, 3, seed=7).indices(2, 2), sampler.indices(2, 2))
+    assert not np.array_equal(sampler.indices(3, 1), sampler.indices(0, 1))
+
+
+def test_bfloat16_compute_keeps_float32_parameters(tmp_path: Path) -> None:
+    cfg = tiny_config(depth=8)
+    cfg.trainer.dtype = "bfloat16"
+    summary = run(cfg, tmp_path)
+    assert summary["status"] == "completed" and np.isfinite(summary["final"]["train/loss"])
