@@ -86,12 +86,19 @@ class TrainerConfig:
 
 
 @dataclass
+class ProbeConfig:
+    every: int = 100  # probe at step 0, every N steps and at the end; 0 disables
+    batch_size: int = 128  # the fixed probe batch: the first N training examples, not augmented
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    probe: ProbeConfig = field(default_factory=ProbeConfig)
     seed: int = 0
     name: str = "default"  # the sweep (W&B group, multirun directory)
 
@@ -160,3 +167,5 @@ def validate(cfg: Config) -> None:
     for key in ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size"):
         _positive(f"trainer.{key}", getattr(t, key))
     _choice("trainer.dtype", t.dtype, ("float32", "bfloat16"))
+    _positive("probe.every", cfg.probe.every, allow_zero=True)
+    _positive("probe.batch_size", cfg.probe.batch_size)

@@ -138,6 +138,9 @@ class EpochSampler:
         return np.stack(rows).astype(np.int32)
 
 
-def chunk_boundaries(start: int, stop: int, chunk: int) -> list[tuple[int, int]]:
-    """(first_step, count) for each compiled call from `start` to `stop`."""
-    return [(s, min(chunk, stop - s)) for s in range(start, stop, chunk)]
+def chunk_boundaries(start: int, stop: int, every: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(first_step, count) for each compiled call from `start` to `stop`, ending at every multiple of
+    each of `every` (logging, evaluation, probes, ...) so the host sees the state exactly there."""
+    ends = {stop} | {s for n in every if n > 0 for s in range(n, stop, n) if s > start}
+    points = [start, *sorted(ends)]
+    return [(a, b - a) for a, b in zip(points, points[1:], strict=False)]

@@ -12,17 +12,20 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from tqdm import tqdm
 
 from resnet_jax import data as datasets
-from resnet_jax import models, optim
+from resnet_jax import models, optim, probes
 from resnet_jax.config import Config, validate
-from resnet_jax.engine import Engine, EpochSampler, chunk_boundaries
+from resnet_jax.engine import Engine, EpochSampler, TrainState, chunk_boundaries
 from resnet_jax.errors import ConfigError
 from resnet_jax.tracking import open_tracker
 
@@ -56,6 +59,23 @@ def _update_best(best: dict[str, float], record: dict[str, float]) -> None:
             best[key] = min(best.get(key, math.inf), value)
 
 
+def _probe_function(
+    cfg: Config, engine: Engine, x_train: np.ndarray, y_train: np.ndarray
+) -> Callable[[TrainState], dict[str, list[float]]] | None:
+    """Probes on a fixed batch (the first `probe.batch_size` training examples), as JSON-ready lists."""
+    if not cfg.probe.every:
+        return None
+    size = min(cfg.probe.batch_size, len(y_train))
+    x, y = jnp.asarray(x_train[:size]), jnp.asarray(y_train[:size])
+    measure = jax.jit(partial(probes.measure, engine.graphdef, dtype=engine.dtype))
+
+    def measure_state(state: TrainState) -> dict[str, list[float]]:
+        values = measure(state.params, state.model_state, x, y)
+        return {f"probe/{key}": np.asarray(value).round(6).tolist() for key, value in values.items()}
+
+    return measure_state
+
+
 def run(
     cfg: Config,
     run_dir: Path,
@@ -85,6 +105,7 @@ def run(
     )
     x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
     sampler = EpochSampler(len(data.y_train), t.batch_size, cfg.seed)
+    measure_probes = _probe_function(cfg, engine, data.x_train, data.y_train)
     tracker = open_tracker(
         cfg.logger,
         run_dir,
@@ -107,8 +128,13 @@ def run(
     state, best, final = engine.initial_state, {}, {}
     started, timed_steps, timed_s = time.perf_counter(), 0, 0.0
     bar = tqdm(total=t.steps, disable=not t.progress, desc=f"{cfg.model.name}-{cfg.model.depth}", unit="step")
+    probe_every = cfg.probe.every
     try:
-        for index, (first, count) in enumerate(chunk_boundaries(0, t.steps, t.log_every)):
+        if measure_probes is not None:  # at initialisation
+            tracker.log(0, measure_probes(state))
+        for index, (first, count) in enumerate(
+            chunk_boundaries(0, t.steps, (t.log_every, t.eval_every, probe_every))
+        ):
             chunk_start = time.perf_counter()
             state, rows = engine.train_chunk(state, sampler.indices(first, count))
             loss, error = (float(v) for v in rows.mean(axis=0))
@@ -125,9 +151,11 @@ def run(
             if step % t.eval_every == 0 or step == t.steps:
                 evaluated = engine.evaluate(state, x_test, y_test, t.eval_batch_size)
                 record.update({"test/loss": evaluated["loss"], "test/error": evaluated["error"]})
-            tracker.log(step, record)
             _update_best(best, record)
             final.update(record)
+            if measure_probes is not None and (step % probe_every == 0 or step == t.steps):
+                record.update(measure_probes(state))
+            tracker.log(step, record)
             bar.update(count)
             bar.set_postfix(loss=f"{loss:.3f}", err=f"{100 * error:.1f}%", lr=f"{record['lr']:.3g}")
         summary["status"] = "completed"

@@ -20,11 +20,28 @@ from resnet_jax.config import LoggerConfig
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+MAX_LAYER_SERIES = 128  # per-layer W&B series up to this depth; deeper nets log min/mean/max only
 
 
 def run_id(run_dir: Path) -> str:
     """A W&B run id derived from the run directory: a resumed or requeued job continues the same run."""
     return hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
+
+
+def wandb_payload(metrics: dict[str, Any]) -> dict[str, float]:
+    """Per-layer probe lists become W&B series `probe/<kind>/L000`, ... plus their min, mean and max."""
+    payload: dict[str, float] = {}
+    for key, value in metrics.items():
+        if not isinstance(value, list):
+            payload[key] = value
+            continue
+        if value:
+            payload.update(
+                {f"{key}/min": min(value), f"{key}/mean": sum(value) / len(value), f"{key}/max": max(value)}
+            )
+        if len(value) <= MAX_LAYER_SERIES:
+            payload.update({f"{key}/L{i:03d}": v for i, v in enumerate(value)})
+    return payload
 
 
 def _json_safe(value: Any) -> Any:
@@ -45,7 +62,7 @@ class Tracker:
         record = {"step": step, **{k: _json_safe(v) for k, v in metrics.items()}}
         self.metrics.write(json.dumps(record) + "\n")
         self.metrics.flush()
-        self._wandb("log", metrics, step=step)
+        self._wandb("log", wandb_payload(metrics), step=step)
 
     def summarise(self, summary: dict[str, Any]) -> None:
         if self.wandb_run is not None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from resnet_jax.config import Config, DataConfig, LoggerConfig, ModelConfig, TrainerConfig
+from resnet_jax.config import Config, DataConfig, LoggerConfig, ModelConfig, ProbeConfig, TrainerConfig
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -72,4 +72,5 @@ def tiny_config(**model_kwargs) -> Config:
         data=DataConfig(),
         logger=LoggerConfig(name="none"),
         trainer=TrainerConfig(steps=20, batch_size=32, eval_every=10, log_every=10, progress=False),
+        probe=ProbeConfig(every=10, batch_size=16),
     )

@@ -30,8 +30,16 @@ def test_resnet_on_digits_reaches_under_ten_percent_test_error(tmp_path: Path) -
 def test_run_directory_contract(tmp_path: Path) -> None:
     """metrics.jsonl and summary.json keys are a public contract (README: "Run directory")."""
     summary = run(tiny_config(name="mlp", depth=4), tmp_path)
-    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert [r["step"] for r in rows] == [10, 20]
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [0, 10, 20]
+    assert set(lines[0]) == {
+        "step",
+        "probe/grad_norm",
+        "probe/weight_norm",
+        "probe/response_std",
+        "probe/branch_ratio",
+    }
+    rows = lines[1:]
     assert all({"step", "train/loss", "train/error", "lr"} <= set(r) for r in rows)
     assert all({"test/loss", "test/error"} <= set(r) for r in rows)  # eval_every=10
     on_disk = json.loads((tmp_path / "summary.json").read_text())

@@ -13,7 +13,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from resnet_jax.models.depth import cifar_blocks_per_stage
-from resnet_jax.models.layers import Conv, Dense, Norm
+from resnet_jax.models.layers import Conv, Dense, Norm, Probes, branch_ratio, response_std
 from resnet_jax.models.stack import apply_stacked, create_stacked
 
 STAGE_WIDTHS = (16, 32, 64)
@@ -58,12 +58,25 @@ class BasicBlock(nnx.Module):
             return self.projection_norm(self.projection(x), train)
         return shortcut_a(x, self.stride, self.cout)
 
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool, probe: bool = False) -> tuple[jax.Array, Probes]:
+        """The block's output, and with `probe` its layers' response std and its branch ratio."""
         if self.spec.preact:  # He et al. 2016: BN-ReLU-conv twice, nothing after the addition
-            branch = self.conv2(jax.nn.relu(self.norm2(self.conv1(jax.nn.relu(self.norm1(x, train))), train)))
-            return branch + self.shortcut(x, train) if self.spec.residual else branch
-        branch = self.norm2(self.conv2(jax.nn.relu(self.norm1(self.conv1(x), train))), train)
-        return jax.nn.relu(branch + self.shortcut(x, train) if self.spec.residual else branch)
+            first = self.conv1(jax.nn.relu(self.norm1(x, train)))
+            branch = self.conv2(jax.nn.relu(self.norm2(first, train)))
+        else:  # responses after BN, before the nonlinearity or the addition
+            first = self.norm1(self.conv1(x), train)
+            branch = self.norm2(self.conv2(jax.nn.relu(first)), train)
+        identity = self.shortcut(x, train)
+        out = branch + identity if self.spec.residual else branch
+        if not self.spec.preact:
+            out = jax.nn.relu(out)
+        if not probe:
+            return out, {}
+        stats = {
+            "response_std": jnp.stack([response_std(first), response_std(branch)]),
+            "branch_ratio": branch_ratio(branch, identity),
+        }
+        return out, stats
 
 
 class Stage(nnx.Module):
@@ -79,12 +92,18 @@ class Stage(nnx.Module):
             else None
         )
 
-    def __call__(self, x: jax.Array, train: bool, *, remat: bool, unroll: bool) -> jax.Array:
+    def __call__(
+        self, x: jax.Array, train: bool, *, probe: bool, remat: bool, unroll: bool
+    ) -> tuple[jax.Array, list[Probes]]:
+        """The stage's output and each of its block's probes (a leading block axis each)."""
+        stats = []
         if self.first is not None:
-            x = self.first(x, train)
+            x, first = self.first(x, train, probe)
+            stats.append(jax.tree.map(lambda v: v[None], first))
         if self.blocks is not None:
-            x = apply_stacked(self.blocks, x, remat=remat, unroll=unroll, train=train)
-        return x
+            x, stacked = apply_stacked(self.blocks, x, remat=remat, unroll=unroll, train=train, probe=probe)
+            stats.append(stacked)
+        return x, stats
 
 
 class CifarResNet(nnx.Module):
@@ -116,11 +135,34 @@ class CifarResNet(nnx.Module):
         self.head = Dense(STAGE_WIDTHS[-1], num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        h = self.stem(x)
-        if not self.spec.preact:
-            h = jax.nn.relu(self.stem_norm(h, train))
+        return self.forward(x, train, probe=False)[0]
+
+    def forward(self, x: jax.Array, train: bool, probe: bool) -> tuple[jax.Array, Probes]:
+        """Logits; with `probe`, also `response_std` per 3x3 layer (stem first), `branch_ratio` per block."""
+        stem = self.stem_norm(self.stem(x), train)
+        h = stem if self.spec.preact else jax.nn.relu(stem)
+        per_block = []
         for stage in self.stages:
-            h = stage(h, train, remat=self.remat, unroll=self.unroll)
+            h, stats = stage(h, train, probe=probe, remat=self.remat, unroll=self.unroll)
+            per_block.extend(stats)
         if self.spec.preact:
             h = jax.nn.relu(self.final_norm(h, train))
-        return self.head(h.mean(axis=(1, 2)))
+        logits = self.head(h.mean(axis=(1, 2)))
+        if not probe:
+            return logits, {}
+        blocks = jax.tree.map(lambda *parts: jnp.concatenate(parts), *per_block)
+        return logits, {
+            "response_std": jnp.concatenate([response_std(stem)[None], blocks["response_std"].reshape(-1)]),
+            "branch_ratio": blocks["branch_ratio"],
+        }
+
+    def layer_kernels(self) -> list[jax.Array]:
+        """Every weighted layer's kernel in depth order (stacked blocks unstacked): stem ... head."""
+        kernels = [self.stem.kernel[...]]
+        for stage in self.stages:
+            if stage.first is not None:
+                kernels += [stage.first.conv1.kernel[...], stage.first.conv2.kernel[...]]
+            if stage.blocks is not None:
+                pairs = zip(stage.blocks.conv1.kernel[...], stage.blocks.conv2.kernel[...], strict=True)
+                kernels += [k for pair in pairs for k in pair]
+        return [*kernels, self.head.kernel[...]]

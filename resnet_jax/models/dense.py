@@ -7,10 +7,11 @@ vanishing-gradient behaviour of deep plain nets shows undisturbed.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 from flax import nnx
 
 from resnet_jax.models.depth import mlp_blocks
-from resnet_jax.models.layers import Dense
+from resnet_jax.models.layers import Dense, Probes, branch_ratio, response_std
 from resnet_jax.models.stack import apply_stacked, create_stacked
 
 
@@ -22,9 +23,17 @@ class DenseBlock(nnx.Module):
         self.linear1 = Dense(width, width, rngs=rngs)
         self.linear2 = Dense(width, width, rngs=rngs)
 
-    def __call__(self, a: jax.Array) -> jax.Array:
-        z2 = self.linear2(jax.nn.relu(self.linear1(a)))
-        return jax.nn.relu(z2 + a if self.residual else z2)
+    def __call__(self, a: jax.Array, probe: bool = False) -> tuple[jax.Array, Probes]:
+        """The block's output, and with `probe` the std of z1 and z2 and the ratio ||z2|| / ||a||."""
+        z1 = self.linear1(a)
+        z2 = self.linear2(jax.nn.relu(z1))
+        out = jax.nn.relu(z2 + a if self.residual else z2)
+        if not probe:
+            return out, {}
+        return out, {
+            "response_std": jnp.stack([response_std(z1), response_std(z2)]),
+            "branch_ratio": branch_ratio(z2, a),
+        }
 
 
 class MLP(nnx.Module):
@@ -49,7 +58,26 @@ class MLP(nnx.Module):
         self.head = Dense(width, num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        del train  # no BatchNorm or dropout: train and eval compute the same function
-        h = jax.nn.relu(self.input(x.reshape(x.shape[0], -1)))
-        h = apply_stacked(self.blocks, h, remat=self.remat, unroll=self.unroll)
-        return self.head(h)
+        return self.forward(x, train, probe=False)[0]
+
+    def forward(self, x: jax.Array, train: bool, probe: bool) -> tuple[jax.Array, Probes]:
+        """Logits and, with `probe`, `response_std` per hidden layer and `branch_ratio` per block.
+
+        `train` is accepted for a uniform interface: without BatchNorm or dropout both modes agree.
+        """
+        z0 = self.input(x.reshape(x.shape[0], -1))
+        h, blocks = apply_stacked(
+            self.blocks, jax.nn.relu(z0), remat=self.remat, unroll=self.unroll, probe=probe
+        )
+        logits = self.head(h)
+        if not probe:
+            return logits, {}
+        return logits, {
+            "response_std": jnp.concatenate([response_std(z0)[None], blocks["response_std"].reshape(-1)]),
+            "branch_ratio": blocks["branch_ratio"],
+        }
+
+    def layer_kernels(self) -> list[jax.Array]:
+        """Every weighted layer's kernel in depth order (stacked blocks unstacked): input ... head."""
+        pairs = zip(self.blocks.linear1.kernel[...], self.blocks.linear2.kernel[...], strict=True)
+        return [self.input.kernel[...], *(k for pair in pairs for k in pair), self.head.kernel[...]]

@@ -8,6 +8,9 @@ from flax import nnx
 
 from resnet_jax.models.conv import conv2d
 
+# Per-layer and per-block measurements a forward pass can return (see resnet_jax.probes).
+Probes = dict[str, jax.Array]
+
 # He et al. 2015: zero-mean Gaussian with std sqrt(2 / fan_in) (PyTorch's kaiming_normal_).
 he_normal = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")
 
@@ -51,3 +54,14 @@ class Norm(nnx.Module):
         if self.bn is None:
             return x
         return self.bn(x, use_running_average=not train).astype(x.dtype)
+
+
+def response_std(x: jax.Array) -> jax.Array:
+    """Std of a layer's response over batch, positions and channels (He et al. 2015, Fig. 7)."""
+    return jnp.std(x.astype(jnp.float32))
+
+
+def branch_ratio(branch: jax.Array, identity: jax.Array) -> jax.Array:
+    """||F(x)|| / ||x||: 0 when a block is exactly the identity map."""
+    branch, identity = branch.astype(jnp.float32), identity.astype(jnp.float32)
+    return jnp.sqrt(jnp.sum(branch**2)) / (jnp.sqrt(jnp.sum(identity**2)) + 1e-12)

@@ -20,13 +20,18 @@ def create_stacked(count: int, factory: Callable[[nnx.Rngs], nnx.Module], rngs: 
     return create(rngs)
 
 
-def apply_stacked(blocks: nnx.Module, x: jax.Array, *, remat: bool, unroll: bool, **kwargs) -> jax.Array:
-    """Run `x` through every stacked block in order; BatchNorm statistics are updated per block."""
+def apply_stacked(
+    blocks: nnx.Module, x: jax.Array, *, remat: bool, unroll: bool, **kwargs
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Run `x` through every stacked block in order (BatchNorm statistics are updated per block).
 
-    def body(block: nnx.Module, h: jax.Array) -> jax.Array:
+    Each block returns `(output, probes)`; the probes of all blocks come back stacked on axis 0.
+    """
+
+    def body(block: nnx.Module, h: jax.Array) -> tuple[jax.Array, dict[str, jax.Array]]:
         return block(h, **kwargs)
 
     if remat:
         body = nnx.remat(body)
-    scan = nnx.scan(body, in_axes=(0, nnx.Carry), out_axes=nnx.Carry, unroll=True if unroll else 1)
+    scan = nnx.scan(body, in_axes=(0, nnx.Carry), out_axes=(nnx.Carry, 0), unroll=True if unroll else 1)
     return scan(blocks, x)

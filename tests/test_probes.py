@@ -1,0 +1,129 @@
+"""Probes against hand computations, and their way into metrics.jsonl and an offline W&B run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import tiny_config
+from flax import nnx
+from wandb_records import history, run_record
+
+from resnet_jax import models, probes
+from resnet_jax.config import ModelConfig
+from resnet_jax.engine import cross_entropy_and_errors
+from resnet_jax.runner import run
+
+
+def measure(model: nnx.Module, x: jax.Array, y: jax.Array) -> dict[str, np.ndarray]:
+    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    return {k: np.asarray(v) for k, v in probes.measure(graphdef, params, rest, x, y, jnp.float32).items()}
+
+
+def batch(shape=(16, 8, 8, 1)) -> tuple[jax.Array, jax.Array]:
+    return jax.random.normal(jax.random.key(0), shape), jnp.arange(shape[0]) % 10
+
+
+def test_dense_probes_match_hand_computation() -> None:
+    model = models.build(ModelConfig(name="mlp", depth=6, width=8), (8, 8, 1), 10, 0)
+    x, y = batch()
+    out = measure(model, x, y)
+    flat = x.reshape(16, -1)
+    w_in, b_in = np.asarray(model.input.kernel[...]), np.asarray(model.input.bias[...])
+    w1, b1 = np.asarray(model.blocks.linear1.kernel[...]), np.asarray(model.blocks.linear1.bias[...])
+    w2, b2 = np.asarray(model.blocks.linear2.kernel[...]), np.asarray(model.blocks.linear2.bias[...])
+    z0 = flat @ w_in + b_in
+    a, stds, ratios = np.maximum(z0, 0), [z0.std()], []
+    for i in range(2):
+        z1 = a @ w1[i] + b1[i]
+        z2 = np.maximum(z1, 0) @ w2[i] + b2[i]
+        stds += [z1.std(), z2.std()]
+        ratios.append(np.linalg.norm(z2) / np.linalg.norm(a))
+        a = np.maximum(z2 + a, 0)
+    np.testing.assert_allclose(out["response_std"], stds, rtol=1e-4)
+    np.testing.assert_allclose(out["branch_ratio"], ratios, rtol=1e-4)
+    kernels = [w_in, w1[0], w2[0], w1[1], w2[1], np.asarray(model.head.kernel[...])]
+    np.testing.assert_allclose(out["weight_norm"], [np.linalg.norm(k) for k in kernels], rtol=1e-5)
+
+    def loss(m: nnx.Module) -> jax.Array:
+        return cross_entropy_and_errors(m(x, train=True), y)[0].mean()
+
+    grads = nnx.grad(loss)(model)
+    expected = [
+        grads.input.kernel[...],
+        grads.blocks.linear1.kernel[...][0],
+        grads.blocks.linear2.kernel[...][0],
+        grads.blocks.linear1.kernel[...][1],
+        grads.blocks.linear2.kernel[...][1],
+        grads.head.kernel[...],
+    ]
+    np.testing.assert_allclose(out["grad_norm"], [np.linalg.norm(g) for g in expected], rtol=1e-4)
+
+
+def test_head_gradient_norm_from_the_softmax_formula() -> None:
+    """With a zero classifier the logits are 0: dL/dW_head = h^T (1/C - onehot(y)) / B."""
+    model = models.build(ModelConfig(name="mlp", depth=4, width=8), (8, 8, 1), 10, 0)
+    model.head.kernel[...] = jnp.zeros_like(model.head.kernel[...])
+    x, y = batch()
+    a = np.maximum(np.asarray(x.reshape(16, -1) @ model.input.kernel[...] + model.input.bias[...]), 0)
+    w1, b1 = np.asarray(model.blocks.linear1.kernel[...])[0], np.asarray(model.blocks.linear1.bias[...])[0]
+    w2, b2 = np.asarray(model.blocks.linear2.kernel[...])[0], np.asarray(model.blocks.linear2.bias[...])[0]
+    h = np.maximum(np.maximum(a @ w1 + b1, 0) @ w2 + b2 + a, 0)
+    delta = np.full((16, 10), 0.1) - np.eye(10)[np.asarray(y)]
+    expected = np.linalg.norm(h.T @ delta / 16)
+    assert measure(model, x, y)["grad_norm"][-1] == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("name", ["mlp", "cifar"])
+def test_zeroed_branches_give_ratio_zero(name: str) -> None:
+    depth = 6 if name == "mlp" else 14
+    model = models.build(ModelConfig(name=name, depth=depth), (8, 8, 1), 10, 0)
+    if name == "mlp":
+        model.blocks.linear2.kernel[...] = jnp.zeros_like(model.blocks.linear2.kernel[...])
+        model.blocks.linear2.bias[...] = jnp.zeros_like(model.blocks.linear2.bias[...])
+        expected_blocks = 2
+    else:
+        for stage in model.stages:
+            for block in (stage.first, stage.blocks):
+                if block is not None:
+                    block.norm2.bn.scale[...] = jnp.zeros_like(block.norm2.bn.scale[...])
+                    block.norm2.bn.bias[...] = jnp.zeros_like(block.norm2.bn.bias[...])
+        expected_blocks = 6
+    out = measure(model, *batch())
+    assert out["branch_ratio"].shape == (expected_blocks,)
+    np.testing.assert_array_equal(out["branch_ratio"], 0.0)
+
+
+def test_cifar_probe_shapes_follow_depth() -> None:
+    out = measure(models.build(ModelConfig(depth=14), (8, 8, 1), 10, 0), *batch())
+    assert out["grad_norm"].shape == (14,) and out["weight_norm"].shape == (14,)  # every weighted layer
+    assert out["response_std"].shape == (13,)  # every 3x3 conv
+    assert out["branch_ratio"].shape == (6,)
+    # post-activation responses are BN outputs in train mode: std ~ 1 (BN scale 1 at init)
+    np.testing.assert_allclose(out["response_std"], 1.0, atol=0.02)
+
+
+def test_offline_wandb_run_holds_config_group_and_probes(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    cfg = tiny_config(name="mlp", depth=6)
+    cfg.logger.name = "wandb"
+    run(cfg, tmp_path / "run", group="my-sweep", name="model.depth=6")
+    (log_file,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
+    rows = history(log_file)
+    probe_rows = [r for r in rows if "probe/grad_norm/L000" in r]
+    assert [r["_step"] for r in probe_rows] == [0, 10, 20]
+    assert {f"probe/grad_norm/L{i:03d}" for i in range(6)} <= set(probe_rows[-1])
+    assert {"probe/branch_ratio/L001", "probe/response_std/mean", "test/error"} <= set(probe_rows[-1])
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert probe_rows[-1]["probe/grad_norm/L005"] == pytest.approx(
+        metrics[-1]["probe/grad_norm"][5], rel=1e-5
+    )
+    record = run_record(log_file)
+    assert record.run_group == "my-sweep" and record.display_name == "model.depth=6"
+    config = {item.key: json.loads(item.value_json) for item in record.config.update}
+    assert config["model"]["depth"] == 6 and config["optim"]["l2"] == 1e-4
+    assert {"mlp", "residual", "depth=6", "l2=0.0001"} <= set(record.tags)
