@@ -29,5 +29,13 @@ lint: install
 	$(BIN)/ruff check resnet_jax tests benchmarks
 	$(BIN)/ruff format --check resnet_jax tests benchmarks
 
+TORCH_VENV := .venv-torch
+TORCH_SETUP := ../shared/bench/setup-torch.sh
+
+bench: install  ## speed/memory benchmarks as JSON; with the PyTorch references when ../shared/bench exists
+	@if [ -x $(TORCH_SETUP) ]; then $(TORCH_SETUP) $(TORCH_VENV) && \
+		$(BIN)/python benchmarks/bench.py --torch $(TORCH_VENV)/bin/python $(ARGS); \
+	else $(BIN)/python benchmarks/bench.py $(ARGS); fi
+
 clean:
 	rm -rf outputs multirun wandb .pytest_cache .ruff_cache

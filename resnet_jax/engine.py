@@ -60,9 +60,13 @@ class Engine:
         self.x_train, self.y_train = jnp.asarray(x_train), jnp.asarray(y_train)  # on device, once
         self.l2, self.augment, self.dtype = l2, augment, dtype
         self.augment_key = jax.random.key(seed + 1)
-        self.initial_state = TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params))
+        self._initial = TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params))
         self.train_chunk = jax.jit(self._train_chunk, donate_argnums=0)
         self.eval_batch = jax.jit(self._eval_batch)
+
+    def initial_state(self) -> TrainState:
+        """A fresh copy of the step-0 state (training donates the state it is given)."""
+        return jax.tree.map(jnp.copy, self._initial)
 
     def apply(self, params: nnx.State, model_state: nnx.State, x: jax.Array, train: bool):
         """Logits and the model state after the call (updated BatchNorm statistics when training)."""

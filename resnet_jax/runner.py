@@ -125,7 +125,7 @@ def run(
     )
     summary: dict[str, Any] = {"status": "running", "step": 0, "params": params, "run_dir": str(run_dir)}
     write_json_atomic(run_dir / SUMMARY_FILE, summary)
-    state, best, final = engine.initial_state, {}, {}
+    state, best, final = engine.initial_state(), {}, {}
     started, timed_steps, timed_s = time.perf_counter(), 0, 0.0
     bar = tqdm(total=t.steps, disable=not t.progress, desc=f"{cfg.model.name}-{cfg.model.depth}", unit="step")
     probe_every = cfg.probe.every

@@ -67,7 +67,7 @@ def _train_params(log_every: int, steps: int = 6):
     engine = Engine(
         model, tx, x_train=ds.x_train, y_train=ds.y_train, l2=1e-4, augment=True, dtype=np.float32, seed=0
     )
-    sampler, state = EpochSampler(len(ds.y_train), 32, 0), engine.initial_state
+    sampler, state = EpochSampler(len(ds.y_train), 32, 0), engine.initial_state()
     losses = []
     for first in range(0, steps, log_every):
         state, rows = engine.train_chunk(state, sampler.indices(first, log_every))

@@ -1,0 +1,245 @@
+"""Speed and memory benchmarks (never timed tests). Prints one JSON object per measurement, then a table.
+
+    python benchmarks/bench.py                      # everything, resnet_jax only
+    python benchmarks/bench.py --torch .venv-torch/bin/python   # plus the PyTorch references and ratios
+    python benchmarks/bench.py --only cifar mlp     # some sections
+
+Sections: cifar (training images/s, ResNet-20/56/110, batch 128, CIFAR shapes), scan (scanned vs
+unrolled blocks, chunked vs one step per call), mlp (steps/s on digits shapes), compile (compile time
+by depth), memory (temporary memory with and without remat), probes (probe overhead at the default cadence).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from resnet_jax import models, optim
+from resnet_jax.config import ModelConfig, OptimConfig, ProbeConfig
+from resnet_jax.engine import Engine
+
+REFERENCES = Path(__file__).resolve().parents[2] / "shared" / "bench"
+RESULTS: list[dict] = []
+
+
+def emit(**row) -> dict:
+    row = {"framework": "resnet_jax", "backend": jax.default_backend(), **row}
+    RESULTS.append(row)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def make_engine(
+    model_cfg: ModelConfig, shape: tuple[int, int, int], batch: int, examples: int = 1024
+) -> Engine:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(examples, *shape)).astype(np.float32)
+    y = rng.integers(0, 10, size=examples).astype(np.int32)
+    model = models.build(model_cfg, shape, 10, 0)
+    tx, _ = optim.build(OptimConfig(lr=0.01, momentum=0.9, l2=1e-4), 10_000)
+    return Engine(model, tx, x_train=x, y_train=y, l2=1e-4, augment=False, dtype=jnp.float32, seed=0)
+
+
+def train_rate(engine: Engine, batch: int, steps_per_call: int, calls: int) -> tuple[float, float]:
+    """(steps/s, first-call seconds): `calls` timed calls of `steps_per_call` steps after one warm-up call."""
+    rng = np.random.default_rng(1)
+    n = engine.x_train.shape[0]
+
+    def indices() -> jax.Array:
+        return jnp.asarray(rng.integers(0, n, size=(steps_per_call, batch)).astype(np.int32))
+
+    state = engine.initial_state()
+    start = time.perf_counter()
+    state, rows = engine.train_chunk(state, indices())
+    rows.block_until_ready()
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(calls):
+        state, rows = engine.train_chunk(state, indices())
+    rows.block_until_ready()
+    return calls * steps_per_call / (time.perf_counter() - start), first
+
+
+def bench_cifar(depths: tuple[int, ...], batch: int, steps: int) -> None:
+    for depth in depths:
+        engine = make_engine(ModelConfig(depth=depth), (32, 32, 3), batch)
+        rate, _ = train_rate(engine, batch, steps_per_call=steps, calls=1)
+        emit(bench="cifar_train", depth=depth, batch=batch, images_per_s=round(rate * batch, 1))
+
+
+def bench_scan(batch: int) -> None:
+    """ResNet-20: scanned blocks vs unrolled blocks, and K steps per call vs one step per call."""
+    variants = {
+        "scanned": ModelConfig(depth=20),
+        "unrolled": ModelConfig(depth=20, unroll=True),
+    }
+    for name, cfg in variants.items():
+        engine = make_engine(cfg, (32, 32, 3), batch)
+        for k, calls in ((1, 5), (5, 1)):
+            rate, _ = train_rate(engine, batch, steps_per_call=k, calls=calls)
+            emit(
+                bench="cifar_scan",
+                variant=name,
+                steps_per_call=k,
+                depth=20,
+                batch=batch,
+                images_per_s=round(rate * batch, 1),
+            )
+    mlp = make_engine(ModelConfig(name="mlp", depth=10, width=64), (8, 8, 1), 128)
+    for k, calls in ((1, 200), (100, 2)):
+        rate, _ = train_rate(mlp, 128, steps_per_call=k, calls=calls)
+        emit(bench="mlp_chunk", steps_per_call=k, depth=10, width=64, batch=128, steps_per_s=round(rate, 1))
+
+
+def bench_mlp(depths: tuple[int, ...]) -> None:
+    for depth in depths:
+        engine = make_engine(ModelConfig(name="mlp", depth=depth, width=64), (8, 8, 1), 128)
+        rate, _ = train_rate(engine, 128, steps_per_call=100, calls=5)
+        emit(bench="mlp_train", depth=depth, width=64, batch=128, steps_per_s=round(rate, 1))
+
+
+def compiled_chunk(engine: Engine, batch: int):
+    idx = jnp.zeros((1, batch), jnp.int32)
+    start = time.perf_counter()
+    compiled = jax.jit(engine._train_chunk).lower(engine.initial_state(), idx).compile()
+    return compiled, time.perf_counter() - start
+
+
+def bench_compile(depths: tuple[int, ...], batch: int) -> None:
+    for depth in depths:
+        _, seconds = compiled_chunk(make_engine(ModelConfig(depth=depth), (32, 32, 3), batch, 256), batch)
+        emit(bench="compile", depth=depth, batch=batch, compile_s=round(seconds, 2))
+
+
+def bench_memory(depths: tuple[int, ...], batch: int) -> None:
+    """XLA's compiled memory analysis of one training step (temporaries beyond arguments/outputs)."""
+    for depth in depths:
+        for remat in (False, True):
+            engine = make_engine(ModelConfig(depth=depth, remat=remat), (32, 32, 3), batch, 256)
+            compiled, _ = compiled_chunk(engine, batch)
+            stats = compiled.memory_analysis()
+            emit(
+                bench="memory",
+                depth=depth,
+                batch=batch,
+                remat=remat,
+                temp_gib=round(stats.temp_size_in_bytes / 2**30, 3),
+                args_gib=round(stats.argument_size_in_bytes / 2**30, 3),
+            )
+
+
+def bench_probes(batch: int) -> None:
+    """Probe cost relative to the training steps between two probes at the default cadence."""
+    from functools import partial
+
+    from resnet_jax import probes
+
+    every = ProbeConfig().every
+    for cfg, shape in ((ModelConfig(depth=20), (8, 8, 1)), (ModelConfig(name="mlp", depth=10), (8, 8, 1))):
+        engine = make_engine(cfg, shape, batch)
+        rate, _ = train_rate(engine, batch, steps_per_call=20, calls=3)
+        measure = jax.jit(partial(probes.measure, engine.graphdef, dtype=jnp.float32))
+        x, y = engine.x_train[: ProbeConfig().batch_size], engine.y_train[: ProbeConfig().batch_size]
+        state = engine.initial_state()
+        jax.block_until_ready(measure(state.params, state.model_state, x, y))
+        start = time.perf_counter()
+        for _ in range(5):
+            jax.block_until_ready(measure(state.params, state.model_state, x, y))
+        probe_s = (time.perf_counter() - start) / 5
+        emit(
+            bench="probe_overhead",
+            model=cfg.name,
+            depth=cfg.depth,
+            every=every,
+            overhead_pct=round(100 * probe_s / (every / rate), 2),
+        )
+
+
+def run_torch(python: str, script: str, *args: str) -> dict:
+    out = subprocess.run(
+        [python, str(REFERENCES / script), *args], capture_output=True, text=True, check=True
+    )
+    row = json.loads(out.stdout.strip().splitlines()[-1])
+    RESULTS.append(row)
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def bench_torch(python: str, batch: int) -> None:
+    """The PyTorch references, in this same invocation; ratios against our matching rows."""
+    for depth in (20, 56, 110):
+        ref = run_torch(
+            python,
+            "torch_cifar_resnet.py",
+            "--depth",
+            str(depth),
+            "--batch",
+            str(batch),
+            "--steps",
+            "10" if depth > 20 else "20",
+            "--channels-last",
+        )
+        ours = [r for r in RESULTS if r.get("bench") == "cifar_train" and r["depth"] == depth]
+        if ours:
+            emit(
+                bench="ratio_cifar",
+                depth=depth,
+                ratio=round(ours[-1]["images_per_s"] / ref["images_per_s"], 3),
+            )
+    for depth in (10, 50):
+        ref = run_torch(python, "torch_mlp.py", "--depth", str(depth), "--width", "64", "--batch", "128")
+        ours = [r for r in RESULTS if r.get("bench") == "mlp_train" and r["depth"] == depth]
+        if ours:
+            emit(bench="ratio_mlp", depth=depth, ratio=round(ours[-1]["steps_per_s"] / ref["steps_per_s"], 3))
+
+
+SECTIONS = ("cifar", "scan", "mlp", "compile", "memory", "probes")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", nargs="*", choices=SECTIONS, default=list(SECTIONS))
+    parser.add_argument("--torch", help="python of a PyTorch environment (../shared/bench/setup-torch.sh)")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--output", type=Path, help="also write all rows to this JSON file")
+    args = parser.parse_args()
+    print(
+        json.dumps(
+            {
+                "jax": jax.__version__,
+                "devices": [str(d) for d in jax.devices()],
+                "date": time.strftime("%Y-%m-%d"),
+            }
+        ),
+        flush=True,
+    )
+    if "cifar" in args.only:
+        bench_cifar((20, 56, 110), args.batch, steps=5)
+    if "scan" in args.only:
+        bench_scan(args.batch)
+    if "mlp" in args.only:
+        bench_mlp((10, 50))
+    if "compile" in args.only:
+        bench_compile((20, 56, 110, 1202), args.batch)
+    if "memory" in args.only:
+        bench_memory((56, 110, 1202), args.batch)
+    if "probes" in args.only:
+        bench_probes(args.batch)
+    if args.torch:
+        bench_torch(args.torch, args.batch)
+    if args.output:
+        args.output.write_text(json.dumps(RESULTS, indent=1))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
