@@ -27,11 +27,9 @@ from resnet_jax import models, optim, probes
 from resnet_jax.config import Config, validate
 from resnet_jax.engine import Engine, EpochSampler, TrainState, chunk_boundaries
 from resnet_jax.errors import ConfigError
-from resnet_jax.tracking import open_tracker
+from resnet_jax.tracking import SUMMARY_FILE, open_tracker
 
 log = logging.getLogger(__name__)
-
-SUMMARY_FILE = "summary.json"
 
 
 class Diverged(RuntimeError):

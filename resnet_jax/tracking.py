@@ -20,6 +20,7 @@ from resnet_jax.config import LoggerConfig
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
 MAX_LAYER_SERIES = 128  # per-layer W&B series up to this depth; deeper nets log min/mean/max only
 
 

@@ -1,0 +1,130 @@
+"""The report on a generated sweep directory: files exist and the numbers are the inputs' numbers."""
+
+from __future__ import annotations
+
+import csv
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+import yaml
+
+from resnet_jax import report
+
+
+def write_run(
+    root: Path, depth: int, residual: bool, seed: int, l2: float, status: str = "completed"
+) -> dict:
+    """A run directory as train.py writes it, with made-up but deterministic numbers."""
+    path = root / f"model.depth={depth},model.residual={str(residual).lower()},optim.l2={l2},seed={seed}"
+    (path / ".hydra").mkdir(parents=True)
+    config = {
+        "model": {"name": "cifar", "depth": depth, "residual": residual},
+        "optim": {"l2": l2},
+        "seed": seed,
+    }
+    (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    layers, blocks = depth - 1, (depth - 2) // 2
+    final_train = (depth / 10 if not residual else 1.0) + seed
+    rows = [
+        {
+            "step": 0,
+            "probe/grad_norm": [1.0] * depth,
+            "probe/response_std": [1.0] * layers,
+            "probe/branch_ratio": [0.5] * blocks,
+            "probe/weight_norm": [2.0] * depth,
+        }
+    ]
+    steps = 2 if status == "completed" else 1
+    for step in range(1, steps + 1):
+        rows.append(
+            {
+                "step": 10 * step,
+                "train/loss": 1.0 / step,
+                "train/error": final_train * (3 - step),
+                "test/loss": 1.0,
+                "test/error": final_train + 5,
+                "lr": 0.1,
+                "probe/grad_norm": [0.1 * (i + 1) for i in range(depth)],
+                "probe/response_std": [0.5] * layers,
+                "probe/weight_norm": [2.0] * depth,
+                "probe/branch_ratio": [l2 * 100 + 0.1] * blocks,
+            }
+        )
+    (path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    last = rows[-1]
+    summary = {
+        "status": status,
+        "step": last["step"],
+        "params": 1000 + depth,
+        "final": {k: last[k] for k in ("train/error", "test/error")},
+        "best": {"test/error": last["test/error"]},
+        "steps_per_s": 3.0,
+    }
+    (path / "summary.json").write_text(json.dumps(summary))
+    return summary
+
+
+@pytest.fixture
+def sweep(tmp_path: Path) -> Path:
+    root = tmp_path / "sweep"
+    for depth in (8, 20):
+        for residual in (False, True):
+            for seed in (0, 1):
+                write_run(root, depth, residual, seed, l2=1e-4)
+    write_run(root, 20, True, 0, l2=1e-3)
+    write_run(root, 20, False, 2, l2=1e-3, status="diverged")
+    return root
+
+
+def test_report_writes_markdown_csv_and_five_figures(sweep: Path) -> None:
+    path = report.build_report(sweep)
+    assert path == sweep / "report.md"
+    for name in report.FIGURES:
+        figure = sweep / "figures" / name
+        assert figure.stat().st_size > 10_000, name  # a real PNG with content
+        assert f"](figures/{name})" in path.read_text()
+
+
+def test_csv_holds_every_run_with_its_numbers(sweep: Path) -> None:
+    report.build_report(sweep)
+    with (sweep / "runs.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 10
+    plain20 = next(
+        r for r in rows if r["run"] == "model.depth=20,model.residual=false,optim.l2=0.0001,seed=1"
+    )
+    assert float(plain20["final_train_error"]) == pytest.approx(20 / 10 + 1)
+    assert float(plain20["final_test_error"]) == pytest.approx(20 / 10 + 1 + 5)
+    assert plain20["status"] == "completed" and plain20["params"] == "1020"
+    diverged = next(r for r in rows if r["status"] == "diverged")
+    assert diverged["step"] == "10" and diverged["depth"] == "20"
+
+
+def test_markdown_aggregates_seeds_and_marks_failed_runs(sweep: Path) -> None:
+    text = report.build_report(sweep).read_text()
+    # plain depth 20, L2 1e-4: final train errors 2.0 and 3.0 over seeds 0 and 1
+    mean, std = statistics.fmean([2.0, 3.0]), statistics.stdev([2.0, 3.0])
+    assert f"| cifar | False | 20 | 0.0001 | 2 | 0 | {mean:.2f} | {std:.2f} |" in text
+    assert "| cifar | False | 20 | 0.001 | 1 | 1 |" in text
+    table = text.split("## Runs")[0]
+    assert table.index("| False | 8 |") < table.index("| False | 20 |") < table.index("| True | 8 |")
+    assert "10 runs; 1 not completed" in text
+    assert "| diverged | 10 |" in text
+
+
+def test_aggregate_numbers_match_inputs(sweep: Path) -> None:
+    runs = [report.load_run(p) for p in report.find_runs(sweep)]
+    table = {(r["residual"], r["depth"], r["l2"]): r for r in report.aggregate(runs)}
+    residual8 = table[(True, 8, 1e-4)]
+    assert residual8["train/error_mean"] == pytest.approx(1.5) and residual8["runs"] == 2
+    assert residual8["test/error_std"] == pytest.approx(statistics.stdev([6.0, 7.0]))
+
+
+def test_cli_rejects_a_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit, match="does not exist"):
+        report.main([str(tmp_path / "nope")])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no run directories"):
+        report.main([str(tmp_path / "empty")])
