@@ -81,6 +81,8 @@ class TrainerConfig:
     eval_every: int = 100  # evaluate on the test split every N steps and at the end
     log_every: int = 20  # steps per compiled call; metrics reach the host only here
     eval_batch_size: int = 1000
+    checkpoint_every: int = 100  # save the training state every N steps (and at the end); 0: at the end only
+    keep_checkpoints: int = 2  # newest checkpoints kept in <run_dir>/checkpoints
     dtype: str = "float32"  # float32 | bfloat16 (compute; parameters stay float32)
     progress: bool = True
 
@@ -164,8 +166,9 @@ def validate(cfg: Config) -> None:
             )
     _choice("logger.name", cfg.logger.name, ("wandb", "none"))
     _choice("logger.mode", cfg.logger.mode, ("offline", "online", "disabled"))
-    for key in ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size"):
+    for key in ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size", "keep_checkpoints"):
         _positive(f"trainer.{key}", getattr(t, key))
+    _positive("trainer.checkpoint_every", t.checkpoint_every, allow_zero=True)
     _choice("trainer.dtype", t.dtype, ("float32", "bfloat16"))
     _positive("probe.every", cfg.probe.every, allow_zero=True)
     _positive("probe.batch_size", cfg.probe.batch_size)

@@ -24,10 +24,11 @@ from tqdm import tqdm
 
 from resnet_jax import data as datasets
 from resnet_jax import models, optim, probes
+from resnet_jax.checkpoint import Checkpoints
 from resnet_jax.config import Config, validate
 from resnet_jax.engine import Engine, EpochSampler, TrainState, chunk_boundaries
 from resnet_jax.errors import ConfigError
-from resnet_jax.tracking import SUMMARY_FILE, open_tracker
+from resnet_jax.tracking import METRICS_FILE, SUMMARY_FILE, open_tracker
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,43 @@ def _probe_function(
     return measure_state
 
 
+def checkpoint_identity(cfg: Config, image_shape: tuple[int, ...], num_classes: int) -> dict[str, Any]:
+    """What must match for a checkpoint to belong to this run (not how it is computed: remat, conv)."""
+    model = {
+        k: v for k, v in dataclasses.asdict(cfg.model).items() if k not in ("remat", "unroll", "conv_impl")
+    }
+    return {
+        "model": model,
+        "data": cfg.data.name,
+        "image_shape": list(image_shape),
+        "num_classes": num_classes,
+        "optim": cfg.optim.name,
+    }
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """Drop rows logged after the checkpoint we resume from: they will be logged again, identically."""
+    if path.is_file():
+        kept = [line for line in path.read_text().splitlines() if _row_step(line) <= last_step]
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text("".join(f"{line}\n" for line in kept))
+        os.replace(tmp, path)
+
+
+def _row_step(line: str) -> float:
+    try:
+        return json.loads(line)["step"]
+    except (json.JSONDecodeError, KeyError):  # a row cut short by a kill
+        return math.inf
+
+
+def _previous_summary(run_dir: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((run_dir / SUMMARY_FILE).read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
 def run(
     cfg: Config,
     run_dir: Path,
@@ -82,9 +120,12 @@ def run(
     name: str = "default",
     wandb_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate and log one configuration; returns what it writes to `summary.json`."""
+    """Train, evaluate and log one configuration; returns what it writes to `summary.json`.
+
+    In a run directory that has checkpoints, training resumes from the newest one; a run that already
+    completed is reported, not repeated, and nothing in its directory is changed.
+    """
     validate(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
     data = datasets.load(cfg.data)
     _check_batch_size(cfg, len(data.y_train))
     model = models.build(cfg.model, data.image_shape, data.num_classes, cfg.seed)
@@ -101,6 +142,21 @@ def run(
         dtype=jnp.dtype(t.dtype),
         seed=cfg.seed,
     )
+    identity = checkpoint_identity(cfg, data.image_shape, data.num_classes)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoints = Checkpoints(run_dir, t.keep_checkpoints)
+    state, start = engine.initial_state(), checkpoints.latest_step() or 0
+    meta: dict[str, Any] = {}
+    if start:
+        state, meta = checkpoints.restore(start, state, identity)
+        state = jax.tree.map(jnp.asarray, state)
+        previous = _previous_summary(run_dir)
+        if start >= t.steps and previous and previous.get("status") == "completed":
+            log.info("run already completed at step %d in %s; nothing to do", start, run_dir)
+            checkpoints.close()
+            return previous
+        log.info("resuming from the checkpoint at step %d in %s", start, checkpoints.directory)
+        _truncate_metrics(run_dir / METRICS_FILE, start)
     x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
     sampler = EpochSampler(len(data.y_train), t.batch_size, cfg.seed)
     measure_probes = _probe_function(cfg, engine, data.x_train, data.y_train)
@@ -121,18 +177,19 @@ def run(
         jax.default_backend(),
         jax.device_count(),
     )
-    summary: dict[str, Any] = {"status": "running", "step": 0, "params": params, "run_dir": str(run_dir)}
+    summary: dict[str, Any] = {"status": "running", "step": start, "params": params, "run_dir": str(run_dir)}
     write_json_atomic(run_dir / SUMMARY_FILE, summary)
-    state, best, final = engine.initial_state(), {}, {}
-    started, timed_steps, timed_s = time.perf_counter(), 0, 0.0
-    bar = tqdm(total=t.steps, disable=not t.progress, desc=f"{cfg.model.name}-{cfg.model.depth}", unit="step")
-    probe_every = cfg.probe.every
+    best, final = meta.get("best", {}), meta.get("final", {})
+    timed_steps, timed_s = meta.get("timed_steps", 0), meta.get("timed_s", 0.0)
+    started = time.perf_counter() - meta.get("wall_time_s", 0.0)
+    label = f"{cfg.model.name}-{cfg.model.depth}"
+    bar = tqdm(total=t.steps, initial=start, disable=not t.progress, desc=label, unit="step")
+    probe_every, checkpoint_every = cfg.probe.every, t.checkpoint_every
+    chunks = chunk_boundaries(start, t.steps, (t.log_every, t.eval_every, probe_every, checkpoint_every))
     try:
-        if measure_probes is not None:  # at initialisation
+        if measure_probes is not None and start == 0:  # at initialisation
             tracker.log(0, measure_probes(state))
-        for index, (first, count) in enumerate(
-            chunk_boundaries(0, t.steps, (t.log_every, t.eval_every, probe_every))
-        ):
+        for index, (first, count) in enumerate(chunks):
             chunk_start = time.perf_counter()
             state, rows = engine.train_chunk(state, sampler.indices(first, count))
             loss, error = (float(v) for v in rows.mean(axis=0))
@@ -154,16 +211,25 @@ def run(
             if measure_probes is not None and (step % probe_every == 0 or step == t.steps):
                 record.update(measure_probes(state))
             tracker.log(step, record)
+            if (checkpoint_every and step % checkpoint_every == 0) or step == t.steps:
+                checkpoints.save(step, state, {
+                    "identity": identity, "best": best, "final": final, "timed_steps": timed_steps,
+                    "timed_s": timed_s, "wall_time_s": time.perf_counter() - started,
+                })  # fmt: skip
             bar.update(count)
             bar.set_postfix(loss=f"{loss:.3f}", err=f"{100 * error:.1f}%", lr=f"{record['lr']:.3g}")
         summary["status"] = "completed"
+    except BaseException as exc:
+        summary["error"] = f"{type(exc).__name__}: {exc}"
+        raise
     finally:
         bar.close()
+        checkpoints.close()
         if summary["status"] == "running":
             summary["status"] = "failed"
         wall = time.perf_counter() - started
         if not timed_steps:  # a single chunk: its time includes compilation
-            timed_steps, timed_s = summary["step"], wall
+            timed_steps, timed_s = summary["step"] - start, wall
         summary.update(
             wall_time_s=round(wall, 3),
             steps_per_s=round(timed_steps / timed_s, 3) if timed_s > 0 else None,

@@ -20,7 +20,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from resnet_jax.config import register_schemas, to_config
 from resnet_jax.errors import UserError
-from resnet_jax.runner import Diverged, run
+from resnet_jax.runner import Diverged, run, write_json_atomic
+from resnet_jax.tracking import SUMMARY_FILE
 
 log = logging.getLogger("resnet_jax")
 
@@ -71,13 +72,24 @@ def _hydra_job(cfg: DictConfig) -> int:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             log.exception("error")
         log.error("error: %s", exc)
+        _record_failure(run_dir, str(exc))
         return exc.exit_code
     except Diverged as exc:
         log.error("diverged: %s", exc)
         return 3
-    except Exception:
+    except Exception as exc:
         log.exception("run failed in %s", run_dir)
+        _record_failure(run_dir, f"{type(exc).__name__}: {exc}")
         return 1
+
+
+def _record_failure(run_dir: Path, message: str) -> None:
+    """Make a job that failed before training visible to the report; never touch an existing summary."""
+    summary_path = run_dir / SUMMARY_FILE
+    if run_dir.is_dir() and not summary_path.exists():
+        write_json_atomic(
+            summary_path, {"status": "failed", "step": 0, "error": message, "run_dir": str(run_dir)}
+        )
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

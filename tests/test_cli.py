@@ -59,3 +59,27 @@ def test_bad_depth_exits_non_zero_with_one_clear_line(tmp_path: Path) -> None:
         "(8, 14, 20, 32, 44, 56, 110, 1202, ...); nearest valid: 20 or 26"
     ]
     assert "Traceback" not in out.stdout + out.stderr
+
+
+def test_a_failing_job_does_not_stop_the_sweep_and_is_marked_failed(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    out = train("-m", *FAST, "model.depth=7,4", f"hydra.sweep.dir={sweep}", cwd=REPO)
+    assert out.returncode == 2, out.stderr[-2000:]
+    summaries = {p.parent.name.split(",")[0]: json.loads(p.read_text()) for p in sweep.glob("*/summary.json")}
+    assert summaries["model.depth=4"]["status"] == "completed"
+    failed = summaries["model.depth=7"]
+    assert failed["status"] == "failed" and "6 or 8" in failed["error"]
+
+
+def test_submitit_local_sweep_runs_each_job_in_its_own_process(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    out = train(
+        "-m", "launcher=submitit_local", *FAST, "model.depth=4,6", f"hydra.sweep.dir={sweep}", cwd=REPO
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    summaries = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/summary.json"))]
+    assert [s["status"] for s in summaries] == ["completed", "completed"]
+    block = 2 * (16 * 16 + 16)
+    assert [s["params"] for s in summaries] == [64 * 16 + 16 + block + 170, 64 * 16 + 16 + 2 * block + 170]
+    job_logs = list((sweep / ".submitit").glob("*/*_log.out"))
+    assert len(job_logs) == 2  # two submitit jobs, each with its own log

@@ -1,0 +1,71 @@
+"""Launcher presets: joblib thread limits, and the SLURM submission rendered without a cluster."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import submitit
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+
+import resnet_jax.train  # noqa: F401  (registers the schema and the run_name resolver)
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+def hydra_config(*overrides: str):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides), return_hydra_config=True)
+
+
+def test_joblib_preset_runs_jobs_in_parallel_with_one_thread_each() -> None:
+    cfg = hydra_config("launcher=joblib")
+    assert cfg.hydra.launcher._target_.endswith("JoblibLauncher") and cfg.hydra.launcher.n_jobs == 2
+    env = cfg.hydra.job.env_set
+    assert "intra_op_parallelism_threads=1" in env.XLA_FLAGS and env.OMP_NUM_THREADS == "1"
+
+
+class _Rendered(Exception):
+    """Stops the launch once the submission script exists."""
+
+
+def test_slurm_preset_renders_the_expected_sbatch_submission(tmp_path: Path, monkeypatch) -> None:
+    cfg = hydra_config(
+        "launcher=submitit_slurm",
+        f"hydra.sweep.dir={tmp_path}",
+        "hydra.launcher.partition=a100",
+        "hydra.launcher.nodes=2",
+        "hydra.launcher.tasks_per_node=4",
+        "hydra.launcher.gpus_per_node=4",
+    )
+    rendered: dict[str, object] = {}
+
+    def capture(executor: submitit.AutoExecutor, fn, *iterables):
+        slurm = executor._executor
+        rendered["script"] = slurm._make_submission_file_text("python -m resnet_jax.train", "job")
+        rendered["jobs"] = len(list(zip(*iterables, strict=True)))
+        rendered["max_num_timeout"] = slurm.max_num_timeout
+        raise _Rendered
+
+    monkeypatch.setattr(submitit.AutoExecutor, "map_array", capture)
+    launcher = instantiate(cfg.hydra.launcher)
+    launcher.setup(hydra_context=None, task_function=lambda c: None, config=cfg)
+    with pytest.raises(_Rendered):
+        launcher.launch([["model.depth=20"], ["model.depth=56"], ["model.depth=110"]], initial_job_idx=0)
+    script = rendered["script"]
+    for line in (
+        "#SBATCH --partition=a100",
+        "#SBATCH --nodes=2",
+        "#SBATCH --ntasks-per-node=4",
+        "#SBATCH --gpus-per-node=4",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=32GB",
+        "#SBATCH --time=720",
+        "#SBATCH --signal=USR2@120",
+        "#SBATCH --open-mode=append",
+        "source .venv/bin/activate",
+    ):
+        assert line in script, line
+    assert f"{tmp_path}/.submitit/" in script
+    assert rendered["jobs"] == 3 and rendered["max_num_timeout"] == 5
