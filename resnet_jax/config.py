@@ -72,6 +72,7 @@ class LoggerConfig:
     entity: str | None = None
     mode: str = "offline"  # offline | online | disabled; the WANDB_MODE environment variable wins
     tags: list[str] = field(default_factory=list)
+    init_timeout: float = 30.0  # seconds to wait for the W&B server before training without it
 
 
 @dataclass
@@ -136,6 +137,7 @@ def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
 
 def validate(cfg: Config) -> None:
     """Reject every value the run cannot use, before anything is built or written."""
+    from resnet_jax.data import train_size  # imported here: both import this module
     from resnet_jax.models.depth import cifar_blocks_per_stage, mlp_blocks
 
     m, d, o, t = cfg.model, cfg.data, cfg.optim, cfg.trainer
@@ -170,5 +172,11 @@ def validate(cfg: Config) -> None:
         _positive(f"trainer.{key}", getattr(t, key))
     _positive("trainer.checkpoint_every", t.checkpoint_every, allow_zero=True)
     _choice("trainer.dtype", t.dtype, ("float32", "bfloat16"))
+    available = train_size(d)
+    if t.batch_size > available:
+        raise ConfigError(
+            f"trainer.batch_size={t.batch_size} is larger than the {d.name} training split "
+            f"({available} examples); choose 1..{available}"
+        )
     _positive("probe.every", cfg.probe.every, allow_zero=True)
     _positive("probe.batch_size", cfg.probe.batch_size)

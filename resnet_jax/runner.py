@@ -27,7 +27,6 @@ from resnet_jax import models, optim, probes
 from resnet_jax.checkpoint import Checkpoints
 from resnet_jax.config import Config, validate
 from resnet_jax.engine import Engine, EpochSampler, TrainState, chunk_boundaries
-from resnet_jax.errors import ConfigError
 from resnet_jax.tracking import METRICS_FILE, SUMMARY_FILE, open_tracker
 
 log = logging.getLogger(__name__)
@@ -42,14 +41,6 @@ def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(tmp, path)
-
-
-def _check_batch_size(cfg: Config, train_size: int) -> None:
-    if cfg.trainer.batch_size > train_size:
-        raise ConfigError(
-            f"trainer.batch_size={cfg.trainer.batch_size} is larger than the {cfg.data.name} training split "
-            f"({train_size} examples); choose 1..{train_size}"
-        )
 
 
 def _update_best(best: dict[str, float], record: dict[str, float]) -> None:
@@ -127,7 +118,6 @@ def run(
     """
     validate(cfg)
     data = datasets.load(cfg.data)
-    _check_batch_size(cfg, len(data.y_train))
     model = models.build(cfg.model, data.image_shape, data.num_classes, cfg.seed)
     params = models.count_params(model)
     t = cfg.trainer

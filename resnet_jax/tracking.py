@@ -45,6 +45,10 @@ def wandb_payload(metrics: dict[str, Any]) -> dict[str, float]:
     return payload
 
 
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
+
+
 def _json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)  # JSON has no NaN/inf; keep the fact readable
@@ -86,7 +90,7 @@ class Tracker:
         try:
             call()
         except Exception as exc:  # W&B must never stop training
-            log.warning("W&B failed (%s); continuing with metrics.jsonl only", exc)
+            log.warning("W&B failed (%s); continuing with metrics.jsonl only", _one_line(exc))
             self.wandb_run = None
 
 
@@ -121,12 +125,12 @@ def open_tracker(
             tags=tags,
             config=config,
             reinit="finish_previous",
-            settings=wandb.Settings(console="off", silent=True),
+            settings=wandb.Settings(console="off", silent=True, init_timeout=cfg.init_timeout),
         )
         for split in ("train", "test"):
             run.define_metric(f"{split}/error", summary="min,last")
             run.define_metric(f"{split}/loss", summary="min,last")
         return Tracker(run_dir, run)
     except Exception as exc:
-        log.warning("W&B could not start (%s); continuing with metrics.jsonl only", exc)
+        log.warning("W&B could not start (%s); continuing with metrics.jsonl only", _one_line(exc))
         return Tracker(run_dir)

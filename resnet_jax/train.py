@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from resnet_jax.config import register_schemas, to_config
 from resnet_jax.errors import UserError
+from resnet_jax.preflight import preflight
 from resnet_jax.runner import Diverged, run, write_json_atomic
 from resnet_jax.tracking import SUMMARY_FILE
 
@@ -29,6 +30,7 @@ OmegaConf.register_new_resolver("run_name", lambda overrides: overrides or "defa
 register_schemas()
 
 _exit_codes: list[int] = []
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -92,13 +94,19 @@ def _record_failure(run_dir: Path, message: str) -> None:
         )
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
 def _hydra_main(cfg: DictConfig) -> None:
     _exit_codes.append(_hydra_job(cfg))
 
 
 def main() -> None:
-    """Console-script entry: run Hydra, then exit with the worst job's code."""
+    """Console-script entry: check the command line, run Hydra, exit with the worst job's code."""
+    if os.environ.get("HYDRA_FULL_ERROR") != "1":
+        try:
+            preflight(sys.argv[1:], CONF_DIR)
+        except UserError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(exc.exit_code)
     _hydra_main()
     sys.exit(max(_exit_codes, default=0))
 

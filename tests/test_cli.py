@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import REPO
 
 
-def train(*args: str, cwd: Path, wandb_mode: str = "disabled") -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": wandb_mode, "WANDB_SILENT": "true", "HYDRA_FULL_ERROR": "0"}
+def train(
+    *args: str, cwd: Path, wandb_mode: str = "disabled", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "WANDB_MODE": wandb_mode,
+        "WANDB_SILENT": "true",
+        "HYDRA_FULL_ERROR": "0",
+        **(env or {}),
+    }
     return subprocess.run(
         [sys.executable, "-m", "resnet_jax.train", *args, "trainer.progress=false"],
         cwd=cwd,
@@ -63,12 +73,18 @@ def test_bad_depth_exits_non_zero_with_one_clear_line(tmp_path: Path) -> None:
 
 def test_a_failing_job_does_not_stop_the_sweep_and_is_marked_failed(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    out = train("-m", *FAST, "model.depth=7,4", f"hydra.sweep.dir={sweep}", cwd=REPO)
+    # the CIFAR-10 archive disappears after the sweep was checked (as on a cluster's scratch disk)
+    sweep.mkdir(parents=True)
+    archive = sweep / "cifar-10-python.tar.gz"
+    archive.write_bytes(b"truncated")
+    out = train(
+        "-m", *FAST, "data=cifar10,digits", f"data.root={sweep}", f"hydra.sweep.dir={sweep}", cwd=REPO
+    )
     assert out.returncode == 2, out.stderr[-2000:]
     summaries = {p.parent.name.split(",")[0]: json.loads(p.read_text()) for p in sweep.glob("*/summary.json")}
-    assert summaries["model.depth=4"]["status"] == "completed"
-    failed = summaries["model.depth=7"]
-    assert failed["status"] == "failed" and "6 or 8" in failed["error"]
+    assert summaries["data=digits"]["status"] == "completed"
+    failed = summaries["data=cifar10"]
+    assert failed["status"] == "failed" and "does not match data.md5" in failed["error"]
 
 
 def test_submitit_local_sweep_runs_each_job_in_its_own_process(tmp_path: Path) -> None:
@@ -83,3 +99,84 @@ def test_submitit_local_sweep_runs_each_job_in_its_own_process(tmp_path: Path) -
     assert [s["params"] for s in summaries] == [64 * 16 + 16 + block + 170, 64 * 16 + 16 + 2 * block + 170]
     job_logs = list((sweep / ".submitit").glob("*/*_log.out"))
     assert len(job_logs) == 2  # two submitit jobs, each with its own log
+
+
+FAILS_BEFORE_HYDRA = [
+    ("model.depth=21", r"^error: model\.depth=21 is not valid for model=cifar: depth must be 6n\+2"),
+    ("model.depth=2", r"^error: model\.depth=2 is not valid .*nearest valid: 8$"),
+    ("model=resnet", r"^error: model=resnet is not allowed; choose one of: cifar, mlp$"),
+    ("data=imagenet", r"^error: data=imagenet is not allowed; choose one of: cifar10, digits, synthetic$"),
+    ("optim=lamb", r"^error: optim=lamb is not allowed; choose one of: adamw, sgd$"),
+    (
+        "optim.schedule=step",
+        r"^error: optim\.schedule='step' is not allowed; choose one of: piecewise, cosine",
+    ),
+    ("optim.lr=nan", r"^error: optim\.lr=nan is not allowed; it must be a finite number > 0$"),
+    ("optim.lr=-0.1", r"^error: optim\.lr=-0\.1 is not allowed"),
+    ("optim.l2=nan", r"^error: optim\.l2=nan is not allowed; it must be a finite number >= 0$"),
+    ("optim.l2=-1e-4", r"^error: optim\.l2=-0\.0001 is not allowed"),
+    ("trainer.batch_size=0", r"^error: trainer\.batch_size=0 is not allowed"),
+    ("trainer.batch_size=2000", r"^error: trainer\.batch_size=2000 is larger than the digits training split"),
+    ("trainer.steps=-5", r"^error: trainer\.steps=-5 is not allowed"),
+    ("model.depth=twenty", r"^error: Error merging override model\.depth=twenty: Value 'twenty'.*Integer$"),
+    ("+model.dept=20", r"^error: invalid config: Key 'dept' not in 'ModelConfig'"),
+    ("data=cifar10", r"^error: CIFAR-10 archive not found at /nonexistent/cifar-10-python\.tar\.gz"),
+]
+
+
+@pytest.mark.parametrize(("override", "message"), FAILS_BEFORE_HYDRA)
+def test_bad_input_is_one_line_nonzero_exit_and_changes_nothing(
+    override: str, message: str, completed_run: Path
+) -> None:
+    before = snapshot(completed_run)
+    out = train(override, "data.root=/nonexistent", f"hydra.run.dir={completed_run}", cwd=REPO)
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert re.search(message, lines[0]), lines[0]
+    assert "Traceback" not in out.stdout + out.stderr
+    assert snapshot(completed_run) == before
+
+
+def test_unwritable_output_directory(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    out = train(f"hydra.run.dir={blocker / 'run'}", cwd=REPO)
+    assert out.returncode == 2
+    assert out.stderr.strip() == (
+        f"error: cannot create the output directory {blocker / 'run'}: {blocker} is not a writable "
+        "directory; choose another with hydra.run.dir=... (or hydra.sweep.dir=... with -m)"
+    )
+
+
+def test_rerunning_a_completed_run_reports_it_and_changes_nothing(completed_run: Path) -> None:
+    before = snapshot(completed_run, skip=(".hydra", "train.log"))  # results, not Hydra's files and the log
+    out = train(*FAST, "model.depth=4", f"hydra.run.dir={completed_run}", cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    assert "run already completed at step 4" in out.stderr and "status         completed" in out.stdout
+    assert snapshot(completed_run, skip=(".hydra", "train.log")) == before
+
+
+def test_wandb_online_without_network_warns_once_and_trains(tmp_path: Path) -> None:
+    env = {"WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}
+    out = train(*FAST, "model.depth=4", "logger.init_timeout=3", f"hydra.run.dir={tmp_path}", cwd=REPO,
+                wandb_mode="online", env=env)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-2000:]
+    warnings = [line for line in out.stderr.splitlines() if "W&B could not start" in line]
+    assert len(warnings) == 1 and "continuing with metrics.jsonl only" in warnings[0]
+    assert json.loads((tmp_path / "summary.json").read_text())["status"] == "completed"
+
+
+def snapshot(root: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple[int, int]]:
+    return {
+        str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_size)
+        for p in root.rglob("*")
+        if p.is_file() and not set(skip) & set(p.relative_to(root).parts)
+    }
+
+
+@pytest.fixture(scope="module")
+def completed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("completed") / "run"
+    out = train(*FAST, "model.depth=4", f"hydra.run.dir={run_dir}", cwd=REPO)
+    assert out.returncode == 0, out.stderr
+    return run_dir

@@ -2,8 +2,30 @@
 
 from __future__ import annotations
 
+import math
+
 from resnet_jax.config import DataConfig
 from resnet_jax.data.dataset import Dataset
+
+DIGITS_IMAGES = 1797
+CIFAR10_TRAIN_IMAGES = 50_000
+
+
+def train_size(cfg: DataConfig) -> int:
+    """Training-split size, known without loading (for validating the batch size up front)."""
+    if cfg.name == "digits":
+        return DIGITS_IMAGES - math.ceil(cfg.test_fraction * DIGITS_IMAGES)  # as train_test_split
+    if cfg.name == "cifar10":
+        return CIFAR10_TRAIN_IMAGES
+    return cfg.train_size
+
+
+def check_available(cfg: DataConfig) -> None:
+    """Fail before anything starts if the data cannot be had (CIFAR-10 missing and no download)."""
+    if cfg.name == "cifar10":
+        from resnet_jax.data.cifar10 import require_archive
+
+        require_archive(cfg)
 
 
 def load(cfg: DataConfig) -> Dataset:
@@ -21,4 +43,4 @@ def load(cfg: DataConfig) -> Dataset:
     return load_synthetic(cfg)
 
 
-__all__ = ["Dataset", "load"]
+__all__ = ["Dataset", "check_available", "load", "train_size"]

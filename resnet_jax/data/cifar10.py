@@ -104,15 +104,21 @@ def _to_arrays(batch: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
+def require_archive(cfg: DataConfig) -> None:
+    """A missing archive is an error unless `data.download=true`."""
+    path = archive_path(cfg)
+    if not path.is_file() and not cfg.download:
+        raise DatasetError(
+            f"CIFAR-10 archive not found at {path}; run with data.download=true to fetch it from {URL}, "
+            f"or place {ARCHIVE} there (or set data.root)"
+        )
+
+
 def load_cifar10(cfg: DataConfig) -> Dataset:
     """The 50,000/10,000 official split, normalised with training-set statistics."""
+    require_archive(cfg)
     path = archive_path(cfg)
     if not path.is_file():
-        if not cfg.download:
-            raise DatasetError(
-                f"CIFAR-10 archive not found at {path}; run with data.download=true to fetch it from {URL}, "
-                f"or place {ARCHIVE} there (or set data.root)"
-            )
         download(path)
     actual = md5sum(path)
     if actual != cfg.md5:
