@@ -30,6 +30,13 @@ def flatten(tree: Any) -> dict[str, Any]:
     return {_key(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
 
 
+def host_copy(leaf: Any) -> np.ndarray:
+    """The value of a replicated array, read from this process's first shard (works multi-host)."""
+    if isinstance(leaf, jax.Array):
+        return np.asarray(leaf.addressable_data(0))
+    return np.asarray(leaf)
+
+
 class Checkpoints:
     """Save/restore one run's training state every N steps, keeping the newest `keep`."""
 
@@ -44,7 +51,7 @@ class Checkpoints:
         return self.manager.latest_step()
 
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
-        arrays = {k: np.asarray(v) for k, v in flatten(state).items()}
+        arrays = {k: host_copy(v) for k, v in flatten(state).items()}
         self.manager.save(
             step,
             args=ocp.args.Composite(state=ocp.args.StandardSave(arrays), meta=ocp.args.JsonSave(meta)),

@@ -15,7 +15,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jax.sharding import Mesh
 
+from resnet_jax import distributed
 from resnet_jax.data.augment import pad_crop_flip
 from resnet_jax.optim import is_kernel
 
@@ -54,19 +56,42 @@ class Engine:
         augment: bool,
         dtype: Any,
         seed: int,
+        mesh: Mesh | None = None,
     ):
         self.graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
         self.tx = tx
-        self.x_train, self.y_train = jnp.asarray(x_train), jnp.asarray(y_train)  # on device, once
+        self.mesh = mesh or distributed.make_mesh()
+        self.replicated = distributed.replicated(self.mesh)
+        # the whole dataset on every device, once; batches are gathered by index on device
+        self.x_train = distributed.put(np.asarray(x_train), self.replicated)
+        self.y_train = distributed.put(np.asarray(y_train), self.replicated)
         self.l2, self.augment, self.dtype = l2, augment, dtype
         self.augment_key = jax.random.key(seed + 1)
-        self._initial = TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params))
-        self.train_chunk = jax.jit(self._train_chunk, donate_argnums=0)
+        self._initial = jax.device_get(
+            TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params))
+        )
+        self.compiled_chunk = jax.jit(self._train_chunk, donate_argnums=0)
         self.eval_batch = jax.jit(self._eval_batch)
 
+    @property
+    def devices(self) -> int:
+        return self.mesh.devices.size
+
+    def place_state(self, state: TrainState) -> TrainState:
+        """Replicate a host-side state (fresh or restored) on every device of the mesh."""
+        return distributed.put_tree(state, self.replicated)
+
     def initial_state(self) -> TrainState:
-        """A fresh copy of the step-0 state (training donates the state it is given)."""
-        return jax.tree.map(jnp.copy, self._initial)
+        """A fresh step-0 state on the devices (training donates the state it is given)."""
+        return self.place_state(self._initial)
+
+    def place_indices(self, indices: np.ndarray) -> jax.Array:
+        """(K, B) host indices, the batch axis sharded over the devices."""
+        return distributed.put(indices, distributed.batch_sharded(self.mesh, axis=1))
+
+    def train_chunk(self, state: TrainState, indices: np.ndarray) -> tuple[TrainState, jax.Array]:
+        """K = len(indices) training steps in one compiled call; returns per-step (loss, error) rows."""
+        return self.compiled_chunk(state, self.place_indices(indices))
 
     def apply(self, params: nnx.State, model_state: nnx.State, x: jax.Array, train: bool):
         """Logits and the model state after the call (updated BatchNorm statistics when training)."""
@@ -101,18 +126,20 @@ class Engine:
         loss, errors = cross_entropy_and_errors(logits, y)
         return jnp.sum(loss * mask), jnp.sum(errors * mask)
 
-    def evaluate(self, state: TrainState, x: jax.Array, y: jax.Array, batch_size: int) -> dict[str, float]:
-        """Mean loss and error (%) over a whole split, in fixed-size (padded, masked) batches."""
+    def evaluate(self, state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict[str, float]:
+        """Mean loss and error (%) over a whole split, in fixed-size (padded, masked) sharded batches."""
         n = x.shape[0]
-        batch_size = min(batch_size, n)
+        batch_size = -(-min(batch_size, n) // self.devices) * self.devices  # a multiple of the devices
+        sharded = distributed.batch_sharded(self.mesh)
         loss_sum = error_sum = 0.0
         for start in range(0, n, batch_size):
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
             valid = xb.shape[0]
-            mask = jnp.arange(batch_size) < valid
+            mask = np.arange(batch_size) < valid
             if valid < batch_size:
-                xb = jnp.pad(xb, ((0, batch_size - valid),) + ((0, 0),) * (x.ndim - 1))
-                yb = jnp.pad(yb, (0, batch_size - valid))
+                xb = np.pad(xb, ((0, batch_size - valid),) + ((0, 0),) * (x.ndim - 1))
+                yb = np.pad(yb, (0, batch_size - valid))
+            xb, yb, mask = (distributed.put(a, sharded) for a in (xb, yb, mask))
             loss, errors = self.eval_batch(state.params, state.model_state, xb, yb, mask)
             loss_sum += float(loss)
             error_sum += float(errors)

@@ -23,7 +23,7 @@ import numpy as np
 from tqdm import tqdm
 
 from resnet_jax import data as datasets
-from resnet_jax import models, optim, probes
+from resnet_jax import distributed, models, optim, probes
 from resnet_jax.checkpoint import Checkpoints
 from resnet_jax.config import Config, validate
 from resnet_jax.engine import Engine, EpochSampler, TrainState, chunk_boundaries
@@ -56,7 +56,7 @@ def _probe_function(
     if not cfg.probe.every:
         return None
     size = min(cfg.probe.batch_size, len(y_train))
-    x, y = jnp.asarray(x_train[:size]), jnp.asarray(y_train[:size])
+    x, y = (distributed.put(a[:size], engine.replicated) for a in (x_train, y_train))
     measure = jax.jit(partial(probes.measure, engine.graphdef, dtype=engine.dtype))
 
     def measure_state(state: TrainState) -> dict[str, list[float]]:
@@ -117,6 +117,9 @@ def run(
     completed is reported, not repeated, and nothing in its directory is changed.
     """
     validate(cfg)
+    distributed.initialize_multihost()
+    mesh = distributed.make_mesh()
+    distributed.check_batch_divides(cfg.trainer.batch_size, mesh)
     data = datasets.load(cfg.data)
     model = models.build(cfg.model, data.image_shape, data.num_classes, cfg.seed)
     params = models.count_params(model)
@@ -131,6 +134,7 @@ def run(
         augment=cfg.data.augment,
         dtype=jnp.dtype(t.dtype),
         seed=cfg.seed,
+        mesh=mesh,
     )
     identity = checkpoint_identity(cfg, data.image_shape, data.num_classes)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -139,7 +143,7 @@ def run(
     meta: dict[str, Any] = {}
     if start:
         state, meta = checkpoints.restore(start, state, identity)
-        state = jax.tree.map(jnp.asarray, state)
+        state = engine.place_state(state)
         previous = _previous_summary(run_dir)
         if start >= t.steps and previous and previous.get("status") == "completed":
             log.info("run already completed at step %d in %s; nothing to do", start, run_dir)
@@ -147,7 +151,7 @@ def run(
             return previous
         log.info("resuming from the checkpoint at step %d in %s", start, checkpoints.directory)
         _truncate_metrics(run_dir / METRICS_FILE, start)
-    x_test, y_test = jnp.asarray(data.x_test), jnp.asarray(data.y_test)
+    x_test, y_test = data.x_test, data.y_test
     sampler = EpochSampler(len(data.y_train), t.batch_size, cfg.seed)
     measure_probes = _probe_function(cfg, engine, data.x_train, data.y_train)
     tracker = open_tracker(
@@ -159,15 +163,23 @@ def run(
         config=dataclasses.asdict(cfg),
     )
     log.info(
-        "model=%s depth=%d residual=%s params=%d backend=%s devices=%d",
+        "model=%s depth=%d residual=%s params=%d backend=%s devices=%d processes=%d",
         cfg.model.name,
         cfg.model.depth,
         cfg.model.residual,
         params,
         jax.default_backend(),
-        jax.device_count(),
+        engine.devices,
+        jax.process_count(),
     )
-    summary: dict[str, Any] = {"status": "running", "step": start, "params": params, "run_dir": str(run_dir)}
+    summary: dict[str, Any] = {
+        "status": "running",
+        "step": start,
+        "params": params,
+        "devices": engine.devices,
+        "processes": jax.process_count(),
+        "run_dir": str(run_dir),
+    }
     write_json_atomic(run_dir / SUMMARY_FILE, summary)
     best, final = meta.get("best", {}), meta.get("final", {})
     timed_steps, timed_s = meta.get("timed_steps", 0), meta.get("timed_s", 0.0)
@@ -209,6 +221,10 @@ def run(
             bar.update(count)
             bar.set_postfix(loss=f"{loss:.3f}", err=f"{100 * error:.1f}%", lr=f"{record['lr']:.3g}")
         summary["status"] = "completed"
+    except (KeyboardInterrupt, SystemExit) as exc:  # preempted, timed out or stopped: resumable
+        summary["status"] = "interrupted"
+        summary["error"] = f"{type(exc).__name__}: {exc}"
+        raise
     except BaseException as exc:
         summary["error"] = f"{type(exc).__name__}: {exc}"
         raise

@@ -104,3 +104,31 @@ def test_checkpoints_keep_only_the_newest(tmp_path: Path) -> None:
     cfg.trainer.checkpoint_every, cfg.trainer.keep_checkpoints = 5, 2
     run(cfg, tmp_path)
     assert Checkpoints(tmp_path, 2).manager.all_steps() == [15, 20]
+
+
+def test_submitit_timeout_requeues_and_resumes_bit_identically(tmp_path: Path) -> None:
+    """submitit's local executor signals the job 15 s in (timeout 60 s, signal 45 s before it); the
+    launcher checkpoints and requeues it; the requeued job resumes from the newest checkpoint."""
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    common = ("model=cifar", "model.depth=8", "trainer.steps=400", "trainer.batch_size=64",
+              "trainer.log_every=25", "trainer.eval_every=100", "trainer.checkpoint_every=50",
+              "probe.every=0", "trainer.progress=false", "logger=none")  # fmt: skip
+    reference = tmp_path / "reference"
+    subprocess.run([sys.executable, "-m", "resnet_jax.train", *common, f"hydra.run.dir={reference}"],
+                   cwd=REPO, env=env, check=True, timeout=600, capture_output=True)  # fmt: skip
+    sweep = tmp_path / "sweep"
+    out = subprocess.run(
+        [sys.executable, "-m", "resnet_jax.train", "-m", "launcher=submitit_local", *common, "seed=0",
+         "hydra.launcher.timeout_min=1", "+hydra.launcher.signal_delay_s=45",
+         "+hydra.launcher.max_num_timeout=4", f"hydra.sweep.dir={sweep}"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    (run_dir,) = [p.parent for p in sweep.glob("*/summary.json")]
+    log = (run_dir / "train.log").read_text()
+    assert "resuming from the checkpoint at step" in log, log[-2000:]
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+    a, b = final_arrays(reference), final_arrays(run_dir)
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    assert metric_rows(reference) == metric_rows(run_dir)

@@ -1,0 +1,65 @@
+"""One process drives all its local devices; several SLURM tasks join into one global mesh.
+
+Mesh axis `data`: the batch is sharded across devices, parameters and optimizer state are replicated.
+Under `jit`, XLA turns the batch means (loss, BatchNorm statistics) into cross-device reductions, so
+BatchNorm sees the global batch and 1 or 8 devices compute the same numbers up to float rounding.
+Every process computes the same global batch indices (they depend on seed and step only) and feeds
+the shards its own devices hold.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from resnet_jax.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DATA_AXIS = "data"
+
+
+def initialize_multihost() -> None:
+    """`jax.distributed.initialize()` when SLURM (or a launcher) runs several tasks of one job."""
+    tasks = int(os.environ.get("SLURM_NTASKS", "1"))
+    if tasks > 1 and not jax.distributed.is_initialized():
+        jax.distributed.initialize()  # coordinator, process count and id come from SLURM's environment
+        log.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+
+
+def make_mesh() -> Mesh:
+    """All devices of all processes on one `data` axis."""
+    return Mesh(np.asarray(jax.devices()), (DATA_AXIS,))
+
+
+def check_batch_divides(batch_size: int, mesh: Mesh) -> None:
+    devices = mesh.devices.size
+    if batch_size % devices:
+        raise ConfigError(
+            f"trainer.batch_size={batch_size} does not divide evenly over {devices} devices; "
+            f"choose a multiple of {devices} (e.g. {max(devices, batch_size // devices * devices)})"
+        )
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh, axis: int = 0) -> NamedSharding:
+    """Shard dimension `axis` (the batch) over the data axis."""
+    return NamedSharding(mesh, PartitionSpec(*([None] * axis), DATA_AXIS))
+
+
+def put(host_array: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    """A global array from a host array every process holds in full: each process feeds its shards."""
+    host_array = np.asarray(host_array)
+    return jax.make_array_from_callback(host_array.shape, sharding, lambda index: host_array[index])
+
+
+def put_tree(tree: Any, sharding: NamedSharding) -> Any:
+    return jax.tree.map(lambda leaf: put(np.asarray(leaf), sharding), tree)
