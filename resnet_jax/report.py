@@ -103,6 +103,14 @@ def aggregate(runs: list[RunRecord]) -> list[dict[str, object]]:
     return out
 
 
+def _legend(ax: plt.Axes, **kwargs) -> None:
+    """One legend entry per label (seeds of one configuration share a label)."""
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    if unique:
+        ax.legend(unique.values(), unique.keys(), **kwargs)
+
+
 def plot_training_curves(runs: list[RunRecord], path: Path) -> None:
     """(a) He et al. 2015, Fig. 6: dashed train error, solid test error, per depth; plain | residual."""
     colors = _depth_colors(runs)
@@ -126,7 +134,7 @@ def plot_training_curves(runs: list[RunRecord], path: Path) -> None:
         ax.set_title(f"{title} (dashed: train, solid: test)")
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _legend(ax, fontsize=8)
     axes[0].set_ylabel("error (%)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -162,7 +170,7 @@ def plot_error_vs_depth(table: list[dict[str, object]], path: Path) -> None:
         ax.set_title(f"final {split} error")
         ax.set_xlabel("depth (weighted layers)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
+        _legend(ax, fontsize=8)
     axes[0].set_ylabel("error (%)")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -194,7 +202,7 @@ def plot_per_layer(
         if log:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        _legend(ax, fontsize=7)
     axes[0].set_ylabel(ylabel)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -223,7 +231,7 @@ def plot_branch_ratio(runs: list[RunRecord], path: Path) -> None:
     axes[0].set_title("residual-branch ratio per block (end)")
     axes[0].set_xlabel("block index")
     axes[0].set_ylabel("||F(x)|| / ||x||")
-    axes[0].legend(fontsize=8)
+    _legend(axes[0], fontsize=8)
     axes[1].set_title("mean ratio over blocks against L2")
     axes[1].set_xlabel("optim.l2")
     if l2s and min(l2s) > 0:
