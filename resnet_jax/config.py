@@ -22,6 +22,7 @@ class ModelConfig:
     depth: int = 20  # weighted layers: cifar 6n+2, mlp 2+2N
     residual: bool = True  # the only difference between a ResNet and its plain twin
     width: int = 64  # mlp hidden width
+    init: str = "he"  # mlp kernel init: he (std sqrt(2/fan_in)) | lecun (sqrt(1/fan_in): vanishing signal)
     norm: str = "batchnorm"  # batchnorm | none (cifar)
     shortcut: str = "A"  # A: subsample + zero-pad (no parameters) | B: 1x1 projection where shapes change
     preact: bool = False  # He et al. 2016 pre-activation blocks
@@ -60,6 +61,7 @@ class OptimConfig:
     schedule: str = "piecewise"  # piecewise | cosine | constant
     boundaries: list[int] | None = None  # piecewise: steps where lr /= 1/decay; default 50% and 75%
     decay: float = 0.1  # piecewise: lr multiplier at each boundary
+    clip_norm: float = 0.0  # clip the global gradient norm to this before the update; 0 disables
     warmup_steps: int = 0  # 0 disables warm-up
     warmup_lr: float = 0.01  # lr during (constant) or at the start of (linear) the warm-up
     warmup: str = "constant"  # constant (the paper's ResNet-110 recipe) | linear
@@ -145,6 +147,7 @@ def validate(cfg: Config) -> None:
     (cifar_blocks_per_stage if m.name == "cifar" else mlp_blocks)(m.depth)
     _positive("model.width", m.width)
     _choice("model.norm", m.norm, ("batchnorm", "none"))
+    _choice("model.init", m.init, ("he", "lecun"))
     _choice("model.shortcut", m.shortcut, ("A", "B"))
     _choice("model.conv_impl", m.conv_impl, ("auto", "xla", "shifted"))
     _choice("data.name", d.name, ("digits", "cifar10", "synthetic"))
@@ -157,7 +160,7 @@ def validate(cfg: Config) -> None:
     _choice("optim.schedule", o.schedule, ("piecewise", "cosine", "constant"))
     _choice("optim.warmup", o.warmup, ("constant", "linear"))
     _positive("optim.lr", o.lr)
-    for key in ("momentum", "l2", "weight_decay", "decay", "warmup_steps"):
+    for key in ("momentum", "l2", "weight_decay", "decay", "warmup_steps", "clip_norm"):
         _positive(f"optim.{key}", getattr(o, key), allow_zero=True)
     if o.warmup_steps:
         _positive("optim.warmup_lr", o.warmup_lr)

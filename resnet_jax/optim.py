@@ -48,4 +48,6 @@ def build(cfg: OptimConfig, steps: int) -> tuple[optax.GradientTransformation, o
         tx = optax.adamw(lr, weight_decay=cfg.weight_decay, mask=kernel_mask)
     else:
         tx = optax.sgd(lr, momentum=cfg.momentum or None, nesterov=cfg.nesterov)
+    if cfg.clip_norm:
+        tx = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), tx)
     return tx, lr

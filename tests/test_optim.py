@@ -50,3 +50,10 @@ def test_adamw_decays_kernels_not_biases() -> None:
     updates, _ = tx.update(zero_grads, tx.init(params), params)
     assert float(updates["layer"]["kernel"][0]) == pytest.approx(-0.1 * 0.5)
     assert float(updates["layer"]["bias"][0]) == 0.0
+
+
+def test_clip_norm_bounds_the_update() -> None:
+    tx, _ = optim.build(OptimConfig(lr=1.0, momentum=0.0, schedule="constant", clip_norm=0.5), 10)
+    params = {"kernel": jnp.zeros(4)}
+    updates, _ = tx.update({"kernel": jnp.full(4, 10.0)}, tx.init(params), params)
+    assert float(jnp.linalg.norm(updates["kernel"])) == pytest.approx(0.5, rel=1e-5)

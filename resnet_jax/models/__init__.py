@@ -33,6 +33,7 @@ def build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, seed
             num_classes=num_classes,
             remat=use_remat(cfg),
             unroll=cfg.unroll,
+            init=cfg.init,
             rngs=rngs,
         )
     spec = BlockSpec(

@@ -18,10 +18,10 @@ from resnet_jax.models.stack import apply_stacked, create_stacked
 class DenseBlock(nnx.Module):
     """`relu(z2 + a)` with `z2 = W2 relu(W1 a + b1) + b2`; plain twin `relu(z2)`."""
 
-    def __init__(self, width: int, residual: bool, *, rngs: nnx.Rngs):
+    def __init__(self, width: int, residual: bool, *, init: str = "he", rngs: nnx.Rngs):
         self.residual = residual
-        self.linear1 = Dense(width, width, rngs=rngs)
-        self.linear2 = Dense(width, width, rngs=rngs)
+        self.linear1 = Dense(width, width, init=init, rngs=rngs)
+        self.linear2 = Dense(width, width, init=init, rngs=rngs)
 
     def __call__(self, a: jax.Array, probe: bool = False) -> tuple[jax.Array, Probes]:
         """The block's output, and with `probe` the std of z1 and z2 and the ratio ||z2|| / ||a||."""
@@ -49,13 +49,14 @@ class MLP(nnx.Module):
         num_classes: int,
         remat: bool = False,
         unroll: bool = False,
+        init: str = "he",
         rngs: nnx.Rngs,
     ):
         blocks = mlp_blocks(depth)
         self.remat, self.unroll = remat, unroll
-        self.input = Dense(in_features, width, rngs=rngs)
-        self.blocks = create_stacked(blocks, lambda r: DenseBlock(width, residual, rngs=r), rngs)
-        self.head = Dense(width, num_classes, rngs=rngs)
+        self.input = Dense(in_features, width, init=init, rngs=rngs)
+        self.blocks = create_stacked(blocks, lambda r: DenseBlock(width, residual, init=init, rngs=r), rngs)
+        self.head = Dense(width, num_classes, init=init, rngs=rngs)
 
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         return self.forward(x, train, probe=False)[0]

@@ -11,8 +11,10 @@ from resnet_jax.models.conv import conv2d
 # Per-layer and per-block measurements a forward pass can return (see resnet_jax.probes).
 Probes = dict[str, jax.Array]
 
-# He et al. 2015: zero-mean Gaussian with std sqrt(2 / fan_in) (PyTorch's kaiming_normal_).
-he_normal = nnx.initializers.variance_scaling(2.0, "fan_in", "normal")
+# He et al. 2015: zero-mean Gaussian with std sqrt(2 / fan_in) (PyTorch's kaiming_normal_). LeCun's
+# std sqrt(1 / fan_in) halves a ReLU net's signal at every layer: the classic vanishing-signal regime.
+KERNEL_INIT_SCALES = {"he": 2.0, "lecun": 1.0}
+he_normal = nnx.initializers.variance_scaling(KERNEL_INIT_SCALES["he"], "fan_in", "normal")
 
 # He et al. 2015 / PyTorch: running statistics decay 0.9 per step (NNX defaults to 0.99).
 BN_MOMENTUM = 0.9
@@ -32,10 +34,11 @@ class Conv(nnx.Module):
 
 
 class Dense(nnx.Module):
-    """A fully connected layer with He-normal kernel and zero bias."""
+    """A fully connected layer with a He-normal (or LeCun-normal) kernel and zero bias."""
 
-    def __init__(self, fan_in: int, fan_out: int, *, rngs: nnx.Rngs):
-        self.kernel = nnx.Param(he_normal(rngs.params(), (fan_in, fan_out)))
+    def __init__(self, fan_in: int, fan_out: int, *, init: str = "he", rngs: nnx.Rngs):
+        kernel_init = nnx.initializers.variance_scaling(KERNEL_INIT_SCALES[init], "fan_in", "normal")
+        self.kernel = nnx.Param(kernel_init(rngs.params(), (fan_in, fan_out)))
         self.bias = nnx.Param(jnp.zeros((fan_out,)))
 
     def __call__(self, x: jax.Array) -> jax.Array:
