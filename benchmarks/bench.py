@@ -76,14 +76,16 @@ def bench_cifar(depths: tuple[int, ...], batch: int, steps: int) -> None:
 
 
 def bench_scan(batch: int) -> None:
-    """ResNet-20: scanned blocks vs unrolled blocks, and K steps per call vs one step per call."""
-    variants = {
-        "scanned": ModelConfig(depth=20),
-        "unrolled": ModelConfig(depth=20, unroll=True),
+    """ResNet-20: scanned vs unrolled blocks, K steps per call vs one step per call, conv formulations."""
+    variants = {  # (model, steps-per-call settings)
+        "scanned": (ModelConfig(depth=20), ((1, 5), (5, 1))),
+        "unrolled": (ModelConfig(depth=20, unroll=True), ((1, 5), (5, 1))),
+        # XLA's own conv, no loop anywhere (K=1): the fastest CPU setting for shallow nets
+        "xla_conv_unrolled": (ModelConfig(depth=20, unroll=True, conv_impl="xla"), ((1, 5),)),
     }
-    for name, cfg in variants.items():
+    for name, (cfg, settings) in variants.items():
         engine = make_engine(cfg, (32, 32, 3), batch)
-        for k, calls in ((1, 5), (5, 1)):
+        for k, calls in settings:
             rate, _ = train_rate(engine, batch, steps_per_call=k, calls=calls)
             emit(
                 bench="cifar_scan",

@@ -19,8 +19,6 @@ from flax import nnx
 
 from resnet_jax.engine import cross_entropy_and_errors
 
-PROBE_KEYS = ("grad_norm", "weight_norm", "response_std", "branch_ratio")
-
 
 def kernel_norms(kernels: list[jax.Array]) -> jax.Array:
     """Frobenius norm of each kernel."""

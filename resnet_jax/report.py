@@ -111,6 +111,17 @@ def _legend(ax: plt.Axes, **kwargs) -> None:
         ax.legend(unique.values(), unique.keys(), **kwargs)
 
 
+def _save(fig: plt.Figure, axes, path: Path, ylabel: str, legend_size: int = 8) -> None:
+    """Grid and legend on every panel, the y label on the first, then write and close the figure."""
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        _legend(ax, fontsize=legend_size)
+    axes[0].set_ylabel(ylabel)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_training_curves(runs: list[RunRecord], path: Path) -> None:
     """(a) He et al. 2015, Fig. 6: dashed train error, solid test error, per depth; plain | residual."""
     colors = _depth_colors(runs)
@@ -133,12 +144,7 @@ def plot_training_curves(runs: list[RunRecord], path: Path) -> None:
             )
         ax.set_title(f"{title} (dashed: train, solid: test)")
         ax.set_xlabel("step")
-        ax.grid(alpha=0.3)
-        _legend(ax, fontsize=8)
-    axes[0].set_ylabel("error (%)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, axes, path, "error (%)")
 
 
 def plot_error_vs_depth(table: list[dict[str, object]], path: Path) -> None:
@@ -146,7 +152,7 @@ def plot_error_vs_depth(table: list[dict[str, object]], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for ax, split in zip(axes, ("train", "test"), strict=True):
         for title, residual in KINDS:
-            for l2 in sorted({r["l2"] for r in table if r["residual"] == residual}, key=str):
+            for l2 in sorted({r["l2"] for r in table if r["residual"] == residual}, key=lambda v: v or 0.0):
                 rows = sorted(
                     (
                         r
@@ -169,12 +175,7 @@ def plot_error_vs_depth(table: list[dict[str, object]], path: Path) -> None:
                     )
         ax.set_title(f"final {split} error")
         ax.set_xlabel("depth (weighted layers)")
-        ax.grid(alpha=0.3)
-        _legend(ax, fontsize=8)
-    axes[0].set_ylabel("error (%)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, axes, path, "error (%)")
 
 
 def plot_per_layer(
@@ -201,12 +202,7 @@ def plot_per_layer(
         ax.set_xlabel("layer index (input side first)")
         if log:
             ax.set_yscale("log")
-        ax.grid(alpha=0.3)
-        _legend(ax, fontsize=7)
-    axes[0].set_ylabel(ylabel)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, axes, path, ylabel, legend_size=7)
 
 
 def plot_branch_ratio(runs: list[RunRecord], path: Path) -> None:
@@ -217,30 +213,18 @@ def plot_branch_ratio(runs: list[RunRecord], path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for i, l2 in enumerate(l2s):
         members = [r for r in residual if r.get("optim.l2") == l2]
-        for j, run in enumerate(members):
+        for run in members:
             values = run.probe("branch_ratio")
-            axes[0].plot(
-                range(1, len(values) + 1),
-                values,
-                color=cmap(i),
-                label=f"L2={l2}" if j == 0 else None,
-                alpha=0.8,
-            )
+            axes[0].plot(range(1, len(values) + 1), values, color=cmap(i), label=f"L2={l2}", alpha=0.8)
         means = [statistics.fmean(r.probe("branch_ratio")) for r in members]
         axes[1].scatter([l2] * len(means), means, color=cmap(i))
     axes[0].set_title("residual-branch ratio per block (end)")
     axes[0].set_xlabel("block index")
-    axes[0].set_ylabel("||F(x)|| / ||x||")
-    _legend(axes[0], fontsize=8)
     axes[1].set_title("mean ratio over blocks against L2")
     axes[1].set_xlabel("optim.l2")
     if l2s and min(l2s) > 0:
         axes[1].set_xscale("log")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, axes, path, "||F(x)|| / ||x||")
 
 
 def markdown_table(rows: list[dict[str, object]], columns: list[str]) -> str:

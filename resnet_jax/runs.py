@@ -33,11 +33,6 @@ class RunRecord:
             node = node[part]
         return node
 
-    @property
-    def label(self) -> str:
-        kind = "residual" if self.get("model.residual", True) else "plain"
-        return f"{self.get('model.name', '?')}-{self.get('model.depth', '?')} {kind}"
-
     def series(self, key: str) -> tuple[list[int], list[float]]:
         """(steps, values) of a scalar metric, skipping rows without it and non-finite values."""
         points = [(r["step"], r[key]) for r in self.rows if isinstance(r.get(key), (int, float))]

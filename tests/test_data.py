@@ -126,3 +126,17 @@ def test_pad_crop_flip_keeps_shape_and_content() -> None:
         assert values <= set(np.asarray(images[i]).ravel())
     outs = [pad_crop_flip(jax.random.key(k), images) for k in range(5)]
     assert any(not np.array_equal(outs[0], o) for o in outs[1:])
+
+
+def test_cifar10_download_fetches_verifies_and_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """data.download=true: the archive is fetched (here from a local file:// URL), then MD5-checked."""
+    from resnet_jax.data import cifar10
+
+    source = tmp_path / "mirror"
+    md5 = write_fake_cifar(source)
+    monkeypatch.setattr(cifar10, "URL", (source / "cifar-10-python.tar.gz").as_uri())
+    root = tmp_path / "cache"
+    ds = datasets.load(cifar_cfg(root, md5, download=True))
+    assert ds.x_train.shape == (50, 32, 32, 3)
+    assert (root / "cifar-10-python.tar.gz").read_bytes() == (source / "cifar-10-python.tar.gz").read_bytes()
+    assert not list(root.glob("*.part"))  # no partial file left behind

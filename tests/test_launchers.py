@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -49,6 +50,11 @@ def test_slurm_preset_renders_the_expected_sbatch_submission(tmp_path: Path, mon
         raise _Rendered
 
     monkeypatch.setattr(submitit.AutoExecutor, "map_array", capture)
+    fake_bin = tmp_path / "bin"  # submitit looks for `srun` before it renders anything
+    fake_bin.mkdir()
+    (fake_bin / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (fake_bin / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
     launcher = instantiate(cfg.hydra.launcher)
     launcher.setup(hydra_context=None, task_function=lambda c: None, config=cfg)
     with pytest.raises(_Rendered):

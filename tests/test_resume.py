@@ -106,27 +106,50 @@ def test_checkpoints_keep_only_the_newest(tmp_path: Path) -> None:
     assert Checkpoints(tmp_path, 2).manager.all_steps() == [15, 20]
 
 
-def test_submitit_timeout_requeues_and_resumes_bit_identically(tmp_path: Path) -> None:
-    """submitit's local executor signals the job 15 s in (timeout 60 s, signal 45 s before it); the
-    launcher checkpoints and requeues it; the requeued job resumes from the newest checkpoint."""
+def submitit_task_pids(folder: Path) -> list[int]:
+    """Processes running a submitit job whose files live under `folder` (found through /proc)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        if "submitit.core._submit" in cmdline and str(folder) in cmdline:
+            pids.append(int(proc.name))
+    return pids
+
+
+def test_submitit_preemption_requeues_and_resumes_bit_identically(tmp_path: Path) -> None:
+    """The job gets submitit's preemption signal (USR2) mid-run, as SLURM would send it: the launcher
+    checkpoints and requeues it, and the requeued job resumes from the newest checkpoint."""
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    common = ("model=cifar", "model.depth=8", "trainer.steps=400", "trainer.batch_size=64",
-              "trainer.log_every=25", "trainer.eval_every=100", "trainer.checkpoint_every=50",
-              "probe.every=0", "trainer.progress=false", "logger=none")  # fmt: skip
+    common = ("model=cifar", "model.depth=14", "trainer.steps=60", "trainer.batch_size=64",
+              "trainer.log_every=5", "trainer.eval_every=10", "trainer.checkpoint_every=10",
+              "probe.every=20", "trainer.progress=false", "logger=none")  # fmt: skip
     reference = tmp_path / "reference"
     subprocess.run([sys.executable, "-m", "resnet_jax.train", *common, f"hydra.run.dir={reference}"],
                    cwd=REPO, env=env, check=True, timeout=600, capture_output=True)  # fmt: skip
     sweep = tmp_path / "sweep"
-    out = subprocess.run(
+    proc = subprocess.Popen(
         [sys.executable, "-m", "resnet_jax.train", "-m", "launcher=submitit_local", *common, "seed=0",
-         "hydra.launcher.timeout_min=1", "+hydra.launcher.signal_delay_s=45",
-         "+hydra.launcher.max_num_timeout=4", f"hydra.sweep.dir={sweep}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+         "+hydra.launcher.max_num_timeout=3", f"hydra.sweep.dir={sweep}"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
-    assert out.returncode == 0, out.stderr[-3000:]
+    deadline, signalled = time.time() + 300, False
+    while time.time() < deadline and not signalled:
+        rows = [p for p in sweep.glob("*/metrics.jsonl")]
+        if rows and metric_rows(rows[0].parent) and metric_rows(rows[0].parent)[-1]["step"] >= 35:
+            for pid in submitit_task_pids(sweep / ".submitit"):
+                os.kill(pid, signal.SIGUSR2)
+                signalled = True
+        time.sleep(0.01)
+    _, stderr = proc.communicate(timeout=600)
+    assert signalled and proc.returncode == 0, stderr[-3000:]
     (run_dir,) = [p.parent for p in sweep.glob("*/summary.json")]
     log = (run_dir / "train.log").read_text()
     assert "resuming from the checkpoint at step" in log, log[-2000:]
+    job_logs = "".join(p.read_text() for p in (sweep / ".submitit").glob("*/*_log.err"))
+    assert "this job is preempted" in job_logs and "Requeued job" in job_logs
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
     a, b = final_arrays(reference), final_arrays(run_dir)
     for key in a:

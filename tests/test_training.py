@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import pytest
 from conftest import tiny_config
+from test_resume import final_arrays
 
 from resnet_jax import models, optim
 from resnet_jax.config import OptimConfig
@@ -92,8 +93,17 @@ def test_epoch_sampler_is_a_deterministic_permutation_per_epoch() -> None:
     assert not np.array_equal(sampler.indices(3, 1), sampler.indices(0, 1))
 
 
-def test_bfloat16_compute_keeps_float32_parameters(tmp_path: Path) -> None:
-    cfg = tiny_config(depth=8)
-    cfg.trainer.dtype = "bfloat16"
-    summary = run(cfg, tmp_path)
-    assert summary["status"] == "completed" and np.isfinite(summary["final"]["train/loss"])
+def test_bfloat16_compute_keeps_float32_parameters_and_tracks_float32_training(tmp_path: Path) -> None:
+    results = {}
+    for dtype in ("float32", "bfloat16"):
+        cfg = tiny_config(depth=8)
+        cfg.trainer.dtype = dtype
+        results[dtype] = run(cfg, tmp_path / dtype)
+    f32, bf16 = results["float32"]["final"], results["bfloat16"]["final"]
+    assert results["bfloat16"]["status"] == "completed"
+    assert abs(bf16["train/loss"] - f32["train/loss"]) < 0.1 * f32["train/loss"] + 0.05
+    assert abs(bf16["test/error"] - f32["test/error"]) < 5.0
+    arrays = final_arrays(tmp_path / "bfloat16")
+    floats = {k: v for k, v in arrays.items() if np.issubdtype(v.dtype, np.floating)}
+    assert any(k.startswith("params/") for k in floats) and any(k.startswith("opt_state/") for k in floats)
+    assert all(v.dtype == np.float32 for v in floats.values())  # parameters and optimiser state
