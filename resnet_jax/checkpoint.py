@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from resnet_jax.distributed import host_copy
 from resnet_jax.errors import CheckpointError
 
 CHECKPOINT_DIR = "checkpoints"
@@ -28,13 +29,6 @@ def _key(path: tuple) -> str:
 def flatten(tree: Any) -> dict[str, Any]:
     """{"params/stages/0/blocks/conv1/kernel/value": array, ...}"""
     return {_key(path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
-
-
-def host_copy(leaf: Any) -> np.ndarray:
-    """The value of a replicated array, read from this process's first shard (works multi-host)."""
-    if isinstance(leaf, jax.Array):
-        return np.asarray(leaf.addressable_data(0))
-    return np.asarray(leaf)
 
 
 class Checkpoints:

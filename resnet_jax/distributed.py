@@ -63,3 +63,15 @@ def put(host_array: np.ndarray, sharding: NamedSharding) -> jax.Array:
 
 def put_tree(tree: Any, sharding: NamedSharding) -> Any:
     return jax.tree.map(lambda leaf: put(np.asarray(leaf), sharding), tree)
+
+
+def host_copy(value: Any) -> np.ndarray:
+    """A replicated array's value from this process's first shard (np.asarray fails on a multi-host array)."""
+    if isinstance(value, jax.Array):
+        return np.asarray(value.addressable_data(0))
+    return np.asarray(value)
+
+
+def is_primary() -> bool:
+    """Process 0 writes the run directory's files; the others compute."""
+    return jax.process_index() == 0

@@ -149,8 +149,8 @@ class Engine:
                 yb = np.pad(yb, (0, batch_size - valid))
             xb, yb, mask = (distributed.put(a, sharded) for a in (xb, yb, mask))
             loss, errors = self.eval_batch(state.params, state.model_state, xb, yb, mask)
-            loss_sum += float(loss)
-            error_sum += float(errors)
+            loss_sum += float(distributed.host_copy(loss))
+            error_sum += float(distributed.host_copy(errors))
         return {"loss": loss_sum / n, "error": 100.0 * error_sum / n}
 
 

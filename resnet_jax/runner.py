@@ -37,7 +37,9 @@ class Diverged(RuntimeError):
 
 
 def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Readers never see a half-written file: write beside it, then rename over it."""
+    """Readers never see a half-written file: write beside it, then rename over it (process 0 only)."""
+    if not distributed.is_primary():
+        return
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(payload, indent=2) + "\n")
     os.replace(tmp, path)
@@ -61,7 +63,9 @@ def _probe_function(
 
     def measure_state(state: TrainState) -> dict[str, list[float]]:
         values = measure(state.params, state.model_state, x, y)
-        return {f"probe/{key}": np.asarray(value).round(6).tolist() for key, value in values.items()}
+        return {
+            f"probe/{key}": distributed.host_copy(value).round(6).tolist() for key, value in values.items()
+        }
 
     return measure_state
 
@@ -82,7 +86,7 @@ def checkpoint_identity(cfg: Config, image_shape: tuple[int, ...], num_classes: 
 
 def _truncate_metrics(path: Path, last_step: int) -> None:
     """Drop rows logged after the checkpoint we resume from: they will be logged again, identically."""
-    if path.is_file():
+    if path.is_file() and distributed.is_primary():
         kept = [line for line in path.read_text().splitlines() if _row_step(line) <= last_step]
         tmp = path.with_suffix(".tmp")
         tmp.write_text("".join(f"{line}\n" for line in kept))
@@ -161,6 +165,7 @@ def run(
         group=group,
         name=name,
         config=dataclasses.asdict(cfg),
+        primary=distributed.is_primary(),
     )
     log.info(
         "model=%s depth=%d residual=%s params=%d backend=%s devices=%d processes=%d",
@@ -194,7 +199,7 @@ def run(
         for index, (first, count) in enumerate(chunks):
             chunk_start = time.perf_counter()
             state, rows = engine.train_chunk(state, sampler.indices(first, count))
-            loss, error = (float(v) for v in rows.mean(axis=0))
+            loss, error = (float(v) for v in distributed.host_copy(rows).mean(axis=0))
             if index > 0:  # the first call includes compilation
                 timed_steps, timed_s = timed_steps + count, timed_s + time.perf_counter() - chunk_start
             step = summary["step"] = first + count

@@ -58,9 +58,10 @@ def _json_safe(value: Any) -> Any:
 class Tracker:
     """One run's metric sinks; `log` takes flat dicts keyed like `train/loss`."""
 
-    def __init__(self, run_dir: Path, wandb_run: Any = None):
+    def __init__(self, run_dir: Path, wandb_run: Any = None, *, primary: bool = True):
         self.run_dir = run_dir
-        self.metrics = (run_dir / METRICS_FILE).open("a")
+        # in a multi-process job only process 0 writes; the others log nowhere
+        self.metrics = (run_dir / METRICS_FILE if primary else Path(os.devnull)).open("a")
         self.wandb_run = wandb_run
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
@@ -95,12 +96,19 @@ class Tracker:
 
 
 def open_tracker(
-    cfg: LoggerConfig, run_dir: Path, *, wandb_dir: Path, group: str, name: str, config: dict[str, Any]
+    cfg: LoggerConfig,
+    run_dir: Path,
+    *,
+    wandb_dir: Path,
+    group: str,
+    name: str,
+    config: dict[str, Any],
+    primary: bool = True,
 ) -> Tracker:
     """Open the sinks. `wandb_dir` may be shared by a sweep's runs so `wandb leet` shows them together."""
     mode = os.environ.get("WANDB_MODE", cfg.mode)
-    if cfg.name == "none" or mode == "disabled":
-        return Tracker(run_dir)
+    if cfg.name == "none" or mode == "disabled" or not primary:
+        return Tracker(run_dir, primary=primary)
     try:
         import wandb
 

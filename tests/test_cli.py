@@ -180,3 +180,13 @@ def completed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = train(*FAST, "model.depth=4", f"hydra.run.dir={run_dir}", cwd=REPO)
     assert out.returncode == 0, out.stderr
     return run_dir
+
+
+@pytest.mark.slow
+def test_resnet_1202_builds_compiles_and_trains_two_steps(tmp_path: Path) -> None:
+    """The foundation's depth check (about 2.5 min on 2 CPU cores; `make test-all`)."""
+    out = train("model.depth=1202", "data=synthetic", "trainer.steps=2", "probe.every=0",
+                f"hydra.run.dir={tmp_path}", cwd=REPO)  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["step"] == 2 and summary["params"] == 19_421_274
