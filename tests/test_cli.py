@@ -190,3 +190,12 @@ def test_resnet_1202_builds_compiles_and_trains_two_steps(tmp_path: Path) -> Non
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["step"] == 2 and summary["params"] == 19_421_274
+
+
+def test_joblib_sweep_runs_jobs_in_parallel_processes(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    out = train("-m", "launcher=joblib", *FAST, "model.depth=4,6", f"hydra.sweep.dir={sweep}", cwd=REPO)
+    assert out.returncode == 0, out.stderr[-3000:]
+    names = sorted(p.parent.name.split(",")[0] for p in sweep.glob("*/summary.json"))
+    assert names == ["model.depth=4", "model.depth=6"]  # the launcher does not change run directories
+    assert all(json.loads(p.read_text())["status"] == "completed" for p in sweep.glob("*/summary.json"))
