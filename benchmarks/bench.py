@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import jax
@@ -75,30 +77,36 @@ def bench_cifar(depths: tuple[int, ...], batch: int, steps: int) -> None:
         emit(bench="cifar_train", depth=depth, batch=batch, images_per_s=round(rate * batch, 1))
 
 
+def interleaved_rates(runs: list[tuple[str, Engine, int, int, int]], rounds: int = 3) -> dict:
+    """Median steps/s per (name, K) over `rounds`, the variants taking turns so machine noise hits all."""
+    rates: dict[tuple[str, int], list[float]] = defaultdict(list)
+    for _ in range(rounds):
+        for name, engine, batch, k, calls in runs:
+            rates[(name, k)].append(train_rate(engine, batch, steps_per_call=k, calls=calls)[0])
+    return {key: statistics.median(values) for key, values in rates.items()}
+
+
 def bench_scan(batch: int) -> None:
     """ResNet-20: scanned vs unrolled blocks, K steps per call vs one step per call, conv formulations."""
-    variants = {  # (model, steps-per-call settings)
-        "scanned": (ModelConfig(depth=20), ((1, 5), (5, 1))),
-        "unrolled": (ModelConfig(depth=20, unroll=True), ((1, 5), (5, 1))),
-        # XLA's own conv, no loop anywhere (K=1): the fastest CPU setting for shallow nets
-        "xla_conv_unrolled": (ModelConfig(depth=20, unroll=True, conv_impl="xla"), ((1, 5),)),
-    }
-    for name, (cfg, settings) in variants.items():
-        engine = make_engine(cfg, (32, 32, 3), batch)
-        for k, calls in settings:
-            rate, _ = train_rate(engine, batch, steps_per_call=k, calls=calls)
-            emit(
-                bench="cifar_scan",
-                variant=name,
-                steps_per_call=k,
-                depth=20,
-                batch=batch,
-                images_per_s=round(rate * batch, 1),
-            )
+    scanned = make_engine(ModelConfig(depth=20), (32, 32, 3), batch)
+    unrolled = make_engine(ModelConfig(depth=20, unroll=True), (32, 32, 3), batch)
+    # XLA's own conv, no loop anywhere (K=1): the fastest CPU setting for shallow nets
+    xla_conv = make_engine(ModelConfig(depth=20, unroll=True, conv_impl="xla"), (32, 32, 3), batch)
+    runs = [
+        ("scanned", scanned, batch, 1, 5),
+        ("scanned", scanned, batch, 5, 1),
+        ("unrolled", unrolled, batch, 1, 5),
+        ("unrolled", unrolled, batch, 5, 1),
+        ("xla_conv_unrolled", xla_conv, batch, 1, 5),
+    ]
+    for (name, k), rate in interleaved_rates(runs).items():
+        emit(bench="cifar_scan", variant=name, steps_per_call=k, depth=20, batch=batch,
+             images_per_s=round(rate * batch, 1), statistic="median of 3 interleaved rounds")  # fmt: skip
     mlp = make_engine(ModelConfig(name="mlp", depth=10, width=64), (8, 8, 1), 128)
-    for k, calls in ((1, 200), (100, 2)):
-        rate, _ = train_rate(mlp, 128, steps_per_call=k, calls=calls)
-        emit(bench="mlp_chunk", steps_per_call=k, depth=10, width=64, batch=128, steps_per_s=round(rate, 1))
+    runs = [("mlp", mlp, 128, 1, 200), ("mlp", mlp, 128, 100, 2)]
+    for (_, k), rate in interleaved_rates(runs).items():
+        emit(bench="mlp_chunk", steps_per_call=k, depth=10, width=64, batch=128, steps_per_s=round(rate, 1),
+             statistic="median of 3 interleaved rounds")  # fmt: skip
 
 
 def bench_mlp(depths: tuple[int, ...]) -> None:
