@@ -81,6 +81,11 @@ class Engine:
         """Replicate a host-side state (fresh or restored) on every device of the mesh."""
         return distributed.put_tree(state, self.replicated)
 
+    @property
+    def host_initial_state(self) -> TrainState:
+        """The step-0 state on the host: the template a checkpoint is restored into."""
+        return self._initial
+
     def initial_state(self) -> TrainState:
         """A fresh step-0 state on the devices (training donates the state it is given)."""
         return self.place_state(self._initial)

@@ -27,8 +27,6 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from resnet_jax.runs import RunRecord, find_runs, load_run  # noqa: E402
 
-__all__ = ["build_report", "aggregate", "find_runs", "load_run", "main"]
-
 CSV_COLUMNS = (
     "run", "model", "depth", "residual", "l2", "seed", "status", "step", "params",
     "final_train_error", "final_test_error", "best_test_error", "steps_per_s",

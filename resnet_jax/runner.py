@@ -143,11 +143,10 @@ def run(
     identity = checkpoint_identity(cfg, data.image_shape, data.num_classes)
     run_dir.mkdir(parents=True, exist_ok=True)
     checkpoints = Checkpoints(run_dir, t.keep_checkpoints)
-    state, start = engine.initial_state(), checkpoints.latest_step() or 0
+    start = checkpoints.latest_step() or 0
     meta: dict[str, Any] = {}
     if start:
-        state, meta = checkpoints.restore(start, state, identity)
-        state = engine.place_state(state)
+        restored, meta = checkpoints.restore(start, engine.host_initial_state, identity)
         previous = _previous_summary(run_dir)
         if start >= t.steps and previous and previous.get("status") == "completed":
             log.info("run already completed at step %d in %s; nothing to do", start, run_dir)
@@ -155,7 +154,9 @@ def run(
             return previous
         log.info("resuming from the checkpoint at step %d in %s", start, checkpoints.directory)
         _truncate_metrics(run_dir / METRICS_FILE, start)
-    x_test, y_test = data.x_test, data.y_test
+        state = engine.place_state(restored)
+    else:
+        state = engine.initial_state()
     sampler = EpochSampler(len(data.y_train), t.batch_size, cfg.seed)
     measure_probes = _probe_function(cfg, engine, data.x_train, data.y_train)
     tracker = open_tracker(
@@ -211,7 +212,7 @@ def run(
                     f"training loss became {loss} at step {step}; lower optim.lr or check the data"
                 )
             if step % t.eval_every == 0 or step == t.steps:
-                evaluated = engine.evaluate(state, x_test, y_test, t.eval_batch_size)
+                evaluated = engine.evaluate(state, data.x_test, data.y_test, t.eval_batch_size)
                 record.update({"test/loss": evaluated["loss"], "test/error": evaluated["error"]})
             _update_best(best, record)
             final.update(record)

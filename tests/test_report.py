@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from resnet_jax import report
+from resnet_jax.runs import find_runs, load_run
 
 
 def write_run(
@@ -115,7 +116,7 @@ def test_markdown_aggregates_seeds_and_marks_failed_runs(sweep: Path) -> None:
 
 
 def test_aggregate_numbers_match_inputs(sweep: Path) -> None:
-    runs = [report.load_run(p) for p in report.find_runs(sweep)]
+    runs = [load_run(p) for p in find_runs(sweep)]
     table = {(r["residual"], r["depth"], r["l2"]): r for r in report.aggregate(runs)}
     residual8 = table[(True, 8, 1e-4)]
     assert residual8["train/error_mean"] == pytest.approx(1.5) and residual8["runs"] == 2

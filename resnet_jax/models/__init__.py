@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import jax
 from flax import nnx
 
@@ -22,14 +24,11 @@ def build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, seed
     """Build the model named by `cfg.name` for images of `input_shape` (H, W, C)."""
     rngs = nnx.Rngs(params=seed)
     if cfg.name == "mlp":
-        features = 1
-        for size in input_shape:
-            features *= size
         return MLP(
             cfg.depth,
             cfg.width,
             cfg.residual,
-            in_features=features,
+            in_features=math.prod(input_shape),
             num_classes=num_classes,
             remat=use_remat(cfg),
             unroll=cfg.unroll,
