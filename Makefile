@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m resnet_jax.ops.onednn
 	@touch $(STAMP)
 
 train: install  ## ResNet-20 on the embedded digits data (about a minute on 2 CPU cores)

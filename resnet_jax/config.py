@@ -30,7 +30,7 @@ class ModelConfig:
     # depth 110 (ResNet-1202 at batch 128 then needs ~3 GiB of temporaries instead of ~18 GiB)
     remat: bool | None = None
     unroll: bool = False  # unroll the block scan (compile time for run time)
-    conv_impl: str = "auto"  # auto (shifted on CPU, xla elsewhere) | xla | shifted
+    conv_impl: str = "auto"  # auto (onednn, else shifted, on CPU; xla elsewhere) | xla | shifted | onednn
 
 
 @dataclass
@@ -149,7 +149,7 @@ def validate(cfg: Config) -> None:
     _choice("model.norm", m.norm, ("batchnorm", "none"))
     _choice("model.init", m.init, ("he", "lecun"))
     _choice("model.shortcut", m.shortcut, ("A", "B"))
-    _choice("model.conv_impl", m.conv_impl, ("auto", "xla", "shifted"))
+    _choice("model.conv_impl", m.conv_impl, ("auto", "xla", "shifted", "onednn"))
     _choice("data.name", d.name, ("digits", "cifar10", "synthetic"))
     _choice("data.normalize", d.normalize, ("per_channel", "per_pixel_mean"))
     if not 0 < d.test_fraction < 1:
