@@ -234,7 +234,7 @@ def main() -> None:
         flush=True,
     )
     if "cifar" in args.only:
-        bench_cifar((20, 56, 110), args.batch, steps=5)
+        bench_cifar((20, 56, 110), args.batch, steps=10)
     if "scan" in args.only:
         bench_scan(args.batch)
     if "mlp" in args.only:

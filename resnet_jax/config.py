@@ -29,7 +29,8 @@ class ModelConfig:
     # rematerialise each scanned block in the backward pass (memory for compute); null = auto: on above
     # depth 110 (ResNet-1202 at batch 128 then needs ~3 GiB of temporaries instead of ~18 GiB)
     remat: bool | None = None
-    unroll: bool = False  # unroll the block scan (compile time for run time)
+    # unroll the block scan (compile time for run time); null = auto: cifar nets up to depth 110
+    unroll: bool | None = None
     conv_impl: str = "auto"  # auto (onednn, else shifted, on CPU; xla elsewhere) | xla | shifted | onednn
 
 

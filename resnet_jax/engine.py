@@ -125,9 +125,8 @@ class Engine:
     def _train_chunk(self, state: TrainState, indices: jax.Array):
         """`indices` (K, B): K steps in one call; returns the state and per-step (loss, error) rows.
 
-        K = 1 compiles without any loop: XLA's native CPU convolution is fast only outside loops
-        (jax-ml/jax#12868), so `model.conv_impl=xla model.unroll=true trainer.log_every=1` is the fastest
-        CPU setting for shallow conv nets; with the shifted conv, K > 1 is faster.
+        K = 1 compiles without any loop, for XLA's native CPU convolution, which is fast only outside
+        loops (jax-ml/jax#12868); with the default CPU convolution (oneDNN), K > 1 is faster.
         """
         if indices.shape[0] == 1:
             state, row = self._train_step(state, indices[0])

@@ -12,12 +12,21 @@ from resnet_jax.models.cifar import BlockSpec, CifarResNet
 from resnet_jax.models.conv import resolve_conv_impl
 from resnet_jax.models.dense import MLP
 
-AUTO_REMAT_ABOVE_DEPTH = 110
+AUTO_DEPTH = 110  # unset remat/unroll: remat above this depth, unroll up to it
 
 
 def use_remat(cfg: ModelConfig) -> bool:
     """`model.remat`, or when unset, on for nets deeper than ResNet-110."""
-    return cfg.depth > AUTO_REMAT_ABOVE_DEPTH if cfg.remat is None else cfg.remat
+    return cfg.depth > AUTO_DEPTH if cfg.remat is None else cfg.remat
+
+
+def use_unroll(cfg: ModelConfig) -> bool:
+    """`model.unroll`, or when unset, on for CIFAR ResNets up to ResNet-110: their unrolled blocks train ~15 %
+    faster (no stacking of saved activations); deeper nets stay a loop so that compile time does not grow
+    with depth, and MLPs, whose tiny blocks run faster as a loop on CPU, too."""
+    if cfg.unroll is not None:
+        return cfg.unroll
+    return cfg.name == "cifar" and cfg.depth <= AUTO_DEPTH
 
 
 def build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, seed: int) -> nnx.Module:
@@ -31,7 +40,7 @@ def build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, seed
             in_features=math.prod(input_shape),
             num_classes=num_classes,
             remat=use_remat(cfg),
-            unroll=cfg.unroll,
+            unroll=use_unroll(cfg),
             init=cfg.init,
             rngs=rngs,
         )
@@ -48,7 +57,7 @@ def build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, seed
         in_channels=input_shape[-1],
         num_classes=num_classes,
         remat=use_remat(cfg),
-        unroll=cfg.unroll,
+        unroll=use_unroll(cfg),
         rngs=rngs,
     )
 

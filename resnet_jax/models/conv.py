@@ -14,6 +14,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from resnet_jax.errors import ConfigError
 from resnet_jax.ops import onednn
 
 CONV_IMPLS = ("auto", "xla", "shifted", "onednn")
@@ -28,7 +29,11 @@ def resolve_conv_impl(impl: str) -> str:
             return "xla"
         return "onednn" if onednn.available() else "shifted"
     if impl == "onednn":
-        onednn.register()  # fails here, with the reason, rather than at the first step
+        try:  # fail here, with the reason, rather than at the first step
+            onednn.register()
+        except (onednn.OneDnnUnavailable, OSError) as err:
+            message = f"model.conv_impl=onednn cannot run here: {err}; use auto, shifted or xla"
+            raise ConfigError(message) from err
     return impl
 
 
