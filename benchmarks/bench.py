@@ -88,16 +88,18 @@ def interleaved_rates(runs: list[tuple[str, Engine, int, int, int]], rounds: int
 
 def bench_scan(batch: int) -> None:
     """ResNet-20: scanned vs unrolled blocks, K steps per call vs one step per call, conv formulations."""
-    scanned = make_engine(ModelConfig(depth=20), (32, 32, 3), batch)
+    scanned = make_engine(ModelConfig(depth=20, unroll=False), (32, 32, 3), batch)
     unrolled = make_engine(ModelConfig(depth=20, unroll=True), (32, 32, 3), batch)
-    # XLA's own conv, no loop anywhere (K=1): the fastest CPU setting for shallow nets
+    shifted = make_engine(ModelConfig(depth=20, unroll=True, conv_impl="shifted"), (32, 32, 3), batch)
+    # XLA's own conv, no loop anywhere (K=1): its best case on CPU
     xla_conv = make_engine(ModelConfig(depth=20, unroll=True, conv_impl="xla"), (32, 32, 3), batch)
     runs = [
-        ("scanned", scanned, batch, 1, 5),
-        ("scanned", scanned, batch, 5, 1),
-        ("unrolled", unrolled, batch, 1, 5),
-        ("unrolled", unrolled, batch, 5, 1),
-        ("xla_conv_unrolled", xla_conv, batch, 1, 5),
+        ("scanned", scanned, batch, 1, 10),
+        ("scanned", scanned, batch, 10, 1),
+        ("unrolled", unrolled, batch, 1, 10),
+        ("unrolled", unrolled, batch, 10, 1),
+        ("shifted_conv_unrolled", shifted, batch, 10, 1),
+        ("xla_conv_unrolled", xla_conv, batch, 1, 10),
     ]
     for (name, k), rate in interleaved_rates(runs).items():
         emit(bench="cifar_scan", variant=name, steps_per_call=k, depth=20, batch=batch,

@@ -17,6 +17,7 @@ from hydra.errors import HydraException
 from resnet_jax.config import to_config, validate
 from resnet_jax.data import check_available
 from resnet_jax.errors import ConfigError
+from resnet_jax.models.conv import resolve_conv_impl
 
 # Hydra flags that take a value, and flags that ask for information instead of a run.
 _FLAGS_WITH_VALUE = {
@@ -101,6 +102,7 @@ def preflight(argv: list[str], conf_dir: Path) -> None:
             typed = to_config(cfg)
             validate(typed)
             check_available(typed.data)
+            resolve_conv_impl(typed.model.conv_impl)  # an explicit onednn that cannot run here
 
 
 def _as_override(override, value: str) -> str:

@@ -1,0 +1,126 @@
+"""The oneDNN convolution (CPU default): same numbers as XLA's convolution, in and out of loops, and clear
+behaviour where it cannot be built."""
+
+from __future__ import annotations
+
+import platform
+import sys
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from conftest import REPO
+from test_cli import train
+
+from resnet_jax.errors import ConfigError
+from resnet_jax.models import conv
+from resnet_jax.models.conv import conv2d, conv_shifted, conv_xla, resolve_conv_impl
+from resnet_jax.ops import onednn
+
+SUPPORTED = sys.platform == "linux" and platform.machine() == "x86_64"
+
+
+def test_onednn_builds_and_is_the_cpu_default_where_its_wheels_install() -> None:
+    if not SUPPORTED:
+        pytest.skip("the onednn-cpu-gomp wheels are Linux x86-64 only")
+    assert onednn.available()
+    assert onednn.library_path().is_file()
+    assert resolve_conv_impl("auto") == "onednn"
+
+
+def _loss(impl):
+    return lambda x, k, stride: jnp.sum(jnp.sin(impl(x, k, stride)))
+
+
+@pytest.mark.parametrize(
+    ("shape", "kernel", "cout", "stride"),
+    [
+        ((4, 8, 8, 16), 3, 16, 1),  # a stage's 3x3 conv
+        ((4, 8, 8, 16), 3, 32, 2),  # the downsampling conv
+        ((3, 7, 5, 3), 3, 16, 1),  # the stem: 3 input channels, odd sizes
+        ((3, 7, 5, 4), 3, 8, 2),  # odd size, stride 2: output ceil(size / 2)
+        ((4, 8, 8, 16), 1, 32, 2),  # option-B projection
+    ],
+)
+def test_onednn_conv_and_its_gradients_equal_xla(shape, kernel, cout, stride) -> None:
+    kx, kk, ky = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(kx, shape)
+    k = jax.random.normal(kk, (kernel, kernel, shape[-1], cout)) * 0.2
+    ours, ref = onednn.conv_onednn(x, k, stride), conv_xla(x, k, stride)
+    assert ours.shape == ref.shape == (shape[0], -(-shape[1] // stride), -(-shape[2] // stride), cout)
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-5)
+    g_ours = jax.grad(_loss(onednn.conv_onednn), argnums=(0, 1))(x, k, stride)
+    g_ref = jax.grad(_loss(conv_xla), argnums=(0, 1))(x, k, stride)
+    for a, b in zip(g_ours, g_ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_onednn_conv_inside_a_rematerialised_scan_equals_xla() -> None:
+    """The point of a custom call: it stays fast (and right) inside `lax.scan` and `jax.checkpoint`."""
+    x = jax.random.normal(jax.random.key(1), (2, 6, 6, 8))
+    kernels = jax.random.normal(jax.random.key(2), (3, 3, 3, 8, 8)) * 0.2
+
+    def net(impl):
+        def loss(x, kernels):
+            body = jax.checkpoint(lambda h, k: (jax.nn.relu(impl(h, k, 1)) + h, None))
+            return jnp.sum(jax.lax.scan(body, x, kernels)[0] ** 2)
+
+        return jax.jit(jax.value_and_grad(loss, argnums=(0, 1)))
+
+    (v1, g1), (v2, g2) = net(onednn.conv_onednn)(x, kernels), net(conv_xla)(x, kernels)
+    np.testing.assert_allclose(v1, v2, rtol=1e-5)
+    for a, b in zip(g1, g2, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+
+
+def test_onednn_conv_under_vmap_equals_a_loop() -> None:
+    x = jax.random.normal(jax.random.key(3), (3, 2, 5, 5, 4))
+    k = jax.random.normal(jax.random.key(4), (3, 3, 4, 4))
+    batched = jax.vmap(lambda xi: onednn.conv_onednn(xi, k, 1))(x)
+    np.testing.assert_allclose(batched, jnp.stack([conv_xla(xi, k, 1) for xi in x]), rtol=1e-5, atol=1e-5)
+
+
+def test_bfloat16_compute_falls_back_to_the_shifted_conv() -> None:
+    x = jax.random.normal(jax.random.key(5), (2, 6, 6, 8)).astype(jnp.bfloat16)
+    k = (jax.random.normal(jax.random.key(6), (3, 3, 8, 8)) * 0.2).astype(jnp.bfloat16)
+    out = conv2d(x, k, 1, "onednn")
+    assert out.dtype == jnp.bfloat16
+    np.testing.assert_array_equal(out, conv_shifted(x, k, 1))
+
+
+def test_auto_falls_back_to_the_shifted_conv_where_onednn_is_unavailable(monkeypatch) -> None:
+    monkeypatch.setattr(conv.onednn, "available", lambda: False)
+    assert resolve_conv_impl("auto") == "shifted"
+
+
+def test_build_without_a_compiler_says_what_is_missing(tmp_path: Path, monkeypatch) -> None:
+    if not SUPPORTED:
+        pytest.skip("the onednn-cpu-gomp wheels are Linux x86-64 only")
+    monkeypatch.setenv("RESNET_JAX_CACHE", str(tmp_path))
+    monkeypatch.setenv("CXX", "/nonexistent/c++")
+    with pytest.raises(onednn.OneDnnUnavailable, match="no C\\+\\+ compiler"):
+        onednn.build()
+    assert list(tmp_path.iterdir()) == []  # nothing half-built is left behind
+
+
+def test_explicit_onednn_that_cannot_run_is_a_config_error(monkeypatch) -> None:
+    def missing() -> None:
+        raise onednn.OneDnnUnavailable("no C++ compiler")
+
+    monkeypatch.setattr(conv.onednn, "register", missing)
+    with pytest.raises(ConfigError, match="model.conv_impl=onednn cannot run here: no C\\+\\+ compiler"):
+        resolve_conv_impl("onednn")
+
+
+def test_cli_explicit_onednn_without_a_build_is_one_line_before_any_run_dir(tmp_path: Path) -> None:
+    if not SUPPORTED:
+        pytest.skip("the onednn-cpu-gomp wheels are Linux x86-64 only")
+    run_dir = tmp_path / "run"
+    env = {"RESNET_JAX_CACHE": str(tmp_path / "cache"), "CXX": "/nonexistent/c++"}
+    out = train("model.conv_impl=onednn", f"hydra.run.dir={run_dir}", cwd=REPO, env=env)
+    lines = [line for line in out.stderr.splitlines() if line.strip()]
+    assert out.returncode == 2 and len(lines) == 1, out.stderr
+    assert lines[0].startswith("error: model.conv_impl=onednn cannot run here: no C++ compiler")
+    assert not run_dir.exists()
