@@ -132,17 +132,20 @@ def bench_compile(depths: tuple[int, ...], batch: int) -> None:
 
 
 def bench_memory(depths: tuple[int, ...], batch: int) -> None:
-    """XLA's compiled memory analysis of one training step (temporaries beyond arguments/outputs)."""
+    """XLA's compiled memory analysis of one training step (temporaries beyond arguments/outputs):
+    scanned blocks with and without remat, and the default (unrolled up to depth 110, remat above)."""
     for depth in depths:
-        for remat in (False, True):
-            engine = make_engine(ModelConfig(depth=depth, remat=remat), (32, 32, 3), batch, 256)
-            compiled, _ = compiled_chunk(engine, batch)
+        variants = {"scanned": ModelConfig(depth=depth, unroll=False, remat=False),
+                    "scanned_remat": ModelConfig(depth=depth, unroll=False, remat=True),
+                    "default": ModelConfig(depth=depth)}  # fmt: skip
+        for name, cfg in variants.items():
+            compiled, _ = compiled_chunk(make_engine(cfg, (32, 32, 3), batch, 256), batch)
             stats = compiled.memory_analysis()
             emit(
                 bench="memory",
                 depth=depth,
                 batch=batch,
-                remat=remat,
+                variant=name,
                 temp_gib=round(stats.temp_size_in_bytes / 2**30, 3),
                 args_gib=round(stats.argument_size_in_bytes / 2**30, 3),
             )

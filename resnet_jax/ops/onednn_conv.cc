@@ -113,17 +113,25 @@ void run(dnnl::stream& stream, const dnnl::primitive& prim, const memory::desc& 
   stream.wait();
 }
 
+// Forward and input gradient: one NHWC activation in, one out, the HWIO kernel put into the primitive's layout.
+template <typename PrimitiveDesc>
+void run_with_kernel(const PrimitiveDesc& pd, const dnnl::primitive& prim, const Geometry& g, float* kernel,
+                     int in_arg, const memory::dims& in_dims, void* in, int out_arg,
+                     const memory::dims& out_dims, void* out) {
+  dnnl::stream stream(cpu_engine());
+  memory user_w(md(g.weights, Tag::hwio), cpu_engine(), kernel);
+  run(stream, prim, pd.scratchpad_desc(),
+      {{in_arg, memory(md(in_dims, Tag::nhwc), cpu_engine(), in)},
+       {DNNL_ARG_WEIGHTS, as_layout(stream, user_w, pd.weights_desc())},
+       {out_arg, memory(md(out_dims, Tag::nhwc), cpu_engine(), out)}});
+}
+
 ffi::Error ConvForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                            ffi::ResultBuffer<ffi::F32> y, int64_t stride) {
   const Geometry g = geometry(x.dimensions(), w.dimensions(), stride);
   const Plan& p = plan_for(g);
-  dnnl::stream stream(cpu_engine());
-  memory user_w(md(g.weights, Tag::hwio), cpu_engine(), w.typed_data());
-  memory wei = as_layout(stream, user_w, p.fwd_pd.weights_desc());
-  run(stream, p.fwd, p.fwd_pd.scratchpad_desc(),
-      {{DNNL_ARG_SRC, memory(p.fwd_pd.src_desc(), cpu_engine(), x.typed_data())},
-       {DNNL_ARG_WEIGHTS, wei},
-       {DNNL_ARG_DST, memory(p.fwd_pd.dst_desc(), cpu_engine(), y->typed_data())}});
+  run_with_kernel(p.fwd_pd, p.fwd, g, w.typed_data(), DNNL_ARG_SRC, g.src, x.typed_data(), DNNL_ARG_DST,
+                  g.dst, y->typed_data());
   return ffi::Error::Success();
 }
 
@@ -131,13 +139,8 @@ ffi::Error ConvInputGradImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
                              ffi::ResultBuffer<ffi::F32> dx, int64_t stride) {
   const Geometry g = geometry(dx->dimensions(), w.dimensions(), stride);
   const Plan& p = plan_for(g);
-  dnnl::stream stream(cpu_engine());
-  memory user_w(md(g.weights, Tag::hwio), cpu_engine(), w.typed_data());
-  memory wei = as_layout(stream, user_w, p.bwd_data_pd.weights_desc());
-  run(stream, p.bwd_data, p.bwd_data_pd.scratchpad_desc(),
-      {{DNNL_ARG_DIFF_DST, memory(p.bwd_data_pd.diff_dst_desc(), cpu_engine(), dy.typed_data())},
-       {DNNL_ARG_WEIGHTS, wei},
-       {DNNL_ARG_DIFF_SRC, memory(p.bwd_data_pd.diff_src_desc(), cpu_engine(), dx->typed_data())}});
+  run_with_kernel(p.bwd_data_pd, p.bwd_data, g, w.typed_data(), DNNL_ARG_DIFF_DST, g.dst, dy.typed_data(),
+                  DNNL_ARG_DIFF_SRC, g.src, dx->typed_data());
   return ffi::Error::Success();
 }
 
@@ -162,23 +165,15 @@ ffi::Error ConvKernelGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvForward, ConvForwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("stride"));
+// Every handler: two float32 operands, one float32 result, the stride.
+static auto conv_binding() {
+  return ffi::Ffi::Bind()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Arg<ffi::Buffer<ffi::F32>>()
+      .Ret<ffi::Buffer<ffi::F32>>()
+      .Attr<int64_t>("stride");
+}
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvInputGrad, ConvInputGradImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("stride"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvKernelGrad, ConvKernelGradImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("stride"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvForward, ConvForwardImpl, conv_binding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvInputGrad, ConvInputGradImpl, conv_binding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvKernelGrad, ConvKernelGradImpl, conv_binding());
