@@ -73,7 +73,7 @@ def train_rate(engine: Engine, batch: int, steps_per_call: int, calls: int) -> t
 def bench_cifar(depths: tuple[int, ...], batch: int, steps: int) -> None:
     for depth in depths:
         engine = make_engine(ModelConfig(depth=depth), (32, 32, 3), batch)
-        rate, _ = train_rate(engine, batch, steps_per_call=steps, calls=1)
+        rate, _ = train_rate(engine, batch, steps_per_call=steps, calls=2)
         emit(bench="cifar_train", depth=depth, batch=batch, images_per_s=round(rate * batch, 1))
 
 
