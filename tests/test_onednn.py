@@ -124,3 +124,15 @@ def test_cli_explicit_onednn_without_a_build_is_one_line_before_any_run_dir(tmp_
     assert out.returncode == 2 and len(lines) == 1, out.stderr
     assert lines[0].startswith("error: model.conv_impl=onednn cannot run here: no C++ compiler")
     assert not run_dir.exists()
+
+
+def test_inconsistent_shapes_are_an_error_not_a_crash() -> None:
+    """The handlers check their shapes: a bad call raises in Python instead of reading out of bounds."""
+    x, k = jnp.ones((2, 6, 6, 4)), jnp.ones((3, 3, 5, 8))  # the kernel expects 5 input channels
+    with pytest.raises(jax.errors.JaxRuntimeError, match="oneDNN convolution: expected NHWC activations"):
+        jax.block_until_ready(onednn.conv_onednn(x, k, 1))
+    dy = jnp.ones((2, 5, 5, 8))  # not the output shape of a 6x6 input
+    with pytest.raises(jax.errors.JaxRuntimeError, match="output \\(gradient\\) shape does not match"):
+        jax.block_until_ready(
+            onednn._call("ConvKernelGrad", (3, 3, 4, 8), jnp.ones((2, 6, 6, 4)), dy, stride=1)
+        )

@@ -8,6 +8,8 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <stdexcept>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -32,6 +34,10 @@ struct Geometry {
 };
 
 Geometry geometry(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w, int64_t stride) {
+  if (x.size() != 4 || w.size() != 4 || w[2] != x[3] || stride < 1) {
+    throw std::invalid_argument(
+        "expected NHWC activations, an HWIO kernel with matching input channels, stride >= 1");
+  }
   const int64_t n = x[0], h = x[1], wd = x[2], c = x[3];
   const int64_t kh = w[0], kw = w[1], co = w[3];
   const int64_t oh = (h + stride - 1) / stride, ow = (wd + stride - 1) / stride;
@@ -42,6 +48,14 @@ Geometry geometry(ffi::Span<const int64_t> x, ffi::Span<const int64_t> w, int64_
                   {stride, stride},
                   {pt, pl},
                   {(oh - 1) * stride + kh - h - pt, (ow - 1) * stride + kw - wd - pl}};
+}
+
+// The output gradient / output must have the convolution's output shape (NHWC of `nchw`).
+void expect_output_shape(ffi::Span<const int64_t> nhwc, const memory::dims& nchw) {
+  if (nhwc.size() != 4 || nhwc[0] != nchw[0] || nhwc[1] != nchw[2] || nhwc[2] != nchw[3] ||
+      nhwc[3] != nchw[1]) {
+    throw std::invalid_argument("output (gradient) shape does not match the convolution's output");
+  }
 }
 
 memory::desc md(const memory::dims& dims, Tag tag) { return memory::desc(dims, Dt::f32, tag); }
@@ -113,7 +127,18 @@ void run(dnnl::stream& stream, const dnnl::primitive& prim, const memory::desc& 
   stream.wait();
 }
 
-// Forward and input gradient: one NHWC activation in, one out, the HWIO kernel put into the primitive's layout.
+// A oneDNN failure (an unsupported shape, memory) becomes an XLA error instead of ending the process.
+template <typename Body>
+ffi::Error guarded(Body&& body) {
+  try {
+    body();
+    return ffi::Error::Success();
+  } catch (const std::exception& err) {
+    return ffi::Error::Internal(std::string("oneDNN convolution: ") + err.what());
+  }
+}
+
+// Forward and input gradient: one NHWC activation in, one out, the HWIO kernel in the primitive's layout.
 template <typename PrimitiveDesc>
 void run_with_kernel(const PrimitiveDesc& pd, const dnnl::primitive& prim, const Geometry& g, float* kernel,
                      int in_arg, const memory::dims& in_dims, void* in, int out_arg,
@@ -128,39 +153,45 @@ void run_with_kernel(const PrimitiveDesc& pd, const dnnl::primitive& prim, const
 
 ffi::Error ConvForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                            ffi::ResultBuffer<ffi::F32> y, int64_t stride) {
-  const Geometry g = geometry(x.dimensions(), w.dimensions(), stride);
-  const Plan& p = plan_for(g);
-  run_with_kernel(p.fwd_pd, p.fwd, g, w.typed_data(), DNNL_ARG_SRC, g.src, x.typed_data(), DNNL_ARG_DST,
-                  g.dst, y->typed_data());
-  return ffi::Error::Success();
+  return guarded([&] {
+    const Geometry g = geometry(x.dimensions(), w.dimensions(), stride);
+    expect_output_shape(y->dimensions(), g.dst);
+    const Plan& p = plan_for(g);
+    run_with_kernel(p.fwd_pd, p.fwd, g, w.typed_data(), DNNL_ARG_SRC, g.src, x.typed_data(), DNNL_ARG_DST,
+                    g.dst, y->typed_data());
+  });
 }
 
 ffi::Error ConvInputGradImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
                              ffi::ResultBuffer<ffi::F32> dx, int64_t stride) {
-  const Geometry g = geometry(dx->dimensions(), w.dimensions(), stride);
-  const Plan& p = plan_for(g);
-  run_with_kernel(p.bwd_data_pd, p.bwd_data, g, w.typed_data(), DNNL_ARG_DIFF_DST, g.dst, dy.typed_data(),
-                  DNNL_ARG_DIFF_SRC, g.src, dx->typed_data());
-  return ffi::Error::Success();
+  return guarded([&] {
+    const Geometry g = geometry(dx->dimensions(), w.dimensions(), stride);
+    expect_output_shape(dy.dimensions(), g.dst);
+    const Plan& p = plan_for(g);
+    run_with_kernel(p.bwd_data_pd, p.bwd_data, g, w.typed_data(), DNNL_ARG_DIFF_DST, g.dst, dy.typed_data(),
+                    DNNL_ARG_DIFF_SRC, g.src, dx->typed_data());
+  });
 }
 
 ffi::Error ConvKernelGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                               ffi::ResultBuffer<ffi::F32> dw, int64_t stride) {
-  const Geometry g = geometry(x.dimensions(), dw->dimensions(), stride);
-  const Plan& p = plan_for(g);
-  dnnl::stream stream(cpu_engine());
-  memory user_dw(md(g.weights, Tag::hwio), cpu_engine(), dw->typed_data());
-  const auto& wanted = p.bwd_weights_pd.diff_weights_desc();
-  memory diff_w = wanted == user_dw.get_desc() ? user_dw : memory(wanted, cpu_engine());
-  run(stream, p.bwd_weights, p.bwd_weights_pd.scratchpad_desc(),
-      {{DNNL_ARG_SRC, memory(p.bwd_weights_pd.src_desc(), cpu_engine(), x.typed_data())},
-       {DNNL_ARG_DIFF_DST, memory(p.bwd_weights_pd.diff_dst_desc(), cpu_engine(), dy.typed_data())},
-       {DNNL_ARG_DIFF_WEIGHTS, diff_w}});
-  if (diff_w != user_dw) {
-    dnnl::reorder(diff_w, user_dw).execute(stream, diff_w, user_dw);
-    stream.wait();
-  }
-  return ffi::Error::Success();
+  return guarded([&] {
+    const Geometry g = geometry(x.dimensions(), dw->dimensions(), stride);
+    expect_output_shape(dy.dimensions(), g.dst);
+    const Plan& p = plan_for(g);
+    dnnl::stream stream(cpu_engine());
+    memory user_dw(md(g.weights, Tag::hwio), cpu_engine(), dw->typed_data());
+    const auto& wanted = p.bwd_weights_pd.diff_weights_desc();
+    memory diff_w = wanted == user_dw.get_desc() ? user_dw : memory(wanted, cpu_engine());
+    run(stream, p.bwd_weights, p.bwd_weights_pd.scratchpad_desc(),
+        {{DNNL_ARG_SRC, memory(md(g.src, Tag::nhwc), cpu_engine(), x.typed_data())},
+         {DNNL_ARG_DIFF_DST, memory(md(g.dst, Tag::nhwc), cpu_engine(), dy.typed_data())},
+         {DNNL_ARG_DIFF_WEIGHTS, diff_w}});
+    if (diff_w != user_dw) {
+      dnnl::reorder(diff_w, user_dw).execute(stream, diff_w, user_dw);
+      stream.wait();
+    }
+  });
 }
 
 }  // namespace
