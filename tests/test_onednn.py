@@ -95,6 +95,18 @@ def test_auto_falls_back_to_the_shifted_conv_where_onednn_is_unavailable(monkeyp
     assert resolve_conv_impl("auto") == "shifted"
 
 
+def test_unavailable_onednn_is_said_once_in_the_log(monkeypatch, caplog) -> None:
+    def missing() -> None:
+        raise onednn.OneDnnUnavailable("no C++ compiler")
+
+    monkeypatch.setattr(onednn, "register", missing)
+    assert onednn.available.__wrapped__() is False  # the uncached check; `available` caches it per process
+    assert (
+        "oneDNN convolution unavailable (no C++ compiler); CPU runs use the slower shifted conv"
+        in caplog.text
+    )
+
+
 def test_build_without_a_compiler_says_what_is_missing(tmp_path: Path, monkeypatch) -> None:
     if not SUPPORTED:
         pytest.skip("the onednn-cpu-gomp wheels are Linux x86-64 only")

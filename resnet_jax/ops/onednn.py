@@ -12,6 +12,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import logging
 import os
 import shutil
 import subprocess
@@ -27,6 +28,7 @@ import numpy as np
 SOURCE = Path(__file__).with_name("onednn_conv.cc")
 TARGETS = ("ConvForward", "ConvInputGrad", "ConvKernelGrad")
 PREFIX = "resnet_jax_onednn_"
+log = logging.getLogger(__name__)
 
 
 class OneDnnUnavailable(RuntimeError):
@@ -85,7 +87,8 @@ def available() -> bool:
     """Whether the oneDNN convolution can run here (the CPU backend's default when it can)."""
     try:
         register()
-    except (OneDnnUnavailable, OSError):
+    except (OneDnnUnavailable, OSError) as err:
+        log.warning("oneDNN convolution unavailable (%s); CPU runs use the slower shifted conv", err)
         return False
     return True
 
