@@ -3,8 +3,8 @@
 Why: XLA's CPU convolution runs ResNet-20 at a third of PyTorch's speed (PyTorch calls oneDNN), and
 20-40x slower inside loops (jax-ml/jax#12868). The same oneDNN kernels, called through the XLA FFI,
 close that gap in and out of `lax.scan`. oneDNN comes from the `onednn-cpu-gomp` wheels (libraries
-and headers under `sys.prefix`); the shared library is compiled once per source and jaxlib version and
-cached under `$RESNET_JAX_CACHE` (default `~/.cache/resnet_jax`).
+and headers under `sys.prefix`); the shared library is compiled once per source, jaxlib version and
+environment, and cached under `$RESNET_JAX_CACHE` (default `~/.cache/resnet_jax`).
 """
 
 from __future__ import annotations
@@ -40,8 +40,10 @@ def _cache_dir() -> Path:
 
 
 def library_path() -> Path:
-    """Where the library for this source and this jaxlib lives (new source or jaxlib: new file)."""
-    digest = hashlib.sha256(SOURCE.read_bytes() + jaxlib.__version__.encode()).hexdigest()[:16]
+    """Where the library for this source, jaxlib and environment lives (any of them new: a new file; the
+    environment because the library finds oneDNN through a path into it)."""
+    key = SOURCE.read_bytes() + f"{jaxlib.__version__} {sys.prefix}".encode()
+    digest = hashlib.sha256(key).hexdigest()[:16]
     return _cache_dir() / f"onednn_conv-{digest}.so"
 
 
