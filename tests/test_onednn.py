@@ -3,7 +3,10 @@ behaviour where it cannot be built."""
 
 from __future__ import annotations
 
+import json
+import os
 import platform
+import subprocess
 import sys
 from pathlib import Path
 
@@ -75,11 +78,27 @@ def test_onednn_conv_inside_a_rematerialised_scan_equals_xla() -> None:
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
-def test_onednn_conv_under_vmap_equals_a_loop() -> None:
+def test_onednn_conv_under_vmap_equals_xla() -> None:
+    """vmap over activations folds into the batch; over kernels (ensembles) or per-example gradients, each
+    member is its own call: all equal XLA's conv."""
     x = jax.random.normal(jax.random.key(3), (3, 2, 5, 5, 4))
-    k = jax.random.normal(jax.random.key(4), (3, 3, 4, 4))
-    batched = jax.vmap(lambda xi: onednn.conv_onednn(xi, k, 1))(x)
-    np.testing.assert_allclose(batched, jnp.stack([conv_xla(xi, k, 1) for xi in x]), rtol=1e-5, atol=1e-5)
+    k = jax.random.normal(jax.random.key(4), (3, 3, 3, 4, 4)) * 0.3
+    np.testing.assert_allclose(
+        jax.vmap(lambda xi: onednn.conv_onednn(xi, k[0], 1))(x),
+        jax.vmap(lambda xi: conv_xla(xi, k[0], 1))(x),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    np.testing.assert_allclose(
+        jax.vmap(lambda xi, ki: onednn.conv_onednn(xi, ki, 2))(x, k),
+        jax.vmap(lambda xi, ki: conv_xla(xi, ki, 2))(x, k),
+        rtol=1e-5,
+        atol=1e-5,
+    )
+    per_example = jax.vmap(jax.grad(_loss(onednn.conv_onednn), argnums=(0, 1)), in_axes=(0, None, None))
+    reference = jax.vmap(jax.grad(_loss(conv_xla), argnums=(0, 1)), in_axes=(0, None, None))
+    for a, b in zip(per_example(x, k[0], 1), reference(x, k[0], 1), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
 
 
 def test_bfloat16_compute_falls_back_to_the_shifted_conv() -> None:
@@ -148,3 +167,38 @@ def test_inconsistent_shapes_are_an_error_not_a_crash() -> None:
         jax.block_until_ready(
             onednn._call("ConvKernelGrad", (3, 3, 4, 8), jnp.ones((2, 6, 6, 4)), dy, stride=1)
         )
+
+
+SHARDED_STEP = """
+import json, re, numpy as np, jax.numpy as jnp
+from resnet_jax import models, optim
+from resnet_jax.config import ModelConfig, OptimConfig
+from resnet_jax.engine import Engine
+x, y = np.zeros((64, 8, 8, 3), np.float32), np.zeros(64, np.int32)
+model = models.build(ModelConfig(depth=8, conv_impl="onednn"), (8, 8, 3), 10, 0)
+tx, _ = optim.build(OptimConfig(), 10)
+engine = Engine(model, tx, x_train=x, y_train=y, l2=1e-4, augment=False, dtype=jnp.float32, seed=0)
+indices = engine.place_indices(np.zeros((2, 16), np.int32))
+hlo = engine.compiled_chunk.lower(engine.initial_state(), indices).compile().as_text()
+lines = hlo.splitlines()
+def calls(name): return [line for line in lines if f'custom_call_target="resnet_jax_onednn_{name}"' in line]
+batched = calls("ConvForward") + calls("ConvInputGrad")
+batches = sorted({int(m) for line in batched for m in re.findall(r"= f32\\[(\\d+),", line)})
+print(json.dumps({"batched_calls": len(batched), "kernel_grads": len(calls("ConvKernelGrad")),
+                  "batches": batches, "all_gathers": hlo.count("all-gather(")}))
+"""
+
+
+def test_on_eight_devices_each_convolves_only_its_shard_of_the_batch() -> None:
+    """Data parallelism holds for the custom calls (else XLA gathers the whole batch onto every device)."""
+    if not SUPPORTED:
+        pytest.skip("the onednn-cpu-gomp wheels are Linux x86-64 only")
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    out = subprocess.run(
+        [sys.executable, "-c", SHARDED_STEP], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = json.loads(out.stdout.strip().splitlines()[-1])
+    assert found["batched_calls"] > 0 and found["kernel_grads"] > 0
+    assert found["batches"] == [2]  # 16 examples over 8 devices: each call sees its device's 2
+    assert found["all_gathers"] == 0

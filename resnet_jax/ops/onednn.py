@@ -18,12 +18,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import jaxlib
 import numpy as np
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.sharding import NamedSharding, PartitionSpec
 
 SOURCE = Path(__file__).with_name("onednn_conv.cc")
 TARGETS = ("ConvForward", "ConvInputGrad", "ConvKernelGrad")
@@ -101,13 +104,69 @@ def _call(name: str, shape: tuple[int, ...], *args: jax.Array, stride: int) -> j
     return jax.ffi.ffi_call(PREFIX + name, out, vmap_method="sequential")(*args, stride=np.int64(stride))
 
 
+# The handlers' operands and results in Shardy's notation: activations NHWC (b h w c in, b p q o out),
+# kernel HWIO (i j c o); `b`, the batch, is the one factor split across devices.
+RULES = {
+    "ConvForward": "b h w c, i j c o -> b p q o",
+    "ConvInputGrad": "b p q o, i j c o -> b h w c",
+    "ConvKernelGrad": "b h w c, b p q o -> i j c o",
+}
+
+
+@functools.cache
+def _op(name: str, stride: int, dims: tuple[int, ...]) -> Callable[[jax.Array, jax.Array], jax.Array]:
+    """Handler `name` for one geometry, as an op that XLA's partitioner splits along the batch and that
+    `vmap` folds into the batch. The result has shape `(batch, *dims)`, or `dims` for the kernel gradient,
+    which is summed over the batch shards.
+
+    Why: left alone, XLA's partitioner gathers the whole batch onto every device before a custom call, so
+    each device would convolve every example; and `custom_partitioning` has no batching rule of its own.
+    """
+    sums_batch = name == "ConvKernelGrad"
+
+    def local(a: jax.Array, b: jax.Array) -> jax.Array:
+        return _call(name, dims if sums_batch else (a.shape[0], *dims), a, b, stride=stride)
+
+    def partition(mesh, arg_shapes, result_shape):
+        spec = arg_shapes[0].sharding.spec
+        batch = spec[0] if len(spec) else None
+        split, whole = NamedSharding(mesh, PartitionSpec(batch)), NamedSharding(mesh, PartitionSpec())
+
+        def lower(a: jax.Array, b: jax.Array) -> jax.Array:
+            out = local(a, b)
+            return jax.lax.psum(out, batch) if sums_batch and batch is not None else out
+
+        return mesh, lower, whole if sums_batch else split, (split, split if sums_batch else whole)
+
+    partitioned = custom_partitioning(local)
+    rule = RULES[name]
+    # every factor but the batch, in the order of first appearance (Shardy wants them so)
+    others = dict.fromkeys(f for f in rule.replace(",", " ").replace("->", " ").split() if f != "b")
+    partitioned.def_partition(
+        partition,
+        sharding_rule=rule,
+        reduction_factors=("b",) if sums_batch else (),
+        need_replication_factors=tuple(others),
+    )
+    op = jax.custom_batching.custom_vmap(partitioned)
+
+    @op.def_vmap
+    def fold_into_batch(axis_size: int, batched: list[bool], a: jax.Array, b: jax.Array):
+        if batched[1] or sums_batch:  # a batched kernel (or a per-member kernel gradient): one call each
+            a = a if batched[0] else jnp.broadcast_to(a, (axis_size, *a.shape))
+            b = b if batched[1] else jnp.broadcast_to(b, (axis_size, *b.shape))
+            return jax.lax.map(lambda ab: op(*ab), (a, b)), True
+        merged = op(a.reshape(-1, *a.shape[2:]), b)  # vmap over activations: more batch, one call
+        return merged.reshape(axis_size, -1, *merged.shape[1:]), True
+
+    return op
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
 def conv_onednn(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
     """float32 NHWC x HWIO convolution with symmetric `k // 2` zero padding, computed by oneDNN."""
-    n, h, w, _ = x.shape
-    return _call(
-        "ConvForward", (n, -(-h // stride), -(-w // stride), kernel.shape[-1]), x, kernel, stride=stride
-    )
+    _, h, w, _ = x.shape
+    return _op("ConvForward", stride, (-(-h // stride), -(-w // stride), kernel.shape[-1]))(x, kernel)
 
 
 def _forward(x: jax.Array, kernel: jax.Array, stride: int) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
@@ -116,10 +175,10 @@ def _forward(x: jax.Array, kernel: jax.Array, stride: int) -> tuple[jax.Array, t
 
 def _backward(stride: int, saved: tuple[jax.Array, jax.Array], dy: jax.Array) -> tuple[jax.Array, jax.Array]:
     x, kernel = saved
-    dx = _call("ConvInputGrad", x.shape, dy, kernel, stride=stride)
+    dx = _op("ConvInputGrad", stride, tuple(x.shape[1:]))(dy, kernel)
     # one after the other: XLA would run the two independent calls at once, each with all cores (~8 % slower)
     dx, x, dy = jax.lax.optimization_barrier((dx, x, dy))
-    dkernel = _call("ConvKernelGrad", kernel.shape, x, dy, stride=stride)
+    dkernel = _op("ConvKernelGrad", stride, tuple(kernel.shape))(x, dy)
     return dx, dkernel
 
 
