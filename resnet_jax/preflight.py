@@ -102,7 +102,8 @@ def preflight(argv: list[str], conf_dir: Path) -> None:
             typed = to_config(cfg)
             validate(typed)
             check_available(typed.data)
-            resolve_conv_impl(typed.model.conv_impl)  # an explicit onednn that cannot run here
+            if typed.model.conv_impl == "onednn":  # explicitly asked for, but cannot run here
+                resolve_conv_impl("onednn")
 
 
 def _as_override(override, value: str) -> str:

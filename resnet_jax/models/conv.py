@@ -77,8 +77,8 @@ def conv_xla(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
 
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int, impl: str) -> jax.Array:
     """Dispatch to a resolved implementation; oneDNN computes float32 only (bfloat16 runs shifted)."""
-    if impl == "onednn":
-        impl = "onednn" if x.dtype == jnp.float32 and kernel.dtype == jnp.float32 else "shifted"
-    if impl == "onednn":
+    if impl == "xla":
+        return conv_xla(x, kernel, stride)
+    if impl == "onednn" and x.dtype == kernel.dtype == jnp.float32:
         return onednn.conv_onednn(x, kernel, stride)
-    return conv_shifted(x, kernel, stride) if impl == "shifted" else conv_xla(x, kernel, stride)
+    return conv_shifted(x, kernel, stride)

@@ -112,10 +112,10 @@ const Plan& plan_for(const Geometry& g) {
 
 // A memory in the primitive's layout: the caller's buffer when the layouts agree, else a reordered
 // copy (kernels only: oneDNN prefers blocked kernel layouts; they are a few kilobytes).
-memory as_layout(dnnl::stream& stream, const memory& user, const memory::desc& wanted) {
+memory as_layout(dnnl::stream& stream, memory user, const memory::desc& wanted) {
   if (user.get_desc() == wanted) return user;
   memory out(wanted, cpu_engine());
-  dnnl::reorder(user, out).execute(stream, const_cast<memory&>(user), out);
+  dnnl::reorder(user, out).execute(stream, user, out);
   return out;
 }
 
