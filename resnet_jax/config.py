@@ -15,6 +15,10 @@ from omegaconf.errors import OmegaConfBaseException
 
 from resnet_jax.errors import ConfigError
 
+# CPU kernels: oneDNN custom calls, shifted matmuls (conv only) or XLA's own ops; auto picks per backend
+CONV_IMPLS = ("auto", "xla", "shifted", "onednn")
+DENSE_IMPLS = ("auto", "xla", "onednn")
+
 
 @dataclass
 class ModelConfig:
@@ -26,12 +30,13 @@ class ModelConfig:
     norm: str = "batchnorm"  # batchnorm | none (cifar)
     shortcut: str = "A"  # A: subsample + zero-pad (no parameters) | B: 1x1 projection where shapes change
     preact: bool = False  # He et al. 2016 pre-activation blocks
-    # rematerialise each scanned block in the backward pass (memory for compute); null = auto: on above
-    # depth 110 (ResNet-1202 at batch 128 then needs ~3 GiB of temporaries instead of ~18 GiB)
+    # rematerialise each scanned block in the backward pass (memory for compute); null = auto: on for cifar
+    # nets above depth 110 (ResNet-1202 at batch 128 then needs ~3 GiB of temporaries instead of ~18 GiB)
     remat: bool | None = None
     # unroll the block scan (compile time for run time); null = auto: cifar nets up to depth 110
     unroll: bool | None = None
     conv_impl: str = "auto"  # auto (onednn, else shifted, on CPU; xla elsewhere) | xla | shifted | onednn
+    dense_impl: str = "auto"  # mlp blocks: auto (onednn, else xla, on CPU; xla elsewhere) | xla | onednn
 
 
 @dataclass
@@ -150,7 +155,8 @@ def validate(cfg: Config) -> None:
     _choice("model.norm", m.norm, ("batchnorm", "none"))
     _choice("model.init", m.init, ("he", "lecun"))
     _choice("model.shortcut", m.shortcut, ("A", "B"))
-    _choice("model.conv_impl", m.conv_impl, ("auto", "xla", "shifted", "onednn"))
+    _choice("model.conv_impl", m.conv_impl, CONV_IMPLS)
+    _choice("model.dense_impl", m.dense_impl, DENSE_IMPLS)
     _choice("data.name", d.name, ("digits", "cifar10", "synthetic"))
     _choice("data.normalize", d.normalize, ("per_channel", "per_pixel_mean"))
     if not 0 < d.test_fraction < 1:

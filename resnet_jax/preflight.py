@@ -18,6 +18,7 @@ from resnet_jax.config import to_config, validate
 from resnet_jax.data import check_available
 from resnet_jax.errors import ConfigError
 from resnet_jax.models.conv import resolve_conv_impl
+from resnet_jax.models.dense import resolve_dense_impl
 
 # Hydra flags that take a value, and flags that ask for information instead of a run.
 _FLAGS_WITH_VALUE = {
@@ -104,6 +105,8 @@ def preflight(argv: list[str], conf_dir: Path) -> None:
             check_available(typed.data)
             if typed.model.conv_impl == "onednn":  # explicitly asked for, but cannot run here
                 resolve_conv_impl("onednn")
+            if typed.model.dense_impl == "onednn":
+                resolve_dense_impl("onednn")
 
 
 def _as_override(override, value: str) -> str:

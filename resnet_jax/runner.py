@@ -71,10 +71,9 @@ def _probe_function(
 
 
 def checkpoint_identity(cfg: Config, image_shape: tuple[int, ...], num_classes: int) -> dict[str, Any]:
-    """What must match for a checkpoint to belong to this run (not how it is computed: remat, conv)."""
-    model = {
-        k: v for k, v in dataclasses.asdict(cfg.model).items() if k not in ("remat", "unroll", "conv_impl")
-    }
+    """What must match for a checkpoint to belong to this run (not how it is computed: remat, kernels)."""
+    how = ("remat", "unroll", "conv_impl", "dense_impl")
+    model = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k not in how}
     return {
         "model": model,
         "data": cfg.data.name,

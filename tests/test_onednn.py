@@ -121,7 +121,7 @@ def test_unavailable_onednn_is_said_once_in_the_log(monkeypatch, caplog) -> None
     monkeypatch.setattr(onednn, "register", missing)
     assert onednn.available.__wrapped__() is False  # the uncached check; `available` caches it per process
     assert (
-        "oneDNN convolution unavailable (no C++ compiler); CPU runs use the slower shifted conv"
+        "oneDNN kernels unavailable (no C++ compiler); CPU runs use the slower shifted conv and XLA's dense"
         in caplog.text
     )
 

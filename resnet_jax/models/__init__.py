@@ -10,14 +10,17 @@ from flax import nnx
 from resnet_jax.config import ModelConfig
 from resnet_jax.models.cifar import BlockSpec, CifarResNet
 from resnet_jax.models.conv import resolve_conv_impl
-from resnet_jax.models.dense import MLP
+from resnet_jax.models.dense import MLP, resolve_dense_impl
 
-AUTO_DEPTH = 110  # unset remat/unroll: remat above this depth, unroll up to it
+AUTO_DEPTH = 110  # unset remat/unroll: remat above this depth, unroll up to it (CIFAR nets)
 
 
 def use_remat(cfg: ModelConfig) -> bool:
-    """`model.remat`, or when unset, on for nets deeper than ResNet-110."""
-    return cfg.depth > AUTO_DEPTH if cfg.remat is None else cfg.remat
+    """`model.remat`, or when unset, on for CIFAR nets deeper than ResNet-110. MLP blocks store two
+    [batch, width] activations each, too little to trade compute for."""
+    if cfg.remat is not None:
+        return cfg.remat
+    return cfg.name == "cifar" and cfg.depth > AUTO_DEPTH
 
 
 def use_unroll(cfg: ModelConfig) -> bool:
@@ -41,6 +44,7 @@ def build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, seed
             num_classes=num_classes,
             remat=use_remat(cfg),
             unroll=use_unroll(cfg),
+            dense_impl=resolve_dense_impl(cfg.dense_impl),
             init=cfg.init,
             rngs=rngs,
         )

@@ -14,27 +14,13 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from resnet_jax.errors import ConfigError
+from resnet_jax.config import CONV_IMPLS
 from resnet_jax.ops import onednn
-
-CONV_IMPLS = ("auto", "xla", "shifted", "onednn")
 
 
 def resolve_conv_impl(impl: str) -> str:
-    """Map `auto` to the implementation that is fast on the current default backend."""
-    if impl not in CONV_IMPLS:
-        raise ValueError(f"model.conv_impl={impl!r} is not one of {', '.join(CONV_IMPLS)}")
-    if impl == "auto":
-        if jax.default_backend() != "cpu":
-            return "xla"
-        return "onednn" if onednn.available() else "shifted"
-    if impl == "onednn":
-        try:  # fail here, with the reason, rather than at the first step
-            onednn.register()
-        except (onednn.OneDnnUnavailable, OSError) as err:
-            message = f"model.conv_impl=onednn cannot run here: {err}; use auto, shifted or xla"
-            raise ConfigError(message) from err
-    return impl
+    """`model.conv_impl`: oneDNN on CPU (shifted matmuls where it cannot be built), XLA on GPU/TPU."""
+    return onednn.resolve_impl("model.conv_impl", impl, CONV_IMPLS, "shifted")
 
 
 def _out_size(size: int, stride: int) -> int:

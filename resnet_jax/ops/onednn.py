@@ -1,10 +1,11 @@
-"""oneDNN convolutions as XLA custom calls on CPU, built from `onednn_conv.cc` on first use.
+"""oneDNN kernels as XLA custom calls on CPU, built from `onednn_conv.cc` and `onednn_dense.cc` on first use.
 
 Why: XLA's CPU convolution runs ResNet-20 at a third of PyTorch's speed (PyTorch calls oneDNN), and
 20-40x slower inside loops (jax-ml/jax#12868). The same oneDNN kernels, called through the XLA FFI,
-close that gap in and out of `lax.scan`. oneDNN comes from the `onednn-cpu-gomp` wheels (libraries
-and headers under `sys.prefix`); the shared library is compiled once per source, jaxlib version and
-environment, and cached under `$RESNET_JAX_CACHE` (default `~/.cache/resnet_jax`).
+close that gap in and out of `lax.scan`. The dense net's stack of blocks gets one call each way
+(`resnet_jax.ops.dense_stack`). oneDNN comes from the `onednn-cpu-gomp` wheels (libraries and headers
+under `sys.prefix`); the shared library is compiled once per source, jaxlib version and environment,
+and cached under `$RESNET_JAX_CACHE` (default `~/.cache/resnet_jax`).
 """
 
 from __future__ import annotations
@@ -28,8 +29,10 @@ import numpy as np
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec
 
-SOURCE = Path(__file__).with_name("onednn_conv.cc")
-TARGETS = ("ConvForward", "ConvInputGrad", "ConvKernelGrad")
+from resnet_jax.errors import ConfigError
+
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("onednn_conv.cc", "onednn_dense.cc"))
+TARGETS = ("ConvForward", "ConvInputGrad", "ConvKernelGrad", "DenseStackForward", "DenseStackBackward")
 PREFIX = "resnet_jax_onednn_"
 log = logging.getLogger(__name__)
 
@@ -45,13 +48,13 @@ def _cache_dir() -> Path:
 def library_path() -> Path:
     """Where the library for this source, jaxlib and environment lives (any of them new: a new file; the
     environment because the library finds oneDNN through a path into it)."""
-    key = SOURCE.read_bytes() + f"{jaxlib.__version__} {sys.prefix}".encode()
+    key = b"".join(source.read_bytes() for source in SOURCES) + f"{jaxlib.__version__} {sys.prefix}".encode()
     digest = hashlib.sha256(key).hexdigest()[:16]
-    return _cache_dir() / f"onednn_conv-{digest}.so"
+    return _cache_dir() / f"onednn-{digest}.so"
 
 
 def build() -> Path:
-    """Compile `onednn_conv.cc` unless an up-to-date build is cached; atomic, so parallel jobs may race."""
+    """Compile the sources unless an up-to-date build is cached; atomic, so parallel jobs may race."""
     target = library_path()
     if target.exists():
         return target
@@ -69,19 +72,21 @@ def build() -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
-        cmd = [compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-w", str(SOURCE), "-o", str(out),
+        # -fopenmp: the dense stack splits the batch over OpenMP threads (libgomp, oneDNN's own runtime)
+        cmd = [compiler, "-O3", "-std=c++17", "-fopenmp", "-shared", "-fPIC", "-w", *map(str, SOURCES),
+               "-o", str(out),
                f"-I{prefix / 'include'}", f"-I{jax.ffi.include_dir()}", f"-L{prefix / 'lib'}", "-ldnnl",
                f"-Wl,-rpath,{prefix / 'lib'}"]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
-            raise OneDnnUnavailable(f"building {SOURCE.name} failed: {done.stderr.strip()[-2000:]}")
+            raise OneDnnUnavailable(f"building the oneDNN kernels failed: {done.stderr.strip()[-2000:]}")
         os.replace(out, target)
     return target
 
 
 @functools.cache
 def register() -> None:
-    """Load the library and register its three handlers with XLA (once per process)."""
+    """Load the library and register its handlers with XLA (once per process)."""
     library = ctypes.cdll.LoadLibrary(str(build()))
     for name in TARGETS:
         jax.ffi.register_ffi_target(PREFIX + name, jax.ffi.pycapsule(getattr(library, name)), platform="cpu")
@@ -89,13 +94,34 @@ def register() -> None:
 
 @functools.cache
 def available() -> bool:
-    """Whether the oneDNN convolution can run here (the CPU backend's default when it can)."""
+    """Whether the oneDNN kernels can run here (the CPU backend's default when they can)."""
     try:
         register()
     except (OneDnnUnavailable, OSError) as err:
-        log.warning("oneDNN convolution unavailable (%s); CPU runs use the slower shifted conv", err)
+        log.warning("oneDNN kernels unavailable (%s); CPU runs use the slower shifted conv and XLA's dense",
+                    err)  # fmt: skip
         return False
     return True
+
+
+def resolve_impl(key: str, impl: str, choices: tuple[str, ...], cpu_fallback: str) -> str:
+    """Map `auto` to the implementation that is fast on the current default backend: oneDNN on CPU where
+    it can be built (else `cpu_fallback`), XLA's own ops on GPU/TPU. An explicit `onednn` that cannot
+    run is a ConfigError naming `key`."""
+    if impl not in choices:
+        raise ValueError(f"{key}={impl!r} is not one of {', '.join(choices)}")
+    if impl == "auto":
+        if jax.default_backend() != "cpu":
+            return "xla"
+        return "onednn" if available() else cpu_fallback
+    if impl == "onednn":
+        try:  # fail here, with the reason, rather than at the first step
+            register()
+        except (OneDnnUnavailable, OSError) as err:
+            others = [c for c in choices if c != "onednn"]
+            message = f"{key}=onednn cannot run here: {err}; use {', '.join(others[:-1])} or {others[-1]}"
+            raise ConfigError(message) from err
+    return impl
 
 
 def _call(name: str, shape: tuple[int, ...], *args: jax.Array, stride: int) -> jax.Array:
@@ -186,11 +212,11 @@ conv_onednn.defvjp(_forward, _backward)
 
 
 def main() -> None:
-    """`python -m resnet_jax.ops.onednn`: build now (`make install` does) and say which conv CPU runs get."""
+    """`python -m resnet_jax.ops.onednn`: build now (`make install` does); say which kernels CPU runs get."""
     try:
-        print(f"oneDNN convolution: {build()}")
+        print(f"oneDNN kernels: {build()}")
     except OneDnnUnavailable as err:
-        print(f"oneDNN convolution unavailable ({err}); CPU runs use model.conv_impl=shifted")
+        print(f"oneDNN kernels unavailable ({err}); CPU runs use conv_impl=shifted and dense_impl=xla")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,315 @@
+// The dense net's whole stack of blocks, forward and backward, as two XLA FFI calls on CPU.
+//
+// Block l: h[l] = relu(a[l] W1[l] + b1[l]);  out[l] = relu(h[l] W2[l] + b2[l] + a[l])  (plain: no "+ a[l]"),
+// a[l+1] = out[l]. Why one call for all blocks: at width 64 a block's products take ~10 us each, while
+// XLA spends as long again per block on loop bookkeeping (slicing the stacked weights, stacking the saved
+// activations and gradients, a dozen small fusions), and runs each small product on one core.
+// Here every thread takes a slice of the batch through all blocks (rows are independent, so the
+// threads never wait for each other); the kernel gradients, sums over the batch, come after, one
+// block per thread. The products are oneDNN's sgemm, single-threaded inside each thread.
+#include <immintrin.h>
+#include <omp.h>
+#include <pthread.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <thread>
+#include <cstdint>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "oneapi/dnnl/dnnl.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// Row-major c[m, n] = op(a) op(b) + beta c, op transposing when asked.
+void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const float* a, const float* b,
+          float beta, float* c) {
+  const int64_t lda = trans_a ? m : k, ldb = trans_b ? k : n;
+  if (dnnl_sgemm(trans_a ? 'T' : 'N', trans_b ? 'T' : 'N', m, n, k, 1.0f, a, lda, b, ldb, beta, c, n) !=
+      dnnl_success) {
+    throw std::runtime_error("dnnl_sgemm failed");
+  }
+}
+
+void relu(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) x[i] = std::max(x[i], 0.0f);
+}
+
+// rows x width copies of `bias`, plus `identity` (same rows) when given: the products add onto it.
+void fill_rows(float* dst, const float* bias, const float* identity, int64_t rows, int64_t width) {
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < width; ++j) dst[i * width + j] = bias[j] + (identity ? identity[i * width + j] : 0.0f);
+  }
+}
+
+// g *= (y > 0): the ReLU's gradient, 0 at 0 as in jax.nn.relu.
+void relu_grad(float* g, const float* y, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) g[i] = y[i] > 0.0f ? g[i] : 0.0f;
+}
+
+void column_sums(const float* x, float* sums, int64_t rows, int64_t width) {
+  std::fill(sums, sums + width, 0.0f);
+  for (int64_t i = 0; i < rows; ++i) {
+    for (int64_t j = 0; j < width; ++j) sums[j] += x[i * width + j];
+  }
+}
+
+struct Shape {
+  int64_t blocks, batch, width;
+  int64_t act() const { return batch * width; }
+  int64_t ker() const { return width * width; }
+};
+
+// a0 [B, W]; W1, W2 [L, W, W]; b1, b2 [L, W].
+Shape stack_shape(ffi::Span<const int64_t> a0, ffi::Span<const int64_t> w1, ffi::Span<const int64_t> b1,
+                  ffi::Span<const int64_t> w2, ffi::Span<const int64_t> b2) {
+  if (a0.size() != 2 || w1.size() != 3 || b1.size() != 2 || w2.size() != 3 || b2.size() != 2) {
+    throw std::invalid_argument("expected a [B, W] input, [L, W, W] kernels and [L, W] biases");
+  }
+  const Shape s{w1[0], a0[0], a0[1]};
+  for (auto dims : {w1, w2}) {
+    if (dims[0] != s.blocks || dims[1] != s.width || dims[2] != s.width) {
+      throw std::invalid_argument("kernels must be [L, W, W] with the input's width W");
+    }
+  }
+  for (auto dims : {b1, b2}) {
+    if (dims[0] != s.blocks || dims[1] != s.width) throw std::invalid_argument("biases must be [L, W]");
+  }
+  return s;
+}
+
+void expect_dims(ffi::Span<const int64_t> dims, std::vector<int64_t> wanted, const char* what) {
+  if (std::vector<int64_t>(dims.begin(), dims.end()) != wanted) throw std::invalid_argument(what);
+}
+
+// Helper threads that stay awake (spinning) for a while after each call. Why not OpenMP: libgomp keeps one
+// team per calling thread, XLA calls from several, and with more team threads than cores libgomp puts its
+// workers to sleep at once; waking one took ~30 us per call, as long as a block's products here. The products
+// inside run single-threaded (oneDNN's own OpenMP threading is turned off on these threads).
+class Pool {
+ public:
+  static Pool& instance() {
+    static std::once_flag once;
+    std::call_once(once, [] { pthread_atfork(nullptr, nullptr, [] { current() = nullptr; }); });
+    static std::mutex mutex;
+    std::lock_guard<std::mutex> lock(mutex);
+    if (current() == nullptr) current() = new Pool(omp_get_max_threads());
+    return *current();
+  }
+
+  // body(thread, threads) on `threads` threads, this one included; the first exception is rethrown here.
+  // A call that finds the helpers busy (another device's call) runs on its own thread alone.
+  template <typename Body>
+  void run(Body&& body) {
+    std::unique_lock<std::mutex> busy(busy_, std::try_to_lock);
+    const int threads = busy.owns_lock() ? threads_ : 1;
+    std::exception_ptr failure;
+    std::mutex failure_mutex;
+    auto guarded_body = [&](int thread) {
+      try {
+        body(thread, threads);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(failure_mutex);
+        if (!failure) failure = std::current_exception();
+      }
+    };
+    if (threads > 1) {
+      job_ = guarded_body;
+      pending_.store(threads - 1);
+      {
+        std::lock_guard<std::mutex> lock(wake_);
+        generation_.fetch_add(1, std::memory_order_release);
+      }
+      wakeup_.notify_all();
+    }
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(1);
+    guarded_body(0);
+    omp_set_num_threads(saved);
+    while (pending_.load(std::memory_order_acquire) > 0) _mm_pause();
+    if (failure) std::rethrow_exception(failure);
+  }
+
+ private:
+  static constexpr int64_t kSpinNs = 200000;  // covers the gaps between a training step's calls
+
+  // Never destroyed: the helpers live with the process. A forked child has none of them and makes its own.
+  static Pool*& current() {
+    static Pool* pool = nullptr;
+    return pool;
+  }
+
+  explicit Pool(int threads) : threads_(std::max(1, threads)) {
+    for (int i = 1; i < threads_; ++i) std::thread([this, i] { serve(i); }).detach();
+  }
+
+  void serve(int thread) {
+    omp_set_num_threads(1);
+    uint64_t seen = 0;
+    for (;;) {
+      const auto start = std::chrono::steady_clock::now();
+      while (generation_.load(std::memory_order_acquire) == seen &&
+             std::chrono::steady_clock::now() - start < std::chrono::nanoseconds(kSpinNs)) {
+        _mm_pause();
+      }
+      if (generation_.load(std::memory_order_acquire) == seen) {
+        std::unique_lock<std::mutex> lock(wake_);
+        wakeup_.wait(lock, [&] { return generation_.load() != seen; });
+      }
+      seen = generation_.load(std::memory_order_acquire);
+      job_(thread);
+      pending_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  }
+
+  const int threads_;
+  std::mutex busy_, wake_;
+  std::condition_variable wakeup_;
+  std::atomic<uint64_t> generation_{0};
+  std::atomic<int> pending_{0};
+  std::function<void(int)> job_;
+};
+
+template <typename Body>
+void parallel(Body&& body) {
+  Pool::instance().run(std::forward<Body>(body));
+}
+
+// This thread's share [begin, end) of `n` items.
+std::pair<int64_t, int64_t> share(int64_t n, int thread, int threads) {
+  const int64_t chunk = (n + threads - 1) / threads;
+  return {std::min(n, thread * chunk), std::min(n, (thread + 1) * chunk)};
+}
+
+template <typename Body>
+ffi::Error guarded(Body&& body) {
+  try {
+    body();
+    return ffi::Error::Success();
+  } catch (const std::exception& err) {
+    return ffi::Error::Internal(std::string("oneDNN dense stack: ") + err.what());
+  }
+}
+
+ffi::Error DenseStackForwardImpl(ffi::Buffer<ffi::F32> a0, ffi::Buffer<ffi::F32> w1, ffi::Buffer<ffi::F32> b1,
+                                 ffi::Buffer<ffi::F32> w2, ffi::Buffer<ffi::F32> b2,
+                                 ffi::ResultBuffer<ffi::F32> h, ffi::ResultBuffer<ffi::F32> out,
+                                 bool residual) {
+  return guarded([&] {
+    const Shape s = stack_shape(a0.dimensions(), w1.dimensions(), b1.dimensions(), w2.dimensions(),
+                                b2.dimensions());
+    for (auto dims : {h->dimensions(), out->dimensions()}) {
+      expect_dims(dims, {s.blocks, s.batch, s.width}, "saved activations must be [L, B, W]");
+    }
+    parallel([&](int thread, int threads) {
+      const auto [begin, end] = share(s.batch, thread, threads);
+      const int64_t rows = end - begin, offset = begin * s.width, n = rows * s.width;
+      const float* a = a0.typed_data() + offset;
+      for (int64_t l = 0; l < s.blocks && rows > 0; ++l) {
+        float* hl = h->typed_data() + l * s.act() + offset;
+        float* outl = out->typed_data() + l * s.act() + offset;
+        fill_rows(hl, b1.typed_data() + l * s.width, nullptr, rows, s.width);
+        gemm(false, false, rows, s.width, s.width, a, w1.typed_data() + l * s.ker(), 1.0f, hl);
+        relu(hl, n);
+        fill_rows(outl, b2.typed_data() + l * s.width, residual ? a : nullptr, rows, s.width);
+        gemm(false, false, rows, s.width, s.width, hl, w2.typed_data() + l * s.ker(), 1.0f, outl);
+        relu(outl, n);
+        a = outl;
+      }
+    });
+  });
+}
+
+ffi::Error DenseStackBackwardImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> a0, ffi::Buffer<ffi::F32> h,
+                                  ffi::Buffer<ffi::F32> out, ffi::Buffer<ffi::F32> w1,
+                                  ffi::Buffer<ffi::F32> w2, ffi::ResultBuffer<ffi::F32> da0,
+                                  ffi::ResultBuffer<ffi::F32> dw1, ffi::ResultBuffer<ffi::F32> db1,
+                                  ffi::ResultBuffer<ffi::F32> dw2, ffi::ResultBuffer<ffi::F32> db2,
+                                  ffi::ResultBuffer<ffi::F32> g_z1_buffer, ffi::ResultBuffer<ffi::F32> g_z2_buffer,
+                                  bool residual) {
+  return guarded([&] {
+    const Shape s = stack_shape(a0.dimensions(), w1.dimensions(), db1->dimensions(), w2.dimensions(),
+                                db2->dimensions());
+    for (auto dims : {h.dimensions(), out.dimensions(), g_z1_buffer->dimensions(), g_z2_buffer->dimensions()}) {
+      expect_dims(dims, {s.blocks, s.batch, s.width}, "saved activations must be [L, B, W]");
+    }
+    for (auto dims : {g.dimensions(), da0->dimensions()}) {
+      expect_dims(dims, {s.batch, s.width}, "gradients of the stack's input and output must be [B, W]");
+    }
+    // the gradients w.r.t. every block's two pre-activations, [L, B, W] each: scratch results, so that
+    // XLA places them in its (reused) temporary memory instead of fresh pages every call
+    float* g_z1 = g_z1_buffer->typed_data();
+    float* g_z2 = g_z2_buffer->typed_data();
+    // 1. back through the blocks, each thread its rows (the gradient w.r.t. the input lands in da0)
+    parallel([&](int thread, int threads) {
+      const auto [begin, end] = share(s.batch, thread, threads);
+      const int64_t rows = end - begin, offset = begin * s.width, n = rows * s.width;
+      float* g_a = da0->typed_data() + offset;
+      std::copy(g.typed_data() + offset, g.typed_data() + offset + n, g_a);
+      for (int64_t l = s.blocks - 1; l >= 0 && rows > 0; --l) {
+        float* gz2 = g_z2 + l * s.act() + offset;
+        float* gz1 = g_z1 + l * s.act() + offset;
+        std::copy(g_a, g_a + n, gz2);
+        relu_grad(gz2, out.typed_data() + l * s.act() + offset, n);
+        gemm(false, true, rows, s.width, s.width, gz2, w2.typed_data() + l * s.ker(), 0.0f, gz1);
+        relu_grad(gz1, h.typed_data() + l * s.act() + offset, n);
+        if (residual) std::copy(gz2, gz2 + n, g_a);  // the identity path's gradient, the product added on
+        gemm(false, true, rows, s.width, s.width, gz1, w1.typed_data() + l * s.ker(), residual ? 1.0f : 0.0f,
+             g_a);
+      }
+    });
+    // 2. the kernel and bias gradients, sums over the whole batch: one (block, layer) per thread at a time
+    parallel([&](int thread, int threads) {
+      const auto [begin, end] = share(2 * s.blocks, thread, threads);
+      for (int64_t job = begin; job < end; ++job) {
+        const int64_t l = job / 2;
+        const bool second = job % 2 == 1;
+        const float* in = second ? h.typed_data() + l * s.act()
+                                 : (l == 0 ? a0.typed_data() : out.typed_data() + (l - 1) * s.act());
+        const float* grad = (second ? g_z2 : g_z1) + l * s.act();
+        gemm(true, false, s.width, s.width, s.batch, in, grad, 0.0f,
+             (second ? dw2 : dw1)->typed_data() + l * s.ker());
+        column_sums(grad, (second ? db2 : db1)->typed_data() + l * s.width, s.batch, s.width);
+      }
+    });
+  });
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DenseStackForward, DenseStackForwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<bool>("residual"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(DenseStackBackward, DenseStackBackwardImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<bool>("residual"));
