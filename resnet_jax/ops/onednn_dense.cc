@@ -40,20 +40,26 @@ void gemm(bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k, const flo
   }
 }
 
-void relu(float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) x[i] = std::max(x[i], 0.0f);
-}
-
-// rows x width copies of `bias`, plus `identity` (same rows) when given: the products add onto it.
-void fill_rows(float* dst, const float* bias, const float* identity, int64_t rows, int64_t width) {
+// x = relu(x + bias (+ identity)), row by row: the product's epilogue in one pass.
+void add_bias_relu(float* x, const float* bias, const float* identity, int64_t rows, int64_t width) {
   for (int64_t i = 0; i < rows; ++i) {
-    for (int64_t j = 0; j < width; ++j) dst[i * width + j] = bias[j] + (identity ? identity[i * width + j] : 0.0f);
+    float* xi = x + i * width;
+    if (identity != nullptr) {
+      const float* ai = identity + i * width;
+      for (int64_t j = 0; j < width; ++j) xi[j] = std::max(xi[j] + bias[j] + ai[j], 0.0f);
+    } else {
+      for (int64_t j = 0; j < width; ++j) xi[j] = std::max(xi[j] + bias[j], 0.0f);
+    }
   }
 }
 
-// g *= (y > 0): the ReLU's gradient, 0 at 0 as in jax.nn.relu.
-void relu_grad(float* g, const float* y, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) g[i] = y[i] > 0.0f ? g[i] : 0.0f;
+// g *= (y > 0): the ReLU's gradient, 0 at 0 as in jax.nn.relu; also written to `copy` when given.
+void relu_grad(float* g, const float* y, float* copy, int64_t n) {
+  if (copy == nullptr) {
+    for (int64_t i = 0; i < n; ++i) g[i] = y[i] > 0.0f ? g[i] : 0.0f;
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) copy[i] = g[i] = y[i] > 0.0f ? g[i] : 0.0f;
 }
 
 void column_sums(const float* x, float* sums, int64_t rows, int64_t width) {
@@ -217,12 +223,10 @@ ffi::Error DenseStackForwardImpl(ffi::Buffer<ffi::F32> a0, ffi::Buffer<ffi::F32>
       for (int64_t l = 0; l < s.blocks && rows > 0; ++l) {
         float* hl = h->typed_data() + l * s.act() + offset;
         float* outl = out->typed_data() + l * s.act() + offset;
-        fill_rows(hl, b1.typed_data() + l * s.width, nullptr, rows, s.width);
-        gemm(false, false, rows, s.width, s.width, a, w1.typed_data() + l * s.ker(), 1.0f, hl);
-        relu(hl, n);
-        fill_rows(outl, b2.typed_data() + l * s.width, residual ? a : nullptr, rows, s.width);
-        gemm(false, false, rows, s.width, s.width, hl, w2.typed_data() + l * s.ker(), 1.0f, outl);
-        relu(outl, n);
+        gemm(false, false, rows, s.width, s.width, a, w1.typed_data() + l * s.ker(), 0.0f, hl);
+        add_bias_relu(hl, b1.typed_data() + l * s.width, nullptr, rows, s.width);
+        gemm(false, false, rows, s.width, s.width, hl, w2.typed_data() + l * s.ker(), 0.0f, outl);
+        add_bias_relu(outl, b2.typed_data() + l * s.width, residual ? a : nullptr, rows, s.width);
         a = outl;
       }
     });
@@ -258,11 +262,11 @@ ffi::Error DenseStackBackwardImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32>
       for (int64_t l = s.blocks - 1; l >= 0 && rows > 0; --l) {
         float* gz2 = g_z2 + l * s.act() + offset;
         float* gz1 = g_z1 + l * s.act() + offset;
-        std::copy(g_a, g_a + n, gz2);
-        relu_grad(gz2, out.typed_data() + l * s.act() + offset, n);
+        // g_a becomes the gradient at block l's output pre-activation: kept as gz2 for the kernel
+        // gradient and, in a residual block, the identity path's share of the input's gradient
+        relu_grad(g_a, out.typed_data() + l * s.act() + offset, gz2, n);
         gemm(false, true, rows, s.width, s.width, gz2, w2.typed_data() + l * s.ker(), 0.0f, gz1);
-        relu_grad(gz1, h.typed_data() + l * s.act() + offset, n);
-        if (residual) std::copy(gz2, gz2 + n, g_a);  // the identity path's gradient, the product added on
+        relu_grad(gz1, h.typed_data() + l * s.act() + offset, nullptr, n);
         gemm(false, true, rows, s.width, s.width, gz1, w1.typed_data() + l * s.ker(), residual ? 1.0f : 0.0f,
              g_a);
       }
