@@ -224,6 +224,39 @@ def bench_torch(python: str, batch: int) -> None:
                  ratio=round(ours[-1]["steps_per_s"] / ref, 3))  # fmt: skip
 
 
+def summary_table() -> list[str]:
+    """The measurements as a Markdown table: ours, PyTorch's where it ran, and the ratio."""
+    lines = ["| measurement | resnet_jax | PyTorch | ratio |", "| --- | --- | --- | --- |"]
+
+    def find(**match) -> list[dict]:
+        return [r for r in RESULTS if all(r.get(k) == v for k, v in match.items())]
+
+    for r in find(bench="cifar_train"):
+        ref = find(framework="torch", depth=r["depth"], channels_last=True)
+        ratio = find(bench="ratio_cifar", depth=r["depth"])
+        torch, times = (ref[-1]["images_per_s"] if ref else "-"), (ratio[-1]["ratio"] if ratio else "-")
+        name = f"ResNet-{r['depth']} training, batch {r['batch']} (images/s)"
+        lines.append(f"| {name} | {r['images_per_s']} | {torch} | {times} |")
+    for r in find(bench="mlp_train"):
+        ratio = find(bench="ratio_mlp", depth=r["depth"])
+        torch, times = (ratio[-1]["torch_median_steps_per_s"], ratio[-1]["ratio"]) if ratio else ("-", "-")
+        name = f"MLP depth {r['depth']}, width 64, batch 128 (steps/s; PyTorch: median of 3)"
+        lines.append(f"| {name} | {r['steps_per_s']} | {torch} | {times} |")
+    for r in find(bench="mlp_train_scanned"):
+        lines.append(f"| MLP depth {r['depth']}, XLA's scanned blocks (steps/s) | {r['steps_per_s']} | | |")
+    for r in find(bench="cifar_scan") + find(bench="mlp_chunk"):
+        rate = r.get("images_per_s", r.get("steps_per_s"))
+        name = f"ResNet-20 {r['variant']}" if "variant" in r else f"MLP depth {r['depth']}"
+        lines.append(f"| {name}, K = {r['steps_per_call']} steps per call | {rate} | | |")
+    for r in find(bench="compile"):
+        lines.append(f"| compile time, depth {r['depth']} (s) | {r['compile_s']} | | |")
+    for r in find(bench="memory"):
+        lines.append(f"| temporary memory, depth {r['depth']}, {r['variant']} (GiB) | {r['temp_gib']} | | |")
+    for r in find(bench="probe_overhead"):
+        lines.append(f"| probe overhead, {r['model']} depth {r['depth']} (%) | {r['overhead_pct']} | | |")
+    return lines
+
+
 SECTIONS = ("cifar", "scan", "mlp", "compile", "memory", "probes")
 
 
@@ -260,6 +293,7 @@ def main() -> None:
         bench_probes(args.batch)
     if args.torch:
         bench_torch(args.torch, args.batch)
+    print("\n".join(summary_table()), flush=True)
     if args.output:
         args.output.write_text(json.dumps(RESULTS, indent=1))
 
