@@ -166,7 +166,8 @@ hlo = fused.compiled_chunk.lower(fused.initial_state(), fused.place_indices(step
 calls = [line for line in hlo.splitlines() if 'custom_call_target="resnet_jax_onednn_DenseStack' in line]
 shapes = sorted({m for line in calls for m in re.findall(r"f32\\[([\\d,]+)\\]", line)})
 (a, _), (b, _) = (e.train_chunk(e.initial_state(), steps) for e in (fused, scanned))
-diff = max(float(jnp.max(jnp.abs(u - v))) for u, v in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)))
+pairs = zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params))
+diff = max(float(jnp.max(jnp.abs(u - v))) for u, v in pairs)
 print(json.dumps({"calls": len(calls), "shapes": shapes, "all_gathers": hlo.count("all-gather("),
                   "devices": fused.devices, "max_param_diff": diff}))
 """

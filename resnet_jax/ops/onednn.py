@@ -32,6 +32,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 from resnet_jax.errors import ConfigError
 
 SOURCES = tuple(Path(__file__).with_name(name) for name in ("onednn_conv.cc", "onednn_dense.cc"))
+HEADER = Path(__file__).with_name("onednn_ffi.h")
 TARGETS = ("ConvForward", "ConvInputGrad", "ConvKernelGrad", "DenseStackForward", "DenseStackBackward")
 PREFIX = "resnet_jax_onednn_"
 log = logging.getLogger(__name__)
@@ -48,7 +49,8 @@ def _cache_dir() -> Path:
 def library_path() -> Path:
     """Where the library for this source, jaxlib and environment lives (any of them new: a new file; the
     environment because the library finds oneDNN through a path into it)."""
-    key = b"".join(source.read_bytes() for source in SOURCES) + f"{jaxlib.__version__} {sys.prefix}".encode()
+    code = b"".join(path.read_bytes() for path in (*SOURCES, HEADER))
+    key = code + f"{jaxlib.__version__} {sys.prefix}".encode()
     digest = hashlib.sha256(key).hexdigest()[:16]
     return _cache_dir() / f"onednn-{digest}.so"
 

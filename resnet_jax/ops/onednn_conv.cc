@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "oneapi/dnnl/dnnl.hpp"
+#include "onednn_ffi.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -127,17 +128,6 @@ void run(dnnl::stream& stream, const dnnl::primitive& prim, const memory::desc& 
   stream.wait();
 }
 
-// A oneDNN failure (an unsupported shape, memory) becomes an XLA error instead of ending the process.
-template <typename Body>
-ffi::Error guarded(Body&& body) {
-  try {
-    body();
-    return ffi::Error::Success();
-  } catch (const std::exception& err) {
-    return ffi::Error::Internal(std::string("oneDNN convolution: ") + err.what());
-  }
-}
-
 // Forward and input gradient: one NHWC activation in, one out, the HWIO kernel in the primitive's layout.
 template <typename PrimitiveDesc>
 void run_with_kernel(const PrimitiveDesc& pd, const dnnl::primitive& prim, const Geometry& g, float* kernel,
@@ -153,7 +143,7 @@ void run_with_kernel(const PrimitiveDesc& pd, const dnnl::primitive& prim, const
 
 ffi::Error ConvForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
                            ffi::ResultBuffer<ffi::F32> y, int64_t stride) {
-  return guarded([&] {
+  return resnet_jax::guarded("oneDNN convolution", [&] {
     const Geometry g = geometry(x.dimensions(), w.dimensions(), stride);
     expect_output_shape(y->dimensions(), g.dst);
     const Plan& p = plan_for(g);
@@ -164,7 +154,7 @@ ffi::Error ConvForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
 
 ffi::Error ConvInputGradImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
                              ffi::ResultBuffer<ffi::F32> dx, int64_t stride) {
-  return guarded([&] {
+  return resnet_jax::guarded("oneDNN convolution", [&] {
     const Geometry g = geometry(dx->dimensions(), w.dimensions(), stride);
     expect_output_shape(dy.dimensions(), g.dst);
     const Plan& p = plan_for(g);
@@ -175,7 +165,7 @@ ffi::Error ConvInputGradImpl(ffi::Buffer<ffi::F32> dy, ffi::Buffer<ffi::F32> w,
 
 ffi::Error ConvKernelGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
                               ffi::ResultBuffer<ffi::F32> dw, int64_t stride) {
-  return guarded([&] {
+  return resnet_jax::guarded("oneDNN convolution", [&] {
     const Geometry g = geometry(x.dimensions(), dw->dimensions(), stride);
     expect_output_shape(dy.dimensions(), g.dst);
     const Plan& p = plan_for(g);
@@ -197,14 +187,9 @@ ffi::Error ConvKernelGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> dy,
 }  // namespace
 
 // Every handler: two float32 operands, one float32 result, the stride.
-static auto conv_binding() {
-  return ffi::Ffi::Bind()
-      .Arg<ffi::Buffer<ffi::F32>>()
-      .Arg<ffi::Buffer<ffi::F32>>()
-      .Ret<ffi::Buffer<ffi::F32>>()
-      .Attr<int64_t>("stride");
-}
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvForward, ConvForwardImpl, conv_binding());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvInputGrad, ConvInputGradImpl, conv_binding());
-XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvKernelGrad, ConvKernelGradImpl, conv_binding());
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvForward, ConvForwardImpl,
+                              (resnet_jax::float32_binding<2, 1>().Attr<int64_t>("stride")));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvInputGrad, ConvInputGradImpl,
+                              (resnet_jax::float32_binding<2, 1>().Attr<int64_t>("stride")));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(ConvKernelGrad, ConvKernelGradImpl,
+                              (resnet_jax::float32_binding<2, 1>().Attr<int64_t>("stride")));

@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "oneapi/dnnl/dnnl.h"
+#include "onednn_ffi.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
@@ -196,21 +197,11 @@ std::pair<int64_t, int64_t> share(int64_t n, int thread, int threads) {
   return {std::min(n, thread * chunk), std::min(n, (thread + 1) * chunk)};
 }
 
-template <typename Body>
-ffi::Error guarded(Body&& body) {
-  try {
-    body();
-    return ffi::Error::Success();
-  } catch (const std::exception& err) {
-    return ffi::Error::Internal(std::string("oneDNN dense stack: ") + err.what());
-  }
-}
-
 ffi::Error DenseStackForwardImpl(ffi::Buffer<ffi::F32> a0, ffi::Buffer<ffi::F32> w1, ffi::Buffer<ffi::F32> b1,
                                  ffi::Buffer<ffi::F32> w2, ffi::Buffer<ffi::F32> b2,
                                  ffi::ResultBuffer<ffi::F32> h, ffi::ResultBuffer<ffi::F32> out,
                                  bool residual) {
-  return guarded([&] {
+  return resnet_jax::guarded("oneDNN dense stack", [&] {
     const Shape s = stack_shape(a0.dimensions(), w1.dimensions(), b1.dimensions(), w2.dimensions(),
                                 b2.dimensions());
     for (auto dims : {h->dimensions(), out->dimensions()}) {
@@ -240,7 +231,7 @@ ffi::Error DenseStackBackwardImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32>
                                   ffi::ResultBuffer<ffi::F32> dw2, ffi::ResultBuffer<ffi::F32> db2,
                                   ffi::ResultBuffer<ffi::F32> g_z1_buffer, ffi::ResultBuffer<ffi::F32> g_z2_buffer,
                                   bool residual) {
-  return guarded([&] {
+  return resnet_jax::guarded("oneDNN dense stack", [&] {
     const Shape s = stack_shape(a0.dimensions(), w1.dimensions(), db1->dimensions(), w2.dimensions(),
                                 db2->dimensions());
     for (auto dims : {h.dimensions(), out.dimensions(), g_z1_buffer->dimensions(), g_z2_buffer->dimensions()}) {
@@ -291,29 +282,6 @@ ffi::Error DenseStackBackwardImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32>
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DenseStackForward, DenseStackForwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<bool>("residual"));
-
+                              (resnet_jax::float32_binding<5, 2>().Attr<bool>("residual")));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(DenseStackBackward, DenseStackBackwardImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<bool>("residual"));
+                              (resnet_jax::float32_binding<6, 7>().Attr<bool>("residual")));
