@@ -49,10 +49,6 @@ def _local(name: str, residual: bool) -> Callable[..., tuple[jax.Array, ...]]:
     return call
 
 
-def _batch_axis(spec: PartitionSpec, dim: int):
-    return spec[dim] if len(spec) > dim else None
-
-
 @functools.cache
 def _op(name: str, residual: bool) -> Callable[..., tuple[jax.Array, ...]]:
     """Handler `name` as an op XLA's partitioner splits along the batch (each device runs its shard; the
@@ -61,7 +57,8 @@ def _op(name: str, residual: bool) -> Callable[..., tuple[jax.Array, ...]]:
     forward = name == "DenseStackForward"
 
     def partition(mesh, arg_shapes, result_shapes):
-        batch = _batch_axis(arg_shapes[0].sharding.spec, 0)
+        spec = arg_shapes[0].sharding.spec
+        batch = spec[0] if len(spec) else None  # the mesh axis the batch is split over, if any
         split, whole = NamedSharding(mesh, PartitionSpec(batch)), NamedSharding(mesh, PartitionSpec())
         stacked = NamedSharding(mesh, PartitionSpec(None, batch))  # [L, B, W] activations
         if forward:
