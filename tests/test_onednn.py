@@ -136,6 +136,22 @@ def test_build_without_a_compiler_says_what_is_missing(tmp_path: Path, monkeypat
     assert list(tmp_path.iterdir()) == []  # nothing half-built is left behind
 
 
+def test_a_new_build_replaces_this_environments_older_builds(tmp_path: Path, monkeypatch) -> None:
+    if not SUPPORTED:
+        pytest.skip("the onednn-cpu-gomp wheels are Linux x86-64 only")
+    monkeypatch.setenv("RESNET_JAX_CACHE", str(tmp_path))
+    target = onednn.library_path()
+    env = target.name.split("-")[1]
+    older = tmp_path / f"onednn-{env}-000000000000.so"
+    other_env = tmp_path / "onednn-ffffffff-000000000000.so"
+    for path in (older, other_env):
+        path.write_bytes(b"an earlier build")
+    assert onednn.build() == target and target.stat().st_size > 10_000
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, other_env.name])
+    assert onednn.build() == target  # cached: nothing rebuilt or removed
+    assert other_env.exists()
+
+
 def test_explicit_onednn_that_cannot_run_is_a_config_error(monkeypatch) -> None:
     def missing() -> None:
         raise onednn.OneDnnUnavailable("no C++ compiler")

@@ -47,16 +47,25 @@ def _cache_dir() -> Path:
 
 
 def library_path() -> Path:
-    """Where the library for this source, jaxlib and environment lives (any of them new: a new file; the
-    environment because the library finds oneDNN through a path into it)."""
-    code = b"".join(path.read_bytes() for path in (*SOURCES, HEADER))
-    key = code + f"{jaxlib.__version__} {sys.prefix}".encode()
-    digest = hashlib.sha256(key).hexdigest()[:16]
-    return _cache_dir() / f"onednn-{digest}.so"
+    """Where the library for this environment (jaxlib and `sys.prefix`: the library finds oneDNN through a
+    path into it) and these sources lives: `onednn-<environment>-<sources>.so`."""
+    env = hashlib.sha256(f"{jaxlib.__version__} {sys.prefix}".encode()).hexdigest()[:8]
+    code = hashlib.sha256(b"".join(path.read_bytes() for path in (*SOURCES, HEADER))).hexdigest()[:12]
+    return _cache_dir() / f"onednn-{env}-{code}.so"
+
+
+def _remove_older_builds(target: Path) -> None:
+    """Builds of older sources for the same environment: `target` replaces them (a process that still has one
+    loaded keeps its mapping). Other environments' builds stay."""
+    env = target.name.split("-")[1]
+    for old in target.parent.glob(f"onednn-{env}-*.so"):
+        if old != target:
+            old.unlink(missing_ok=True)
 
 
 def build() -> Path:
-    """Compile the sources unless an up-to-date build is cached; atomic, so parallel jobs may race."""
+    """Compile the sources unless an up-to-date build is cached; atomic, so parallel jobs may race. A new
+    build removes this environment's older ones, so the cache does not grow with every change."""
     target = library_path()
     if target.exists():
         return target
@@ -70,11 +79,11 @@ def build() -> Path:
         )
     compiler = shutil.which(os.environ.get("CXX", "c++"))
     if compiler is None:
-        raise OneDnnUnavailable("no C++ compiler (set CXX or install g++) to build the oneDNN convolution")
+        raise OneDnnUnavailable("no C++ compiler (set CXX or install g++) to build the oneDNN kernels")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
-        # -fopenmp: the dense stack splits the batch over OpenMP threads (libgomp, oneDNN's own runtime)
+        # -fopenmp: libgomp (oneDNN's runtime), whose thread count sizes the dense stack's pool
         cmd = [compiler, "-O3", "-std=c++17", "-fopenmp", "-shared", "-fPIC", "-w", *map(str, SOURCES),
                "-o", str(out),
                f"-I{prefix / 'include'}", f"-I{jax.ffi.include_dir()}", f"-L{prefix / 'lib'}", "-ldnnl",
@@ -83,6 +92,7 @@ def build() -> Path:
         if done.returncode != 0:
             raise OneDnnUnavailable(f"building the oneDNN kernels failed: {done.stderr.strip()[-2000:]}")
         os.replace(out, target)
+    _remove_older_builds(target)
     return target
 
 
