@@ -15,18 +15,16 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-from jax.experimental.custom_partitioning import custom_partitioning
-from jax.sharding import NamedSharding, PartitionSpec
 
 from resnet_jax.ops import onednn
 
 Params = tuple[jax.Array, jax.Array, jax.Array, jax.Array]  # W1 [L, W, W], b1 [L, W], W2, b2
 
 # Operands and results in Shardy's notation: `b` the batch (split across devices), `l` the blocks,
-# `i j k` the widths before, inside and after a block.
+# `i j k` the widths before, inside and after a block. The backward results without `b` are the
+# parameters' gradients, summed over the batch.
 FORWARD_RULE = "b i, l i j, l j, l j k, l k -> l b j, l b k"
 BACKWARD_RULE = "b k, b i, l b j, l b k, l i j, l j k -> b i, l i j, l j, l j k, l k, l b j, l b k"
-SUMMED_GRADS = (1, 2, 3, 4)  # backward results summed over the batch: the parameters' gradients
 
 
 def _local(name: str, residual: bool) -> Callable[..., tuple[jax.Array, ...]]:
@@ -51,36 +49,10 @@ def _local(name: str, residual: bool) -> Callable[..., tuple[jax.Array, ...]]:
 
 @functools.cache
 def _op(name: str, residual: bool) -> Callable[..., tuple[jax.Array, ...]]:
-    """Handler `name` as an op XLA's partitioner splits along the batch (each device runs its shard; the
-    parameter gradients are summed over the shards) and `vmap` maps member by member."""
-    local = _local(name, residual)
-    forward = name == "DenseStackForward"
-
-    def partition(mesh, arg_shapes, result_shapes):
-        spec = arg_shapes[0].sharding.spec
-        batch = spec[0] if len(spec) else None  # the mesh axis the batch is split over, if any
-        split, whole = NamedSharding(mesh, PartitionSpec(batch)), NamedSharding(mesh, PartitionSpec())
-        stacked = NamedSharding(mesh, PartitionSpec(None, batch))  # [L, B, W] activations
-        if forward:
-            args, results = (split, whole, whole, whole, whole), (stacked, stacked)
-        else:
-            args = (split, split, stacked, stacked, whole, whole)
-            results = (split, whole, whole, whole, whole, stacked, stacked)
-
-        def lower(*operands: jax.Array) -> tuple[jax.Array, ...]:
-            out = local(*operands)
-            if forward or batch is None:
-                return out
-            return tuple(jax.lax.psum(x, batch) if i in SUMMED_GRADS else x for i, x in enumerate(out))
-
-        return mesh, lower, results, args
-
-    partitioned = custom_partitioning(local)
-    rule = FORWARD_RULE if forward else BACKWARD_RULE
-    # every factor but the batch, in the order of first appearance (Shardy wants them so)
-    others = dict.fromkeys(f for f in rule.replace(",", " ").replace("->", " ").split() if f != "b")
-    partitioned.def_partition(partition, sharding_rule=rule, need_replication_factors=tuple(others))
-    op = jax.custom_batching.custom_vmap(partitioned)
+    """Handler `name`, split along the batch across devices (`onednn.batch_partitioned`: each device runs
+    its shard, the parameter gradients are summed over the shards), member by member under `vmap`."""
+    rule = FORWARD_RULE if name == "DenseStackForward" else BACKWARD_RULE
+    op = jax.custom_batching.custom_vmap(onednn.batch_partitioned(_local(name, residual), rule))
 
     @op.def_vmap
     def one_member_at_a_time(axis_size: int, batched: list[bool], *args: jax.Array):

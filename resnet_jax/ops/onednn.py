@@ -21,6 +21,7 @@ import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -142,8 +143,54 @@ def _call(name: str, shape: tuple[int, ...], *args: jax.Array, stride: int) -> j
     return jax.ffi.ffi_call(PREFIX + name, out, vmap_method="sequential")(*args, stride=np.int64(stride))
 
 
+def batch_partitioned(local: Callable[..., Any], rule: str) -> Callable[..., Any]:
+    """`local`, one device's call, as an op that XLA's partitioner splits along the batch.
+
+    `rule` names the operands' and results' axes in Shardy's notation, `b` the batch, the one factor split
+    across devices; everything else is whole on every device. A result without `b` is a sum over the batch
+    (a parameter gradient): each device computes its shard's share and the shares are all-reduced.
+    Why: left alone, XLA's partitioner gathers the whole batch onto every device before a custom call, so
+    each device would compute every example.
+    """
+    operands, results = ([term.split() for term in side.split(",")] for side in rule.split("->"))
+    operand_axes = [axes.index("b") if "b" in axes else None for axes in operands]
+    result_axes = [axes.index("b") if "b" in axes else None for axes in results]
+    single = len(results) == 1  # `local` returns an array, else a tuple
+
+    def partition(mesh, arg_shapes, result_shape):
+        first = next(i for i, axis in enumerate(operand_axes) if axis is not None)
+        spec = arg_shapes[first].sharding.spec
+        batch = spec[operand_axes[first]] if len(spec) > operand_axes[first] else None  # a mesh axis, or None
+
+        def sharding(axis: int | None) -> NamedSharding:
+            placement = PartitionSpec() if axis is None else PartitionSpec(*[None] * axis, batch)
+            return NamedSharding(mesh, placement)
+
+        def lower(*args: jax.Array):
+            out = local(*args)
+            if batch is None:
+                return out
+            outs = [jax.lax.psum(x, batch) if axis is None else x
+                    for x, axis in zip([out] if single else out, result_axes, strict=True)]  # fmt: skip
+            return outs[0] if single else tuple(outs)
+
+        shardings = tuple(sharding(axis) for axis in result_axes)
+        return mesh, lower, shardings[0] if single else shardings, tuple(sharding(a) for a in operand_axes)
+
+    partitioned = custom_partitioning(local)
+    # every factor but the batch, in the order of first appearance (Shardy wants them so)
+    others = dict.fromkeys(f for axes in operands + results for f in axes if f != "b")
+    partitioned.def_partition(
+        partition,
+        sharding_rule=rule,
+        reduction_factors=() if any("b" in axes for axes in results) else ("b",),
+        need_replication_factors=tuple(others),
+    )
+    return partitioned
+
+
 # The handlers' operands and results in Shardy's notation: activations NHWC (b h w c in, b p q o out),
-# kernel HWIO (i j c o); `b`, the batch, is the one factor split across devices.
+# kernel HWIO (i j c o).
 RULES = {
     "ConvForward": "b h w c, i j c o -> b p q o",
     "ConvInputGrad": "b p q o, i j c o -> b h w c",
@@ -153,40 +200,15 @@ RULES = {
 
 @functools.cache
 def _op(name: str, stride: int, dims: tuple[int, ...]) -> Callable[[jax.Array, jax.Array], jax.Array]:
-    """Handler `name` for one geometry, as an op that XLA's partitioner splits along the batch and that
-    `vmap` folds into the batch. The result has shape `(batch, *dims)`, or `dims` for the kernel gradient,
-    which is summed over the batch shards.
-
-    Why: left alone, XLA's partitioner gathers the whole batch onto every device before a custom call, so
-    each device would convolve every example; and `custom_partitioning` has no batching rule of its own.
-    """
+    """Handler `name` for one geometry, split along the batch across devices (`batch_partitioned`) and
+    folded into the batch under `vmap` (`custom_partitioning` has no batching rule of its own). The result
+    has shape `(batch, *dims)`, or `dims` for the kernel gradient, summed over the batch shards."""
     sums_batch = name == "ConvKernelGrad"
 
     def local(a: jax.Array, b: jax.Array) -> jax.Array:
         return _call(name, dims if sums_batch else (a.shape[0], *dims), a, b, stride=stride)
 
-    def partition(mesh, arg_shapes, result_shape):
-        spec = arg_shapes[0].sharding.spec
-        batch = spec[0] if len(spec) else None
-        split, whole = NamedSharding(mesh, PartitionSpec(batch)), NamedSharding(mesh, PartitionSpec())
-
-        def lower(a: jax.Array, b: jax.Array) -> jax.Array:
-            out = local(a, b)
-            return jax.lax.psum(out, batch) if sums_batch and batch is not None else out
-
-        return mesh, lower, whole if sums_batch else split, (split, split if sums_batch else whole)
-
-    partitioned = custom_partitioning(local)
-    rule = RULES[name]
-    # every factor but the batch, in the order of first appearance (Shardy wants them so)
-    others = dict.fromkeys(f for f in rule.replace(",", " ").replace("->", " ").split() if f != "b")
-    partitioned.def_partition(
-        partition,
-        sharding_rule=rule,
-        reduction_factors=("b",) if sums_batch else (),
-        need_replication_factors=tuple(others),
-    )
-    op = jax.custom_batching.custom_vmap(partitioned)
+    op = jax.custom_batching.custom_vmap(batch_partitioned(local, RULES[name]))
 
     @op.def_vmap
     def fold_into_batch(axis_size: int, batched: list[bool], a: jax.Array, b: jax.Array):
