@@ -15,12 +15,12 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
-#include <functional>
-#include <thread>
 #include <cstdint>
+#include <functional>
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "oneapi/dnnl/dnnl.h"
@@ -186,11 +186,6 @@ class Pool {
   std::function<void(int)> job_;
 };
 
-template <typename Body>
-void parallel(Body&& body) {
-  Pool::instance().run(std::forward<Body>(body));
-}
-
 // This thread's share [begin, end) of `n` items.
 std::pair<int64_t, int64_t> share(int64_t n, int thread, int threads) {
   const int64_t chunk = (n + threads - 1) / threads;
@@ -207,7 +202,7 @@ ffi::Error DenseStackForwardImpl(ffi::Buffer<ffi::F32> a0, ffi::Buffer<ffi::F32>
     for (auto dims : {h->dimensions(), out->dimensions()}) {
       expect_dims(dims, {s.blocks, s.batch, s.width}, "saved activations must be [L, B, W]");
     }
-    parallel([&](int thread, int threads) {
+    Pool::instance().run([&](int thread, int threads) {
       const auto [begin, end] = share(s.batch, thread, threads);
       const int64_t rows = end - begin, offset = begin * s.width, n = rows * s.width;
       const float* a = a0.typed_data() + offset;
@@ -245,7 +240,7 @@ ffi::Error DenseStackBackwardImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32>
     float* g_z1 = g_z1_buffer->typed_data();
     float* g_z2 = g_z2_buffer->typed_data();
     // 1. back through the blocks, each thread its rows (the gradient w.r.t. the input lands in da0)
-    parallel([&](int thread, int threads) {
+    Pool::instance().run([&](int thread, int threads) {
       const auto [begin, end] = share(s.batch, thread, threads);
       const int64_t rows = end - begin, offset = begin * s.width, n = rows * s.width;
       float* g_a = da0->typed_data() + offset;
@@ -263,7 +258,7 @@ ffi::Error DenseStackBackwardImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32>
       }
     });
     // 2. the kernel and bias gradients, sums over the whole batch: one (block, layer) per thread at a time
-    parallel([&](int thread, int threads) {
+    Pool::instance().run([&](int thread, int threads) {
       const auto [begin, end] = share(2 * s.blocks, thread, threads);
       for (int64_t job = begin; job < end; ++job) {
         const int64_t l = job / 2;
