@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from resnet_jax import models, optim
-from resnet_jax.config import ModelConfig, OptimConfig, ProbeConfig
+from resnet_jax.config import Config, compose
 from resnet_jax.engine import Engine
 
 REFERENCES = Path(__file__).resolve().parents[2] / "shared" / "bench"
@@ -39,15 +39,20 @@ def emit(**row) -> dict:
     return row
 
 
-def make_engine(
-    model_cfg: ModelConfig, shape: tuple[int, int, int], batch: int, examples: int = 1024
-) -> Engine:
+def config(*overrides: str) -> Config:
+    """The configuration `python -m resnet_jax.train OVERRIDES` runs (SGD, momentum 0.9, L2 1e-4), at lr 0.01
+    so that random data does not diverge."""
+    return compose("optim.lr=0.01", *overrides)
+
+
+def make_engine(cfg: Config, shape: tuple[int, int, int], batch: int, examples: int = 1024) -> Engine:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(examples, *shape)).astype(np.float32)
     y = rng.integers(0, 10, size=examples).astype(np.int32)
-    model = models.build(model_cfg, shape, 10, 0)
-    tx, _ = optim.build(OptimConfig(lr=0.01, momentum=0.9, l2=1e-4), 10_000)
-    return Engine(model, tx, x_train=x, y_train=y, l2=1e-4, augment=False, dtype=jnp.float32, seed=0)
+    model = models.build(cfg.model, shape, 10, cfg.seed)
+    tx, _ = optim.build(cfg.optim, 10_000)
+    return Engine(model, tx, x_train=x, y_train=y, l2=cfg.optim.l2, augment=False, dtype=jnp.float32,
+                  seed=cfg.seed)  # fmt: skip
 
 
 def train_rate(engine: Engine, batch: int, steps_per_call: int, calls: int) -> tuple[float, float]:
@@ -72,7 +77,7 @@ def train_rate(engine: Engine, batch: int, steps_per_call: int, calls: int) -> t
 
 def bench_cifar(depths: tuple[int, ...], batch: int, steps: int) -> None:
     for depth in depths:
-        engine = make_engine(ModelConfig(depth=depth), (32, 32, 3), batch)
+        engine = make_engine(config(f"model.depth={depth}"), (32, 32, 3), batch)
         rate, _ = train_rate(engine, batch, steps_per_call=steps, calls=2)
         emit(bench="cifar_train", depth=depth, batch=batch, images_per_s=round(rate * batch, 1))
 
@@ -88,11 +93,15 @@ def interleaved_rates(runs: list[tuple[str, Engine, int, int, int]], rounds: int
 
 def bench_scan(batch: int) -> None:
     """ResNet-20: scanned vs unrolled blocks, K steps per call vs one step per call, conv formulations."""
-    scanned = make_engine(ModelConfig(depth=20, unroll=False), (32, 32, 3), batch)
-    unrolled = make_engine(ModelConfig(depth=20, unroll=True), (32, 32, 3), batch)
-    shifted = make_engine(ModelConfig(depth=20, unroll=True, conv_impl="shifted"), (32, 32, 3), batch)
+    scanned = make_engine(config("model.depth=20", "model.unroll=false"), (32, 32, 3), batch)
+    unrolled = make_engine(config("model.depth=20", "model.unroll=true"), (32, 32, 3), batch)
+    shifted = make_engine(
+        config("model.depth=20", "model.unroll=true", "model.conv_impl=shifted"), (32, 32, 3), batch
+    )
     # XLA's own conv, no loop anywhere (K=1): its best case on CPU
-    xla_conv = make_engine(ModelConfig(depth=20, unroll=True, conv_impl="xla"), (32, 32, 3), batch)
+    xla_conv = make_engine(
+        config("model.depth=20", "model.unroll=true", "model.conv_impl=xla"), (32, 32, 3), batch
+    )
     runs = [
         ("scanned", scanned, batch, 1, 10),
         ("scanned", scanned, batch, 10, 1),
@@ -104,7 +113,7 @@ def bench_scan(batch: int) -> None:
     for (name, k), rate in interleaved_rates(runs).items():
         emit(bench="cifar_scan", variant=name, steps_per_call=k, depth=20, batch=batch,
              images_per_s=round(rate * batch, 1), statistic="median of 3 interleaved rounds")  # fmt: skip
-    mlp = make_engine(ModelConfig(name="mlp", depth=10, width=64), (8, 8, 1), 128)
+    mlp = make_engine(config("model=mlp", "model.depth=10", "model.width=64"), (8, 8, 1), 128)
     runs = [("mlp", mlp, 128, 1, 200), ("mlp", mlp, 128, 100, 2)]
     for (_, k), rate in interleaved_rates(runs).items():
         emit(bench="mlp_chunk", steps_per_call=k, depth=10, width=64, batch=128, steps_per_s=round(rate, 1),
@@ -117,7 +126,7 @@ def bench_mlp(depths: tuple[int, ...]) -> None:
     for depth in depths:
         runs = []
         for impl in names:
-            cfg = ModelConfig(name="mlp", depth=depth, width=64, dense_impl=impl)
+            cfg = config("model=mlp", f"model.depth={depth}", "model.width=64", f"model.dense_impl={impl}")
             runs.append((impl, make_engine(cfg, (8, 8, 1), 128), 128, 100, 5))
         for (impl, _), rate in interleaved_rates(runs).items():
             emit(bench=names[impl], depth=depth, width=64, batch=128, steps_per_s=round(rate, 1),
@@ -133,7 +142,9 @@ def compiled_chunk(engine: Engine, batch: int):
 
 def bench_compile(depths: tuple[int, ...], batch: int) -> None:
     for depth in depths:
-        _, seconds = compiled_chunk(make_engine(ModelConfig(depth=depth), (32, 32, 3), batch, 256), batch)
+        _, seconds = compiled_chunk(
+            make_engine(config(f"model.depth={depth}"), (32, 32, 3), batch, 256), batch
+        )
         emit(bench="compile", depth=depth, batch=batch, compile_s=round(seconds, 2))
 
 
@@ -141,9 +152,9 @@ def bench_memory(depths: tuple[int, ...], batch: int) -> None:
     """XLA's compiled memory analysis of one training step (temporaries beyond arguments/outputs):
     scanned blocks with and without remat, and the default (unrolled up to depth 110, remat above)."""
     for depth in depths:
-        variants = {"scanned": ModelConfig(depth=depth, unroll=False, remat=False),
-                    "scanned_remat": ModelConfig(depth=depth, unroll=False, remat=True),
-                    "default": ModelConfig(depth=depth)}  # fmt: skip
+        variants = {"scanned": config(f"model.depth={depth}", "model.unroll=false", "model.remat=false"),
+                    "scanned_remat": config(f"model.depth={depth}", "model.unroll=false", "model.remat=true"),
+                    "default": config(f"model.depth={depth}")}  # fmt: skip
         for name, cfg in variants.items():
             compiled, _ = compiled_chunk(make_engine(cfg, (32, 32, 3), batch, 256), batch)
             stats = compiled.memory_analysis()
@@ -163,12 +174,15 @@ def bench_probes(batch: int) -> None:
 
     from resnet_jax import probes
 
-    every = ProbeConfig().every
-    for cfg, shape in ((ModelConfig(depth=20), (8, 8, 1)), (ModelConfig(name="mlp", depth=10), (8, 8, 1))):
+    every, probe_batch = config().probe.every, config().probe.batch_size
+    for cfg, shape in (
+        (config("model.depth=20"), (8, 8, 1)),
+        (config("model=mlp", "model.depth=10"), (8, 8, 1)),
+    ):
         engine = make_engine(cfg, shape, batch)
         rate, _ = train_rate(engine, batch, steps_per_call=20, calls=3)
         measure = jax.jit(partial(probes.measure, engine.graphdef, dtype=jnp.float32))
-        x, y = engine.x_train[: ProbeConfig().batch_size], engine.y_train[: ProbeConfig().batch_size]
+        x, y = engine.x_train[:probe_batch], engine.y_train[:probe_batch]
         state = engine.initial_state()
         jax.block_until_ready(measure(state.params, state.model_state, x, y))
         start = time.perf_counter()
@@ -177,8 +191,8 @@ def bench_probes(batch: int) -> None:
         probe_s = (time.perf_counter() - start) / 5
         emit(
             bench="probe_overhead",
-            model=cfg.name,
-            depth=cfg.depth,
+            model=cfg.model.name,
+            depth=cfg.model.depth,
             every=every,
             overhead_pct=round(100 * probe_s / (every / rate), 2),
         )

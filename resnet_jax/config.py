@@ -1,71 +1,123 @@
-"""Structured config schemas (Hydra/OmegaConf check keys and types) and cross-field validation.
+"""The config: one schema per group option, holding that option's defaults, and nothing else.
 
-Hydra rejects an unknown key or a wrong type while composing; `validate` rejects values that are out of
-range or inconsistent with each other, each as one `ConfigError` line naming the key and what is allowed.
+Each option of a config group (`model=cifar|mlp`, `data=digits|cifar10|synthetic`, `optim=sgd|adamw`,
+`logger=wandb|none`) is a dataclass registered in Hydra's ConfigStore: its fields are the only keys the
+option has and their values its defaults, so `model=mlp` has no `shortcut` and a run's config shows only
+what applies. `conf/config.yaml` picks the options; `compose` gives library callers and tests exactly
+the config a user gets from the same overrides. Value rules live with the modules that use the values
+(`resnet_jax.checks` asks each); this module imports nothing else of the package but its errors.
 """
 
 from __future__ import annotations
 
-import math
+import dataclasses
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig, OmegaConf
+from hydra.errors import HydraException
+from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from resnet_jax.errors import ConfigError
 
-# CPU kernels: oneDNN custom calls, shifted matmuls (conv only) or XLA's own ops; auto picks per backend
-CONV_IMPLS = ("auto", "xla", "shifted", "onednn")
-DENSE_IMPLS = ("auto", "xla", "onednn")
+CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 @dataclass
 class ModelConfig:
-    name: str = "cifar"  # cifar | mlp
-    depth: int = 20  # weighted layers: cifar 6n+2, mlp 2+2N
+    """What every network family has."""
+
+    name: str = MISSING
+    depth: int = MISSING  # weighted layers: cifar 6n+2, mlp 2+2N
     residual: bool = True  # the only difference between a ResNet and its plain twin
-    width: int = 64  # mlp hidden width
-    init: str = "he"  # mlp kernel init: he (std sqrt(2/fan_in)) | lecun (sqrt(1/fan_in): vanishing signal)
-    norm: str = "batchnorm"  # batchnorm | none (cifar)
+    # rematerialise each scanned block in the backward pass (memory for compute); null = the family's auto
+    remat: bool | None = None
+    # unroll the block scan (compile time for run time); null = the family's auto
+    unroll: bool | None = None
+
+
+@dataclass
+class CifarModel(ModelConfig):
+    """He et al. 2015's CIFAR ResNet, depth 6n+2 (20, 32, 44, 56, 110, 1202); residual=false: its plain twin.
+    Auto remat above depth 110, auto unroll up to it."""
+
+    name: str = "cifar"
+    depth: int = 20
+    norm: str = "batchnorm"  # batchnorm | none
     shortcut: str = "A"  # A: subsample + zero-pad (no parameters) | B: 1x1 projection where shapes change
     preact: bool = False  # He et al. 2016 pre-activation blocks
-    # rematerialise each scanned block in the backward pass (memory for compute); null = auto: on for cifar
-    # nets above depth 110 (ResNet-1202 at batch 128 then needs ~3 GiB of temporaries instead of ~18 GiB)
-    remat: bool | None = None
-    # unroll the block scan (compile time for run time); null = auto: cifar nets up to depth 110
-    unroll: bool | None = None
-    conv_impl: str = "auto"  # auto (onednn, else shifted, on CPU; xla elsewhere) | xla | shifted | onednn
-    dense_impl: str = "auto"  # mlp blocks: auto (onednn, else xla, on CPU; xla elsewhere) | xla | onednn
+    conv_impl: str = "auto"  # auto | xla | shifted | onednn (resnet_jax.ops.kernels)
+
+
+@dataclass
+class MlpModel(ModelConfig):
+    """The dense net of the notes, a[l+2] = relu(W a[l+1] + b + a[l]); depth = 2 + 2 * blocks. Auto: no remat
+    (a block stores two [batch, width] activations) and a loop (faster than unrolled for small blocks)."""
+
+    name: str = "mlp"
+    depth: int = 10
+    width: int = 64
+    init: str = "he"  # he (std sqrt(2/fan_in)) | lecun (sqrt(1/fan_in): the signal halves per ReLU layer)
+    dense_impl: str = "auto"  # auto | xla | onednn (resnet_jax.ops.kernels)
 
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # digits | cifar10 | synthetic
-    root: str = "~/.cache/resnet_jax"  # where cifar-10-python.tar.gz is looked for / downloaded to
-    download: bool = False  # cifar10: fetch the official archive if it is missing
-    md5: str = "c58f30108f718f92721af3b95e74349a"  # cifar10: expected archive checksum
+    """What every dataset has."""
+
+    name: str = MISSING
+    augment: bool = False  # the paper's 4-pixel pad, random crop and horizontal flip (on device)
+
+
+@dataclass
+class DigitsData(DataConfig):
+    """scikit-learn's real 8x8 handwritten digits: 1437 train / 360 test, no download."""
+
+    name: str = "digits"
     normalize: str = "per_channel"  # per_channel (standardise) | per_pixel_mean (the paper's)
-    augment: bool = False  # the paper's 4-pixel pad, random crop and horizontal flip
-    test_fraction: float = 0.2  # digits: held-out share of the 1797 images
-    split_seed: int = 0  # digits: the fixed split
-    image_size: int = 8  # synthetic
-    channels: int = 1  # synthetic
-    num_classes: int = 10  # synthetic
-    train_size: int = 512  # synthetic
-    test_size: int = 128  # synthetic
+    test_fraction: float = 0.2  # held-out share of the 1797 images
+    split_seed: int = 0  # the fixed split
+
+
+@dataclass
+class Cifar10Data(DataConfig):
+    """The official cifar-10-python.tar.gz under `root` (MD5-checked); data.download=true fetches it."""
+
+    name: str = "cifar10"
+    root: str = "~/.cache/resnet_jax"
+    download: bool = False
+    md5: str = "c58f30108f718f92721af3b95e74349a"
+    normalize: str = "per_pixel_mean"
+    augment: bool = True
+
+
+@dataclass
+class SyntheticData(DataConfig):
+    """Learnable random images of any shape (CIFAR shapes by default), for tests and speed runs."""
+
+    name: str = "synthetic"
+    image_size: int = 32
+    channels: int = 3
+    num_classes: int = 10
+    train_size: int = 1024
+    test_size: int = 256
+    split_seed: int = 0  # the class prototypes and samples
 
 
 @dataclass
 class OptimConfig:
-    name: str = "sgd"  # sgd | adamw
-    lr: float = 0.1
-    momentum: float = 0.9  # sgd
-    nesterov: bool = False  # sgd
-    l2: float = 1e-4  # adds l2/2 * sum ||W||^2 over kernels (not biases, not BN) to the loss; 0 disables
-    weight_decay: float = 0.0  # adamw: decoupled weight decay on kernels
-    schedule: str = "piecewise"  # piecewise | cosine | constant
-    boundaries: list[int] | None = None  # piecewise: steps where lr /= 1/decay; default 50% and 75%
+    """What every optimiser has: learning rate, schedule, warm-up, L2 and clipping."""
+
+    name: str = MISSING
+    lr: float = MISSING
+    l2: float = 0.0  # adds l2/2 * sum ||W||^2 over kernels (not biases, not BN) to the loss; 0 disables
+    schedule: str = MISSING  # piecewise | cosine | constant
+    boundaries: list[int] | None = None  # piecewise: steps where lr *= decay; null: 50 % and 75 %
     decay: float = 0.1  # piecewise: lr multiplier at each boundary
     clip_norm: float = 0.0  # clip the global gradient norm to this before the update; 0 disables
     warmup_steps: int = 0  # 0 disables warm-up
@@ -74,13 +126,51 @@ class OptimConfig:
 
 
 @dataclass
+class SgdOptim(OptimConfig):
+    """SGD with momentum 0.9, L2 1e-4 in the loss, lr /10 at 50 % and 75 % of the steps (He et al. 2015)."""
+
+    name: str = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    l2: float = 1e-4
+    schedule: str = "piecewise"
+
+
+@dataclass
+class AdamwOptim(OptimConfig):
+    """AdamW with decoupled weight decay on kernels and a cosine schedule."""
+
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+
+
+@dataclass
 class LoggerConfig:
-    name: str = "wandb"  # wandb | none (metrics.jsonl and summary.json are always written)
+    """Where metrics go besides metrics.jsonl and summary.json, which are always written."""
+
+    name: str = MISSING
+
+
+@dataclass
+class WandbLogger(LoggerConfig):
+    """Weights & Biases, offline by default (`wandb sync` uploads later); WANDB_MODE wins over `mode`."""
+
+    name: str = "wandb"
     project: str = "resnet_jax"
     entity: str | None = None
-    mode: str = "offline"  # offline | online | disabled; the WANDB_MODE environment variable wins
+    mode: str = "offline"  # offline | online | disabled
     tags: list[str] = field(default_factory=list)
     init_timeout: float = 30.0  # seconds to wait for the W&B server before training without it
+
+
+@dataclass
+class NoLogger(LoggerConfig):
+    """No W&B: metrics.jsonl and summary.json only."""
+
+    name: str = "none"
 
 
 @dataclass
@@ -104,89 +194,121 @@ class ProbeConfig:
 
 @dataclass
 class Config:
-    model: ModelConfig = field(default_factory=ModelConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    """The whole run; the groups are chosen by `conf/config.yaml`'s defaults list (or by `compose`)."""
+
+    model: ModelConfig = MISSING
+    data: DataConfig = MISSING
+    optim: OptimConfig = MISSING
+    logger: LoggerConfig = MISSING
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
-    seed: int = 0
-    name: str = "default"  # the sweep (W&B group, multirun directory)
+    seed: int = 0  # initialisation and data order
+    name: str = "default"  # the sweep: W&B group and multirun/<name>/
 
 
-def register_schemas() -> None:
-    """Make the schema available to `conf/config.yaml` as the first entry of its defaults list."""
-    ConfigStore.instance().store(name="schema", node=Config)
+# Every option of every group: the name users type, and the schema that holds its keys and defaults.
+GROUP_OPTIONS: dict[str, dict[str, type]] = {
+    "model": {"cifar": CifarModel, "mlp": MlpModel},
+    "data": {"digits": DigitsData, "cifar10": Cifar10Data, "synthetic": SyntheticData},
+    "optim": {"sgd": SgdOptim, "adamw": AdamwOptim},
+    "logger": {"wandb": WandbLogger, "none": NoLogger},
+}
+
+
+def run_name(override_dirname: str) -> str:
+    """A run directory's last component: its overrides, or `default` when there are none."""
+    return override_dirname or "default"
+
+
+def register() -> None:
+    """Make the schema and every group option known to Hydra (and the `run_name` resolver to OmegaConf)."""
+    store = ConfigStore.instance()
+    store.store(name="schema", node=Config)
+    for group, options in GROUP_OPTIONS.items():
+        for option, schema in options.items():
+            store.store(group=group, name=option, node=schema)
+    OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+
+
+def _foreign_keys(node: DictConfig, schema: type, path: str) -> None:
+    """Hydra lets `+model.key=...` append a key the schema lacks, and `to_object` would drop it silently."""
+    names = {f.name for f in dataclasses.fields(schema)}
+    for key in node:
+        if key not in names:
+            raise ConfigError(foreign_key_message(f"{path}{key}", schema))
+        child = node._get_node(key)
+        if isinstance(child, DictConfig) and dataclasses.is_dataclass(OmegaConf.get_type(child)):
+            _foreign_keys(child, OmegaConf.get_type(child), f"{path}{key}.")
+
+
+def foreign_key_message(dotted: str, schema: type) -> str:
+    """One line naming a key that the chosen option (or section) does not have, and the keys it has."""
+    keys = ", ".join(f.name for f in dataclasses.fields(schema))
+    group, _, _ = dotted.rpartition(".")
+    option = {cls: name for options in GROUP_OPTIONS.values() for name, cls in options.items()}.get(schema)
+    owner = f"{group}={option}" if option else (group or "the config")
+    return f"{dotted} is not a key of {owner}; its keys are: {keys}"
+
+
+def _check_option_names(cfg: Config) -> None:
+    """A group's `name` key is its option's name: setting it cannot switch the schema (`model=mlp` does)."""
+    for group, options in GROUP_OPTIONS.items():
+        section = getattr(cfg, group)
+        chosen = next(name for name, schema in options.items() if schema is type(section))
+        if section.name == chosen:
+            continue
+        if section.name in options:
+            raise ConfigError(
+                f"{group}.name={section.name!r} cannot switch families; use {group}={section.name}"
+            )
+        raise ConfigError(
+            f"{group}.name={section.name!r} is not allowed; choose one of: {', '.join(options)}"
+        )
 
 
 def to_config(cfg: DictConfig) -> Config:
-    """The typed config. Merging onto the schema again catches keys appended with `+key=value`."""
+    """The typed config of a composed one (Hydra's config node, if present, is ignored)."""
+    container = cfg
+    if "hydra" in cfg:
+        container = cfg.copy()
+        with open_dict(container):
+            del container["hydra"]
+    _foreign_keys(container, Config, "")
+    typed = OmegaConf.to_object(container)
+    _check_option_names(typed)
+    return typed
+
+
+def composition_error(exc: HydraException) -> ConfigError:
+    """Hydra's composition error as one line: a group option that does not exist, a key the chosen option
+    does not have, or a value of the wrong type (Hydra's first line and its cause's)."""
+    text, cause = str(exc), exc.__cause__
+    missing = re.search(r"Could not find '([\w/]+)/([^']*)'", text)
+    options = re.findall(r"^\t(\S+)$", text, flags=re.MULTILINE)
+    if missing and options:
+        group, option = missing.groups()
+        return ConfigError(f"{group}={option} is not allowed; choose one of: {', '.join(sorted(options))}")
+    if isinstance(cause, OmegaConfBaseException) and re.match(r"Key '.*' not in '", str(cause)):
+        schema = OmegaConf.get_type(cause.parent_node) if cause.parent_node is not None else None
+        if schema is not None and dataclasses.is_dataclass(schema):
+            return ConfigError(foreign_key_message(cause.full_key, schema))
+    lines = [text.strip().splitlines()[0]]
+    if cause is not None and str(cause).strip():
+        lines.append(str(cause).strip().splitlines()[0])
+    return ConfigError(": ".join(lines))
+
+
+def compose(*overrides: str, config_dir: Path = CONF_DIR) -> Config:
+    """The typed config that `python -m resnet_jax.train OVERRIDES` runs: through Hydra's own composition."""
+    register()
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(cfg, resolve=True))
-    except OmegaConfBaseException as exc:
-        first_line = str(exc).splitlines()[0]
-        raise ConfigError(
-            f"invalid config: {first_line} (see the keys in conf/ and resnet_jax/config.py)"
-        ) from None
-    return OmegaConf.to_object(merged)
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            cfg = hydra_compose("config", overrides=list(overrides))
+    except HydraException as exc:
+        raise composition_error(exc) from exc
+    return to_config(cfg)
 
 
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
-        raise ConfigError(f"{key}={value!r} is not allowed; choose one of: {', '.join(allowed)}")
-
-
-def _positive(key: str, value: float, *, allow_zero: bool = False) -> None:
-    ok = math.isfinite(value) and (value >= 0 if allow_zero else value > 0)
-    if not ok:
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{key}={value} is not allowed; it must be a finite number {bound}")
-
-
-def validate(cfg: Config) -> None:
-    """Reject every value the run cannot use, before anything is built or written."""
-    from resnet_jax.data import train_size  # imported here: both import this module
-    from resnet_jax.models.depth import cifar_blocks_per_stage, mlp_blocks
-
-    m, d, o, t = cfg.model, cfg.data, cfg.optim, cfg.trainer
-    _choice("model.name", m.name, ("cifar", "mlp"))
-    (cifar_blocks_per_stage if m.name == "cifar" else mlp_blocks)(m.depth)
-    _positive("model.width", m.width)
-    _choice("model.norm", m.norm, ("batchnorm", "none"))
-    _choice("model.init", m.init, ("he", "lecun"))
-    _choice("model.shortcut", m.shortcut, ("A", "B"))
-    _choice("model.conv_impl", m.conv_impl, CONV_IMPLS)
-    _choice("model.dense_impl", m.dense_impl, DENSE_IMPLS)
-    _choice("data.name", d.name, ("digits", "cifar10", "synthetic"))
-    _choice("data.normalize", d.normalize, ("per_channel", "per_pixel_mean"))
-    if not 0 < d.test_fraction < 1:
-        raise ConfigError(f"data.test_fraction={d.test_fraction} is not allowed; it must be in (0, 1)")
-    for key in ("image_size", "channels", "num_classes", "train_size", "test_size"):
-        _positive(f"data.{key}", getattr(d, key))
-    _choice("optim.name", o.name, ("sgd", "adamw"))
-    _choice("optim.schedule", o.schedule, ("piecewise", "cosine", "constant"))
-    _choice("optim.warmup", o.warmup, ("constant", "linear"))
-    _positive("optim.lr", o.lr)
-    for key in ("momentum", "l2", "weight_decay", "decay", "warmup_steps", "clip_norm"):
-        _positive(f"optim.{key}", getattr(o, key), allow_zero=True)
-    if o.warmup_steps:
-        _positive("optim.warmup_lr", o.warmup_lr)
-    for b in o.boundaries or ():
-        if not 0 < b < t.steps:
-            raise ConfigError(
-                f"optim.boundaries contains {b}; each boundary must lie in (0, trainer.steps={t.steps})"
-            )
-    _choice("logger.name", cfg.logger.name, ("wandb", "none"))
-    _choice("logger.mode", cfg.logger.mode, ("offline", "online", "disabled"))
-    for key in ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size", "keep_checkpoints"):
-        _positive(f"trainer.{key}", getattr(t, key))
-    _positive("trainer.checkpoint_every", t.checkpoint_every, allow_zero=True)
-    _choice("trainer.dtype", t.dtype, ("float32", "bfloat16"))
-    available = train_size(d)
-    if t.batch_size > available:
-        raise ConfigError(
-            f"trainer.batch_size={t.batch_size} is larger than the {d.name} training split "
-            f"({available} examples); choose 1..{available}"
-        )
-    _positive("probe.every", cfg.probe.every, allow_zero=True)
-    _positive("probe.batch_size", cfg.probe.batch_size)
+def as_dict(cfg: Any) -> dict[str, Any]:
+    """A config (or one of its sections) as plain data: what W&B and the run directory record."""
+    return dataclasses.asdict(cfg)

@@ -179,11 +179,3 @@ class EpochSampler:
             start = position * self.batch_size
             rows.append(self._permutation(epoch)[start : start + self.batch_size])
         return np.stack(rows).astype(np.int32)
-
-
-def chunk_boundaries(start: int, stop: int, every: tuple[int, ...]) -> list[tuple[int, int]]:
-    """(first_step, count) for each compiled call from `start` to `stop`, ending at every multiple of
-    each of `every` (logging, evaluation, probes, ...) so the host sees the state exactly there."""
-    ends = {stop} | {s for n in every if n > 0 for s in range(n, stop, n) if s > start}
-    points = [start, *sorted(ends)]
-    return [(a, b - a) for a, b in zip(points, points[1:], strict=False)]

@@ -9,7 +9,35 @@ from __future__ import annotations
 import jax
 import optax
 
-from resnet_jax.config import OptimConfig
+from resnet_jax import rules
+from resnet_jax.config import AdamwOptim, OptimConfig, SgdOptim
+from resnet_jax.errors import ConfigError
+
+SCHEDULES = ("piecewise", "cosine", "constant")
+WARMUPS = ("constant", "linear")
+
+
+def check(cfg: OptimConfig, steps: int) -> None:
+    """Every hyperparameter's domain, and boundaries that fall inside a run of `steps` steps."""
+    rules.positive("optim.lr", cfg.lr)
+    rules.one_of("optim.schedule", cfg.schedule, SCHEDULES)
+    rules.one_of("optim.warmup", cfg.warmup, WARMUPS)
+    for key in ("l2", "decay", "warmup_steps", "clip_norm"):
+        rules.positive(f"optim.{key}", getattr(cfg, key), allow_zero=True)
+    if cfg.warmup_steps:
+        rules.positive("optim.warmup_lr", cfg.warmup_lr)
+    if isinstance(cfg, SgdOptim):
+        rules.in_interval("optim.momentum", cfg.momentum, 0, 1)
+    if isinstance(cfg, AdamwOptim):
+        rules.positive("optim.weight_decay", cfg.weight_decay, allow_zero=True)
+    boundaries = list(cfg.boundaries or ())
+    if boundaries != sorted(set(boundaries)):
+        raise ConfigError(f"optim.boundaries={boundaries} is not allowed; the steps must strictly increase")
+    for b in boundaries:
+        if not 0 < b < steps:
+            raise ConfigError(
+                f"optim.boundaries contains {b}; each boundary must lie in (0, trainer.steps={steps})"
+            )
 
 
 def is_kernel(path: tuple, _leaf: jax.Array) -> bool:
@@ -44,7 +72,7 @@ def schedule(cfg: OptimConfig, steps: int) -> optax.Schedule:
 def build(cfg: OptimConfig, steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
     """The optimiser and the schedule it follows (the schedule is also logged as `lr`)."""
     lr = schedule(cfg, steps)
-    if cfg.name == "adamw":
+    if isinstance(cfg, AdamwOptim):
         tx = optax.adamw(lr, weight_decay=cfg.weight_decay, mask=kernel_mask)
     else:
         tx = optax.sgd(lr, momentum=cfg.momentum or None, nesterov=cfg.nesterov)

@@ -15,13 +15,23 @@ import os
 from pathlib import Path
 from typing import Any
 
-from resnet_jax.config import LoggerConfig
+from resnet_jax import rules
+from resnet_jax.config import LoggerConfig, WandbLogger
 
 log = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 MAX_LAYER_SERIES = 128  # per-layer W&B series up to this depth; deeper nets log min/mean/max only
+
+
+WANDB_MODES = ("offline", "online", "disabled")
+
+
+def check(cfg: LoggerConfig) -> None:
+    if isinstance(cfg, WandbLogger):
+        rules.one_of("logger.mode", cfg.mode, WANDB_MODES)
+        rules.positive("logger.init_timeout", cfg.init_timeout)
 
 
 def run_id(run_dir: Path) -> str:
@@ -106,8 +116,10 @@ def open_tracker(
     primary: bool = True,
 ) -> Tracker:
     """Open the sinks. `wandb_dir` may be shared by a sweep's runs so `wandb leet` shows them together."""
+    if not isinstance(cfg, WandbLogger) or not primary:
+        return Tracker(run_dir, primary=primary)
     mode = os.environ.get("WANDB_MODE", cfg.mode)
-    if cfg.name == "none" or mode == "disabled" or not primary:
+    if mode == "disabled":
         return Tracker(run_dir, primary=primary)
     try:
         import wandb

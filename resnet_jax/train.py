@@ -10,27 +10,26 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import traceback
 from pathlib import Path
 from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from resnet_jax.config import register_schemas, to_config
+from resnet_jax import commandline
+from resnet_jax.config import CONF_DIR, register, to_config
 from resnet_jax.errors import UserError
-from resnet_jax.preflight import preflight
 from resnet_jax.runner import Diverged, run, write_json_atomic
 from resnet_jax.tracking import SUMMARY_FILE
 
 log = logging.getLogger("resnet_jax")
 
-OmegaConf.register_new_resolver("run_name", lambda overrides: overrides or "default", replace=True)
-register_schemas()
+register()
 
 _exit_codes: list[int] = []
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 
 
 def format_summary(summary: dict[str, Any]) -> str:
@@ -100,13 +99,14 @@ def _hydra_main(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    """Console-script entry: check the command line, run Hydra, exit with the worst job's code."""
-    if os.environ.get("HYDRA_FULL_ERROR") != "1":
-        try:
-            preflight(sys.argv[1:], CONF_DIR)
-        except UserError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            sys.exit(exc.exit_code)
+    """Console script: check every job of the command line, run Hydra, exit with the worst job's code."""
+    try:
+        commandline.check(sys.argv[1:])
+    except UserError as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            traceback.print_exc()
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     _hydra_main()
     sys.exit(max(_exit_codes, default=0))
 

@@ -11,33 +11,33 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import add_member, write_fake_cifar
+from helpers import add_member, write_fake_cifar
 
 from resnet_jax import data as datasets
-from resnet_jax.config import DataConfig
+from resnet_jax.config import Cifar10Data, DigitsData, SyntheticData
 from resnet_jax.data.augment import pad_crop_flip
 from resnet_jax.data.safe_pickle import UnsafePickleError, safe_loads
 from resnet_jax.errors import DatasetError
 
 
 def test_digits_is_a_fixed_stratified_normalised_split() -> None:
-    a, b = datasets.load(DataConfig()), datasets.load(DataConfig())
+    a, b = datasets.load(DigitsData()), datasets.load(DigitsData())
     assert a.x_train.shape == (1437, 8, 8, 1) and a.x_test.shape == (360, 8, 8, 1)
     np.testing.assert_array_equal(a.y_test, b.y_test)
     assert abs(float(a.x_train.mean())) < 1e-5 and abs(float(a.x_train.std()) - 1) < 1e-4
     assert sorted(np.bincount(a.y_test))[0] >= 35  # stratified: every class ~36 times
-    other = datasets.load(DataConfig(split_seed=1))
+    other = datasets.load(DigitsData(split_seed=1))
     assert not np.array_equal(a.y_test, other.y_test)
 
 
 def test_synthetic_has_the_requested_shape() -> None:
-    ds = datasets.load(DataConfig(name="synthetic", image_size=5, channels=2, num_classes=3, train_size=7))
+    ds = datasets.load(SyntheticData(image_size=5, channels=2, num_classes=3, train_size=7))
     assert ds.x_train.shape == (7, 5, 5, 2) and ds.num_classes == 3
     assert set(np.unique(ds.y_test)) <= {0, 1, 2}
 
 
-def cifar_cfg(root: Path, md5: str, **kwargs) -> DataConfig:
-    return DataConfig(name="cifar10", root=str(root), md5=md5, **kwargs)
+def cifar_cfg(root: Path, md5: str, **kwargs) -> Cifar10Data:
+    return Cifar10Data(root=str(root), md5=md5, **kwargs)
 
 
 def test_cifar10_reads_the_official_format(fake_cifar: tuple[Path, str]) -> None:

@@ -9,8 +9,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from conftest import REPO
-from test_resume import final_arrays, metric_rows
+from helpers import REPO, final_arrays, metric_rows
 
 ARGS = ("model=cifar", "model.depth=8", "trainer.steps=6", "trainer.batch_size=32", "trainer.log_every=3",
         "trainer.eval_every=3", "probe.every=3", "probe.batch_size=16", "trainer.progress=false",

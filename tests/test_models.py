@@ -9,12 +9,13 @@ import pytest
 from flax import nnx
 
 from resnet_jax import models
-from resnet_jax.config import ModelConfig
+from resnet_jax.config import CifarModel, MlpModel, ModelConfig
 from resnet_jax.errors import ConfigError
 from resnet_jax.models.cifar import BasicBlock, BlockSpec
 from resnet_jax.models.dense import DenseBlock
 
 CIFAR = (32, 32, 3)
+FAMILIES = {"cifar": CifarModel, "mlp": MlpModel}
 
 
 def abstract_params(cfg: ModelConfig, shape=CIFAR) -> int:
@@ -27,12 +28,12 @@ def abstract_params(cfg: ModelConfig, shape=CIFAR) -> int:
     [(20, 0.27), (32, 0.46), (44, 0.66), (56, 0.85), (110, 1.7), (1202, 19.4)],
 )
 def test_cifar_parameter_counts_match_the_paper(depth: int, millions: float) -> None:
-    count = abstract_params(ModelConfig(depth=depth))
+    count = abstract_params(CifarModel(depth=depth))
     assert round(count / 1e6, 2 if millions < 1 else 1) == millions
 
 
 def test_resnet20_exact_parameter_count_and_logits_shape() -> None:
-    model = models.build(ModelConfig(depth=20), CIFAR, 10, 0)
+    model = models.build(CifarModel(depth=20), CIFAR, 10, 0)
     # 19 convs (432 + 6*2304 + 4608 + 5*9216 + 18432 + 5*36864) + 19 BN (2C each) + linear 64*10+10
     assert models.count_params(model) == 269_722
     logits = model(jnp.zeros((2, *CIFAR)), train=False)
@@ -40,7 +41,7 @@ def test_resnet20_exact_parameter_count_and_logits_shape() -> None:
 
 
 def test_mlp_depth_counts_weighted_layers_and_shapes() -> None:
-    model = models.build(ModelConfig(name="mlp", depth=10, width=64), (8, 8, 1), 10, 0)
+    model = models.build(MlpModel(depth=10, width=64), (8, 8, 1), 10, 0)
     # input 64*64+64, 4 blocks of 2*(64*64+64), head 64*10+10
     assert models.count_params(model) == 64 * 64 + 64 + 4 * 2 * (64 * 64 + 64) + 64 * 10 + 10
     assert model(jnp.zeros((3, 8, 8, 1)), train=True).shape == (3, 10)
@@ -51,8 +52,8 @@ def test_mlp_depth_counts_weighted_layers_and_shapes() -> None:
 def test_plain_and_residual_twins_share_parameter_tree_and_init(name: str, extra: dict) -> None:
     depth = 14 if name == "cifar" else 6
     extra = extra if name == "cifar" else {}
-    res = models.build(ModelConfig(name=name, depth=depth, residual=True, **extra), (8, 8, 1), 10, 0)
-    plain = models.build(ModelConfig(name=name, depth=depth, residual=False, **extra), (8, 8, 1), 10, 0)
+    res = models.build(FAMILIES[name](depth=depth, residual=True, **extra), (8, 8, 1), 10, 0)
+    plain = models.build(FAMILIES[name](depth=depth, residual=False, **extra), (8, 8, 1), 10, 0)
     res_state, plain_state = nnx.state(res, nnx.Param), nnx.state(plain, nnx.Param)
     assert jax.tree.structure(res_state) == jax.tree.structure(plain_state)
     for a, b in zip(jax.tree.leaves(res_state), jax.tree.leaves(plain_state), strict=True):
@@ -62,8 +63,8 @@ def test_plain_and_residual_twins_share_parameter_tree_and_init(name: str, extra
 
 
 def test_shortcut_b_projects_only_where_the_shape_changes() -> None:
-    a = models.build(ModelConfig(depth=20, shortcut="A"), CIFAR, 10, 0)
-    b = models.build(ModelConfig(depth=20, shortcut="B"), CIFAR, 10, 0)
+    a = models.build(CifarModel(depth=20, shortcut="A"), CIFAR, 10, 0)
+    b = models.build(CifarModel(depth=20, shortcut="B"), CIFAR, 10, 0)
     # two projections (stages 2 and 3): 1x1 convs 16->32 and 32->64 plus their BatchNorms
     assert models.count_params(b) - models.count_params(a) == 16 * 32 + 32 * 64 + 2 * 32 + 2 * 64
 
@@ -99,7 +100,7 @@ def test_option_a_shortcut_subsamples_and_zero_pads_channels() -> None:
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("size", [(3, 3), (1, 1)])
 def test_shifted_conv_equals_xla_conv(stride: int, size: tuple[int, int]) -> None:
-    from resnet_jax.models.conv import conv_shifted, conv_xla
+    from resnet_jax.ops.conv import conv_shifted, conv_xla
 
     x = jax.random.normal(jax.random.key(0), (2, 9, 8, 5))
     w = jax.random.normal(jax.random.key(1), (*size, 5, 7))
@@ -109,7 +110,7 @@ def test_shifted_conv_equals_xla_conv(stride: int, size: tuple[int, int]) -> Non
 @pytest.mark.parametrize("train", [False, True])
 def test_scanned_model_equals_unrolled_reference(train: bool) -> None:
     """The stacked/scanned stage computes what a plain Python loop over its blocks computes."""
-    model = models.build(ModelConfig(depth=14), (8, 8, 1), 10, 0)
+    model = models.build(CifarModel(depth=14), (8, 8, 1), 10, 0)
     x = jax.random.normal(jax.random.key(2), (4, 8, 8, 1))
     stage = model.stages[0]
     graphdef, state = nnx.split(stage.blocks)
@@ -122,13 +123,13 @@ def test_scanned_model_equals_unrolled_reference(train: bool) -> None:
         stage(h, train, probe=False, remat=False, unroll=False)[0], reference, rtol=1e-5, atol=1e-5
     )
     # the whole network also matches its XLA-unrolled and rematerialised forms
-    unrolled = models.build(ModelConfig(depth=14, unroll=True, remat=True), (8, 8, 1), 10, 0)
-    scanned = models.build(ModelConfig(depth=14), (8, 8, 1), 10, 0)
+    unrolled = models.build(CifarModel(depth=14, unroll=True, remat=True), (8, 8, 1), 10, 0)
+    scanned = models.build(CifarModel(depth=14), (8, 8, 1), 10, 0)
     np.testing.assert_allclose(scanned(x, train), unrolled(x, train), rtol=1e-5, atol=1e-5)
 
 
 def test_scanned_blocks_update_batchnorm_statistics_per_block() -> None:
-    model = models.build(ModelConfig(depth=20), (8, 8, 1), 10, 0)
+    model = models.build(CifarModel(depth=20), (8, 8, 1), 10, 0)
     stats = model.stages[0].blocks.norm1.bn.mean
     assert float(jnp.abs(stats[...]).sum()) == 0.0
     model(jax.random.normal(jax.random.key(0), (8, 8, 8, 1)), train=True)
@@ -140,10 +141,10 @@ def test_scanned_blocks_update_batchnorm_statistics_per_block() -> None:
 @pytest.mark.parametrize(("depth", "nearest"), [(21, "20 or 26"), (7, "8"), (1201, "1196 or 1202")])
 def test_invalid_cifar_depth_names_the_rule_and_nearest_depths(depth: int, nearest: str) -> None:
     with pytest.raises(ConfigError, match=r"6n\+2") as info:
-        models.build(ModelConfig(depth=depth), CIFAR, 10, 0)
+        models.build(CifarModel(depth=depth), CIFAR, 10, 0)
     assert f"nearest valid: {nearest}" in str(info.value)
 
 
 def test_invalid_mlp_depth_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match=r"2 \+ 2N.*nearest valid: 6 or 8"):
-        models.build(ModelConfig(name="mlp", depth=7), (8, 8, 1), 10, 0)
+        models.build(MlpModel(depth=7), (8, 8, 1), 10, 0)

@@ -1,36 +1,20 @@
-"""The oneDNN convolution (CPU default): same numbers as XLA's convolution, in and out of loops, and clear
-behaviour where it cannot be built."""
+"""The oneDNN convolution (CPU default): same numbers as XLA's convolution, in and out of loops; the build
+of the kernels and its cache."""
 
 from __future__ import annotations
 
-import json
-import os
-import platform
-import subprocess
-import sys
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import REPO
-from test_cli import train
+from helpers import LINUX_X86_64
 
-from resnet_jax.errors import ConfigError
-from resnet_jax.models import conv
-from resnet_jax.models.conv import conv2d, conv_shifted, conv_xla, resolve_conv_impl
 from resnet_jax.ops import onednn
+from resnet_jax.ops.conv import conv2d, conv_shifted, conv_xla
 
-SUPPORTED = sys.platform == "linux" and platform.machine() == "x86_64"
-
-
-def test_onednn_builds_and_is_the_cpu_default_where_its_wheels_install() -> None:
-    if not SUPPORTED:
-        pytest.skip("the onednn-cpu-gomp wheels are Linux x86-64 only")
-    assert onednn.available()
-    assert onednn.library_path().is_file()
-    assert resolve_conv_impl("auto") == "onednn"
+pytestmark = pytest.mark.skipif(not LINUX_X86_64, reason="the onednn-cpu-gomp wheels are Linux x86-64 only")
 
 
 def _loss(impl):
@@ -109,26 +93,7 @@ def test_bfloat16_compute_falls_back_to_the_shifted_conv() -> None:
     np.testing.assert_array_equal(out, conv_shifted(x, k, 1))
 
 
-def test_auto_falls_back_to_the_shifted_conv_where_onednn_is_unavailable(monkeypatch) -> None:
-    monkeypatch.setattr(conv.onednn, "available", lambda: False)
-    assert resolve_conv_impl("auto") == "shifted"
-
-
-def test_unavailable_onednn_is_said_once_in_the_log(monkeypatch, caplog) -> None:
-    def missing() -> None:
-        raise onednn.OneDnnUnavailable("no C++ compiler")
-
-    monkeypatch.setattr(onednn, "register", missing)
-    assert onednn.available.__wrapped__() is False  # the uncached check; `available` caches it per process
-    assert (
-        "oneDNN kernels unavailable (no C++ compiler); CPU runs use the slower shifted conv and XLA's dense"
-        in caplog.text
-    )
-
-
 def test_build_without_a_compiler_says_what_is_missing(tmp_path: Path, monkeypatch) -> None:
-    if not SUPPORTED:
-        pytest.skip("the onednn-cpu-gomp wheels are Linux x86-64 only")
     monkeypatch.setenv("RESNET_JAX_CACHE", str(tmp_path))
     monkeypatch.setenv("CXX", "/nonexistent/c++")
     with pytest.raises(onednn.OneDnnUnavailable, match="no C\\+\\+ compiler"):
@@ -136,9 +101,7 @@ def test_build_without_a_compiler_says_what_is_missing(tmp_path: Path, monkeypat
     assert list(tmp_path.iterdir()) == []  # nothing half-built is left behind
 
 
-def test_a_new_build_replaces_this_environments_older_builds(tmp_path: Path, monkeypatch) -> None:
-    if not SUPPORTED:
-        pytest.skip("the onednn-cpu-gomp wheels are Linux x86-64 only")
+def test_a_new_build_replaces_this_environments_older_builds(tmp_path: Path, monkeypatch, caplog) -> None:
     monkeypatch.setenv("RESNET_JAX_CACHE", str(tmp_path))
     target = onednn.library_path()
     env = target.name.split("-")[1]
@@ -147,30 +110,11 @@ def test_a_new_build_replaces_this_environments_older_builds(tmp_path: Path, mon
     for path in (older, other_env):
         path.write_bytes(b"an earlier build")
     assert onednn.build() == target and target.stat().st_size > 10_000
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, other_env.name])
+    digest = target.with_suffix(".sha256")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, digest.name, other_env.name])
+    assert "compiler warnings" not in caplog.text  # built with -Wall -Wextra: none
     assert onednn.build() == target  # cached: nothing rebuilt or removed
     assert other_env.exists()
-
-
-def test_explicit_onednn_that_cannot_run_is_a_config_error(monkeypatch) -> None:
-    def missing() -> None:
-        raise onednn.OneDnnUnavailable("no C++ compiler")
-
-    monkeypatch.setattr(conv.onednn, "register", missing)
-    with pytest.raises(ConfigError, match="model.conv_impl=onednn cannot run here: no C\\+\\+ compiler"):
-        resolve_conv_impl("onednn")
-
-
-def test_cli_explicit_onednn_without_a_build_is_one_line_before_any_run_dir(tmp_path: Path) -> None:
-    if not SUPPORTED:
-        pytest.skip("the onednn-cpu-gomp wheels are Linux x86-64 only")
-    run_dir = tmp_path / "run"
-    env = {"RESNET_JAX_CACHE": str(tmp_path / "cache"), "CXX": "/nonexistent/c++"}
-    out = train("model.conv_impl=onednn", f"hydra.run.dir={run_dir}", cwd=REPO, env=env)
-    lines = [line for line in out.stderr.splitlines() if line.strip()]
-    assert out.returncode == 2 and len(lines) == 1, out.stderr
-    assert lines[0].startswith("error: model.conv_impl=onednn cannot run here: no C++ compiler")
-    assert not run_dir.exists()
 
 
 def test_inconsistent_shapes_are_an_error_not_a_crash() -> None:
@@ -183,38 +127,3 @@ def test_inconsistent_shapes_are_an_error_not_a_crash() -> None:
         jax.block_until_ready(
             onednn._call("ConvKernelGrad", (3, 3, 4, 8), jnp.ones((2, 6, 6, 4)), dy, stride=1)
         )
-
-
-SHARDED_STEP = """
-import json, re, numpy as np, jax.numpy as jnp
-from resnet_jax import models, optim
-from resnet_jax.config import ModelConfig, OptimConfig
-from resnet_jax.engine import Engine
-x, y = np.zeros((64, 8, 8, 3), np.float32), np.zeros(64, np.int32)
-model = models.build(ModelConfig(depth=8, conv_impl="onednn"), (8, 8, 3), 10, 0)
-tx, _ = optim.build(OptimConfig(), 10)
-engine = Engine(model, tx, x_train=x, y_train=y, l2=1e-4, augment=False, dtype=jnp.float32, seed=0)
-indices = engine.place_indices(np.zeros((2, 16), np.int32))
-hlo = engine.compiled_chunk.lower(engine.initial_state(), indices).compile().as_text()
-lines = hlo.splitlines()
-def calls(name): return [line for line in lines if f'custom_call_target="resnet_jax_onednn_{name}"' in line]
-batched = calls("ConvForward") + calls("ConvInputGrad")
-batches = sorted({int(m) for line in batched for m in re.findall(r"= f32\\[(\\d+),", line)})
-print(json.dumps({"batched_calls": len(batched), "kernel_grads": len(calls("ConvKernelGrad")),
-                  "batches": batches, "all_gathers": hlo.count("all-gather(")}))
-"""
-
-
-def test_on_eight_devices_each_convolves_only_its_shard_of_the_batch() -> None:
-    """Data parallelism holds for the custom calls (else XLA gathers the whole batch onto every device)."""
-    if not SUPPORTED:
-        pytest.skip("the onednn-cpu-gomp wheels are Linux x86-64 only")
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    out = subprocess.run(
-        [sys.executable, "-c", SHARDED_STEP], cwd=REPO, env=env, capture_output=True, text=True
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    found = json.loads(out.stdout.strip().splitlines()[-1])
-    assert found["batched_calls"] > 0 and found["kernel_grads"] > 0
-    assert found["batches"] == [2]  # 16 examples over 8 devices: each call sees its device's 2
-    assert found["all_gathers"] == 0

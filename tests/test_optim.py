@@ -8,17 +8,17 @@ import pytest
 from flax import nnx
 
 from resnet_jax import models, optim
-from resnet_jax.config import ModelConfig, OptimConfig
+from resnet_jax.config import AdamwOptim, MlpModel, SgdOptim
 from resnet_jax.engine import l2_penalty
 
 
 def test_piecewise_divides_by_ten_at_half_and_three_quarters_by_default() -> None:
-    _, lr = optim.build(OptimConfig(lr=0.1), steps=100)
+    _, lr = optim.build(SgdOptim(lr=0.1), steps=100)
     assert [round(float(lr(s)), 6) for s in (0, 49, 50, 74, 75, 99)] == [0.1, 0.1, 0.01, 0.01, 0.001, 0.001]
 
 
 def test_paper_boundaries_and_resnet110_warmup() -> None:
-    cfg = OptimConfig(lr=0.1, boundaries=[32000, 48000], warmup_steps=400, warmup_lr=0.01)
+    cfg = SgdOptim(lr=0.1, boundaries=[32000, 48000], warmup_steps=400, warmup_lr=0.01)
     _, lr = optim.build(cfg, steps=64000)
     values = [round(float(lr(s)), 6) for s in (0, 399, 400, 31999, 32000, 48000)]
     assert values == [0.01, 0.01, 0.1, 0.1, 0.01, 0.001]
@@ -26,16 +26,16 @@ def test_paper_boundaries_and_resnet110_warmup() -> None:
 
 def test_cosine_with_linear_warmup_and_constant() -> None:
     _, lr = optim.build(
-        OptimConfig(lr=1.0, schedule="cosine", warmup_steps=10, warmup="linear", warmup_lr=0.0), 110
+        SgdOptim(lr=1.0, schedule="cosine", warmup_steps=10, warmup="linear", warmup_lr=0.0), 110
     )
     assert float(lr(0)) == pytest.approx(0.0) and float(lr(5)) == pytest.approx(0.5)
     assert float(lr(10)) == pytest.approx(1.0) and float(lr(60)) == pytest.approx(0.5, abs=1e-3)
-    _, const = optim.build(OptimConfig(lr=0.3, schedule="constant"), 10)
+    _, const = optim.build(SgdOptim(lr=0.3, schedule="constant"), 10)
     assert float(const(9)) == pytest.approx(0.3)
 
 
 def test_l2_penalty_sums_squared_kernels_only() -> None:
-    model = models.build(ModelConfig(name="mlp", depth=4, width=8), (2, 2, 1), 3, 0)
+    model = models.build(MlpModel(depth=4, width=8), (2, 2, 1), 3, 0)
     expected = sum(float(jnp.sum(m.kernel[...] ** 2)) for m in (model.input, model.head)) + float(
         jnp.sum(model.blocks.linear1.kernel[...] ** 2) + jnp.sum(model.blocks.linear2.kernel[...] ** 2)
     )
@@ -44,7 +44,7 @@ def test_l2_penalty_sums_squared_kernels_only() -> None:
 
 
 def test_adamw_decays_kernels_not_biases() -> None:
-    tx, _ = optim.build(OptimConfig(name="adamw", lr=0.1, weight_decay=0.5, schedule="constant"), 10)
+    tx, _ = optim.build(AdamwOptim(lr=0.1, weight_decay=0.5, schedule="constant"), 10)
     params = {"layer": {"kernel": jnp.ones(2), "bias": jnp.ones(2)}}
     zero_grads = {"layer": {"kernel": jnp.zeros(2), "bias": jnp.zeros(2)}}
     updates, _ = tx.update(zero_grads, tx.init(params), params)
@@ -53,7 +53,7 @@ def test_adamw_decays_kernels_not_biases() -> None:
 
 
 def test_clip_norm_bounds_the_update() -> None:
-    tx, _ = optim.build(OptimConfig(lr=1.0, momentum=0.0, schedule="constant", clip_norm=0.5), 10)
+    tx, _ = optim.build(SgdOptim(lr=1.0, momentum=0.0, schedule="constant", clip_norm=0.5), 10)
     params = {"kernel": jnp.zeros(4)}
     updates, _ = tx.update({"kernel": jnp.full(4, 10.0)}, tx.init(params), params)
     assert float(jnp.linalg.norm(updates["kernel"])) == pytest.approx(0.5, rel=1e-5)

@@ -9,12 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import tiny_config
 from flax import nnx
+from helpers import tiny_config
 from wandb_records import history, run_record
 
 from resnet_jax import models, probes
-from resnet_jax.config import ModelConfig
+from resnet_jax.config import CifarModel, MlpModel
 from resnet_jax.engine import cross_entropy_and_errors
 from resnet_jax.runner import run
 
@@ -29,7 +29,7 @@ def batch(shape=(16, 8, 8, 1)) -> tuple[jax.Array, jax.Array]:
 
 
 def test_dense_probes_match_hand_computation() -> None:
-    model = models.build(ModelConfig(name="mlp", depth=6, width=8), (8, 8, 1), 10, 0)
+    model = models.build(MlpModel(depth=6, width=8), (8, 8, 1), 10, 0)
     x, y = batch()
     out = measure(model, x, y)
     flat = x.reshape(16, -1)
@@ -66,7 +66,7 @@ def test_dense_probes_match_hand_computation() -> None:
 
 def test_head_gradient_norm_from_the_softmax_formula() -> None:
     """With a zero classifier the logits are 0: dL/dW_head = h^T (1/C - onehot(y)) / B."""
-    model = models.build(ModelConfig(name="mlp", depth=4, width=8), (8, 8, 1), 10, 0)
+    model = models.build(MlpModel(depth=4, width=8), (8, 8, 1), 10, 0)
     model.head.kernel[...] = jnp.zeros_like(model.head.kernel[...])
     x, y = batch()
     a = np.maximum(np.asarray(x.reshape(16, -1) @ model.input.kernel[...] + model.input.bias[...]), 0)
@@ -81,7 +81,7 @@ def test_head_gradient_norm_from_the_softmax_formula() -> None:
 @pytest.mark.parametrize("name", ["mlp", "cifar"])
 def test_zeroed_branches_give_ratio_zero(name: str) -> None:
     depth = 6 if name == "mlp" else 14
-    model = models.build(ModelConfig(name=name, depth=depth), (8, 8, 1), 10, 0)
+    model = models.build({"mlp": MlpModel, "cifar": CifarModel}[name](depth=depth), (8, 8, 1), 10, 0)
     if name == "mlp":
         model.blocks.linear2.kernel[...] = jnp.zeros_like(model.blocks.linear2.kernel[...])
         model.blocks.linear2.bias[...] = jnp.zeros_like(model.blocks.linear2.bias[...])
@@ -99,7 +99,7 @@ def test_zeroed_branches_give_ratio_zero(name: str) -> None:
 
 
 def test_cifar_probe_shapes_follow_depth() -> None:
-    out = measure(models.build(ModelConfig(depth=14), (8, 8, 1), 10, 0), *batch())
+    out = measure(models.build(CifarModel(depth=14), (8, 8, 1), 10, 0), *batch())
     assert out["grad_norm"].shape == (14,) and out["weight_norm"].shape == (14,)  # every weighted layer
     assert out["response_std"].shape == (13,)  # every 3x3 conv
     assert out["branch_ratio"].shape == (6,)
@@ -109,8 +109,7 @@ def test_cifar_probe_shapes_follow_depth() -> None:
 
 def test_offline_wandb_run_holds_config_group_and_probes(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = tiny_config(name="mlp", depth=6)
-    cfg.logger.name = "wandb"
+    cfg = tiny_config("model=mlp", "model.depth=6", "logger=wandb")
     run(cfg, tmp_path / "run", group="my-sweep", name="model.depth=6")
     (log_file,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
     rows = history(log_file)

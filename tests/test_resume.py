@@ -11,9 +11,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
-from conftest import REPO, tiny_config
+from helpers import REPO, final_arrays, metric_rows, tiny_config
 
 from resnet_jax.checkpoint import Checkpoints
 from resnet_jax.errors import CheckpointError
@@ -26,17 +25,6 @@ ARGS = ("model=cifar", "model.depth=14", "trainer.steps=60", "trainer.batch_size
 
 def train_cmd(run_dir: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "resnet_jax.train", *ARGS, *extra, f"hydra.run.dir={run_dir}"]
-
-
-def final_arrays(run_dir: Path) -> dict[str, np.ndarray]:
-    with ocp.CheckpointManager(run_dir.resolve() / "checkpoints") as manager:
-        step = manager.latest_step()
-        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-    return {k: np.asarray(v) for k, v in restored["state"].items()}
-
-
-def metric_rows(run_dir: Path) -> list[dict]:
-    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_sigkill_at_an_arbitrary_step_then_resume_is_bit_identical(tmp_path: Path) -> None:
@@ -75,11 +63,9 @@ def test_sigkill_at_an_arbitrary_step_then_resume_is_bit_identical(tmp_path: Pat
 
 
 def test_resume_in_process_matches_uninterrupted_and_completed_runs_are_left_alone(tmp_path: Path) -> None:
-    cfg = tiny_config(name="mlp", depth=4)
-    cfg.trainer.checkpoint_every = 10
+    cfg = tiny_config("model=mlp", "model.depth=4", "trainer.checkpoint_every=10")
     full = run(cfg, tmp_path / "full")
-    half = tiny_config(name="mlp", depth=4)
-    half.trainer.checkpoint_every, half.trainer.steps = 10, 10
+    half = tiny_config("model=mlp", "model.depth=4", "trainer.checkpoint_every=10", "trainer.steps=10")
     run(half, tmp_path / "resumed")  # stops at step 10 with a checkpoint, as a preempted job would
     # the schedule depends on trainer.steps; resume with the full config in the same directory
     resumed = run(cfg, tmp_path / "resumed")
@@ -91,17 +77,17 @@ def test_resume_in_process_matches_uninterrupted_and_completed_runs_are_left_alo
 
 
 def test_checkpoint_from_another_model_is_a_clear_error(tmp_path: Path) -> None:
-    run(tiny_config(name="mlp", depth=4), tmp_path)
-    bigger = tiny_config(name="mlp", depth=6)
-    bigger.trainer.steps = 40
+    run(tiny_config("model=mlp", "model.depth=4"), tmp_path)
+    bigger = tiny_config("model=mlp", "model.depth=6", "trainer.steps=40")
     with pytest.raises(CheckpointError, match=r"different configuration \(model: checkpoint .*'depth': 4"):
         run(bigger, tmp_path)
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "completed"
 
 
 def test_checkpoints_keep_only_the_newest(tmp_path: Path) -> None:
-    cfg = tiny_config(name="mlp", depth=4)
-    cfg.trainer.checkpoint_every, cfg.trainer.keep_checkpoints = 5, 2
+    cfg = tiny_config(
+        "model=mlp", "model.depth=4", "trainer.checkpoint_every=5", "trainer.keep_checkpoints=2"
+    )
     run(cfg, tmp_path)
     assert Checkpoints(tmp_path, 2).manager.all_steps() == [15, 20]
 
@@ -123,15 +109,11 @@ def test_submitit_preemption_requeues_and_resumes_bit_identically(tmp_path: Path
     """The job gets submitit's preemption signal (USR2) mid-run, as SLURM would send it: the launcher
     checkpoints and requeues it, and the requeued job resumes from the newest checkpoint."""
     env = {**os.environ, "WANDB_MODE": "disabled"}
-    common = ("model=cifar", "model.depth=14", "trainer.steps=60", "trainer.batch_size=64",
-              "trainer.log_every=5", "trainer.eval_every=10", "trainer.checkpoint_every=10",
-              "probe.every=20", "trainer.progress=false", "logger=none")  # fmt: skip
     reference = tmp_path / "reference"
-    subprocess.run([sys.executable, "-m", "resnet_jax.train", *common, f"hydra.run.dir={reference}"],
-                   cwd=REPO, env=env, check=True, timeout=600, capture_output=True)  # fmt: skip
+    subprocess.run(train_cmd(reference), cwd=REPO, env=env, check=True, timeout=600, capture_output=True)
     sweep = tmp_path / "sweep"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "resnet_jax.train", "-m", "launcher=submitit_local", *common, "seed=0",
+        [sys.executable, "-m", "resnet_jax.train", "-m", "launcher=submitit_local", *ARGS, "seed=0",
          "+hydra.launcher.max_num_timeout=3", f"hydra.sweep.dir={sweep}"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -8,18 +8,18 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import tiny_config
-from test_resume import final_arrays
+from helpers import final_arrays, tiny_config
 
 from resnet_jax import models, optim
-from resnet_jax.config import OptimConfig
+from resnet_jax.config import SgdOptim
 from resnet_jax.data import load
 from resnet_jax.engine import Engine, EpochSampler
-from resnet_jax.runner import Diverged, run
+from resnet_jax.loop import Diverged
+from resnet_jax.runner import run
 
 
 def test_resnet_on_digits_reaches_under_ten_percent_test_error(tmp_path: Path) -> None:
-    cfg = tiny_config(depth=8)
+    cfg = tiny_config("model.depth=8")
     cfg.trainer.steps, cfg.trainer.batch_size, cfg.trainer.eval_every, cfg.trainer.log_every = 120, 64, 60, 20
     summary = run(cfg, tmp_path)
     assert summary["status"] == "completed" and summary["step"] == 120
@@ -30,7 +30,7 @@ def test_resnet_on_digits_reaches_under_ten_percent_test_error(tmp_path: Path) -
 
 def test_run_directory_contract(tmp_path: Path) -> None:
     """metrics.jsonl and summary.json keys are a public contract (README: "Run directory")."""
-    summary = run(tiny_config(name="mlp", depth=4), tmp_path)
+    summary = run(tiny_config("model=mlp", "model.depth=4"), tmp_path)
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [0, 10, 20]
     assert set(lines[0]) == {
@@ -52,8 +52,8 @@ def test_run_directory_contract(tmp_path: Path) -> None:
 
 
 def test_divergence_stops_the_run_and_is_recorded(tmp_path: Path) -> None:
-    cfg = tiny_config(name="mlp", depth=10)
-    cfg.optim = OptimConfig(lr=1e6, schedule="constant")
+    cfg = tiny_config("model=mlp", "model.depth=10")
+    cfg.optim = SgdOptim(lr=1e6, schedule="constant")
     with pytest.raises(Diverged, match="training loss became nan"):
         run(cfg, tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -61,7 +61,7 @@ def test_divergence_stops_the_run_and_is_recorded(tmp_path: Path) -> None:
 
 
 def _train_params(log_every: int, steps: int = 6):
-    cfg = tiny_config(depth=8)
+    cfg = tiny_config("model.depth=8")
     ds = load(cfg.data)
     model = models.build(cfg.model, ds.image_shape, 10, 0)
     tx, _ = optim.build(cfg.optim, steps)
@@ -96,7 +96,7 @@ def test_epoch_sampler_is_a_deterministic_permutation_per_epoch() -> None:
 def test_bfloat16_compute_keeps_float32_parameters_and_tracks_float32_training(tmp_path: Path) -> None:
     results = {}
     for dtype in ("float32", "bfloat16"):
-        cfg = tiny_config(depth=8)
+        cfg = tiny_config("model.depth=8")
         cfg.trainer.dtype = dtype
         results[dtype] = run(cfg, tmp_path / dtype)
     f32, bf16 = results["float32"]["final"], results["bfloat16"]["final"]

@@ -1,46 +1,33 @@
-"""Datasets as host numpy arrays (NHWC float32 images, int32 labels); `load` picks one by name."""
+"""Datasets as host numpy arrays (NHWC float32 images, int32 labels); each module owns its rules and sizes."""
 
 from __future__ import annotations
 
-import math
+from types import ModuleType
 
-from resnet_jax.config import DataConfig
+from resnet_jax.config import Cifar10Data, DataConfig, DigitsData, SyntheticData
+from resnet_jax.data import cifar10, digits, synthetic
 from resnet_jax.data.dataset import Dataset
 
-DIGITS_IMAGES = 1797
-CIFAR10_TRAIN_IMAGES = 50_000
+_MODULES: dict[type, ModuleType] = {DigitsData: digits, Cifar10Data: cifar10, SyntheticData: synthetic}
+
+
+def _module(cfg: DataConfig) -> ModuleType:
+    return _MODULES[type(cfg)]
+
+
+def check(cfg: DataConfig) -> None:
+    """The dataset's own rules, and whether it can be had (CIFAR-10 missing and no download: an error)."""
+    _module(cfg).check(cfg)
 
 
 def train_size(cfg: DataConfig) -> int:
-    """Training-split size, known without loading (for validating the batch size up front)."""
-    if cfg.name == "digits":
-        return DIGITS_IMAGES - math.ceil(cfg.test_fraction * DIGITS_IMAGES)  # as train_test_split
-    if cfg.name == "cifar10":
-        return CIFAR10_TRAIN_IMAGES
-    return cfg.train_size
-
-
-def check_available(cfg: DataConfig) -> None:
-    """Fail before anything starts if the data cannot be had (CIFAR-10 missing and no download)."""
-    if cfg.name == "cifar10":
-        from resnet_jax.data.cifar10 import require_archive
-
-        require_archive(cfg)
+    """The training split's size, known before loading (to check the batch size up front)."""
+    return _module(cfg).train_size(cfg)
 
 
 def load(cfg: DataConfig) -> Dataset:
-    """Load the dataset named by `cfg.name`, normalised as configured."""
-    if cfg.name == "digits":
-        from resnet_jax.data.digits import load_digits
-
-        return load_digits(cfg)
-    if cfg.name == "cifar10":
-        from resnet_jax.data.cifar10 import load_cifar10
-
-        return load_cifar10(cfg)
-    from resnet_jax.data.synthetic import load_synthetic
-
-    return load_synthetic(cfg)
+    """The dataset `cfg` describes, normalised as configured."""
+    return _module(cfg).load(cfg)
 
 
-__all__ = ["Dataset", "check_available", "load", "train_size"]
+__all__ = ["Dataset", "check", "load", "train_size"]

@@ -18,21 +18,23 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from resnet_jax.config import DataConfig
-from resnet_jax.data.dataset import Dataset, normalize
+from resnet_jax import rules
+from resnet_jax.config import Cifar10Data
+from resnet_jax.data.dataset import NORMALIZATIONS, Dataset, normalize
 from resnet_jax.data.safe_pickle import safe_loads
 from resnet_jax.errors import DatasetError
 
 URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 ARCHIVE = "cifar-10-python.tar.gz"
 FOLDER = "cifar-10-batches-py"
+TRAIN_IMAGES = 50_000
 TRAIN_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_BATCH = "test_batch"
 IMAGES_PER_BATCH_MAX = 10_000
 MEMBER_BYTES_MAX = 64 * 2**20  # an official batch is ~31 MB
 
 
-def archive_path(cfg: DataConfig) -> Path:
+def archive_path(cfg: Cifar10Data) -> Path:
     return Path(cfg.root).expanduser() / ARCHIVE
 
 
@@ -104,8 +106,9 @@ def _to_arrays(batch: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
     return images, labels
 
 
-def require_archive(cfg: DataConfig) -> None:
-    """A missing archive is an error unless `data.download=true`."""
+def check(cfg: Cifar10Data) -> None:
+    """Its rules, and a missing archive is an error unless `data.download=true`."""
+    rules.one_of("data.normalize", cfg.normalize, NORMALIZATIONS)
     path = archive_path(cfg)
     if not path.is_file() and not cfg.download:
         raise DatasetError(
@@ -114,9 +117,13 @@ def require_archive(cfg: DataConfig) -> None:
         )
 
 
-def load_cifar10(cfg: DataConfig) -> Dataset:
+def train_size(_cfg: Cifar10Data) -> int:
+    return TRAIN_IMAGES
+
+
+def load(cfg: Cifar10Data) -> Dataset:
     """The 50,000/10,000 official split, normalised with training-set statistics."""
-    require_archive(cfg)
+    check(cfg)
     path = archive_path(cfg)
     if not path.is_file():
         download(path)

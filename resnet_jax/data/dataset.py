@@ -6,6 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+NORMALIZATIONS = ("per_channel", "per_pixel_mean")
+
 
 @dataclass(frozen=True)
 class Dataset:

@@ -2,21 +2,38 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from sklearn.datasets import load_digits as sklearn_digits
 from sklearn.model_selection import train_test_split
 
-from resnet_jax.config import DataConfig
-from resnet_jax.data.dataset import Dataset, normalize
+from resnet_jax import rules
+from resnet_jax.config import DigitsData
+from resnet_jax.data.dataset import NORMALIZATIONS, Dataset, normalize
 
 
-def load_digits(cfg: DataConfig) -> Dataset:
+def check(cfg: DigitsData) -> None:
+    rules.one_of("data.normalize", cfg.normalize, NORMALIZATIONS)
+    rules.in_interval("data.test_fraction", cfg.test_fraction, 0, 1, include_low=False)
+
+
+@functools.cache
+def _split(test_fraction: float, split_seed: int) -> tuple[np.ndarray, ...]:
     """A fixed, seeded, stratified train/test split (1437/360 at the default 20 %)."""
     bunch = sklearn_digits()
     images = (bunch.images / 16.0).astype(np.float32)[..., None]  # (1797, 8, 8, 1) in [0, 1]
     labels = bunch.target.astype(np.int32)
-    x_train, x_test, y_train, y_test = train_test_split(
-        images, labels, test_size=cfg.test_fraction, random_state=cfg.split_seed, stratify=labels
+    return tuple(
+        train_test_split(images, labels, test_size=test_fraction, random_state=split_seed, stratify=labels)
     )
+
+
+def train_size(cfg: DigitsData) -> int:
+    return len(_split(cfg.test_fraction, cfg.split_seed)[0])
+
+
+def load(cfg: DigitsData) -> Dataset:
+    x_train, x_test, y_train, y_test = _split(cfg.test_fraction, cfg.split_seed)
     x_train, x_test = normalize(x_train, x_test, cfg.normalize)
     return Dataset("digits", x_train, y_train, x_test, y_test, num_classes=10)

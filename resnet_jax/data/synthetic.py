@@ -4,11 +4,21 @@ from __future__ import annotations
 
 import numpy as np
 
-from resnet_jax.config import DataConfig
+from resnet_jax import rules
+from resnet_jax.config import SyntheticData
 from resnet_jax.data.dataset import Dataset
 
 
-def load_synthetic(cfg: DataConfig) -> Dataset:
+def check(cfg: SyntheticData) -> None:
+    for key in ("image_size", "channels", "num_classes", "train_size", "test_size"):
+        rules.positive(f"data.{key}", getattr(cfg, key))
+
+
+def train_size(cfg: SyntheticData) -> int:
+    return cfg.train_size
+
+
+def load(cfg: SyntheticData) -> Dataset:
     """Each class has a fixed random prototype image; samples are prototype + unit Gaussian noise."""
     rng = np.random.default_rng(cfg.split_seed)
     shape = (cfg.image_size, cfg.image_size, cfg.channels)

@@ -7,12 +7,29 @@ import math
 import jax
 from flax import nnx
 
-from resnet_jax.config import ModelConfig
+from resnet_jax import rules
+from resnet_jax.config import CifarModel, MlpModel, ModelConfig
 from resnet_jax.models.cifar import BlockSpec, CifarResNet
-from resnet_jax.models.conv import resolve_conv_impl
-from resnet_jax.models.dense import MLP, resolve_dense_impl
+from resnet_jax.models.dense import MLP
+from resnet_jax.models.depth import cifar_blocks_per_stage, mlp_blocks
+from resnet_jax.models.layers import KERNEL_INIT_SCALES
+from resnet_jax.ops import kernels
 
 AUTO_DEPTH = 110  # unset remat/unroll: remat above this depth, unroll up to it (CIFAR nets)
+
+
+def check(cfg: ModelConfig) -> None:
+    """The model's rules: depth per family, its choices, and a kernel that can run here."""
+    if isinstance(cfg, CifarModel):
+        cifar_blocks_per_stage(cfg.depth)
+        rules.one_of("model.norm", cfg.norm, ("batchnorm", "none"))
+        rules.one_of("model.shortcut", cfg.shortcut, ("A", "B"))
+        kernels.check("conv", cfg.conv_impl)
+    elif isinstance(cfg, MlpModel):
+        mlp_blocks(cfg.depth)
+        rules.positive("model.width", cfg.width)
+        rules.one_of("model.init", cfg.init, tuple(KERNEL_INIT_SCALES))
+        kernels.check("dense", cfg.dense_impl)
 
 
 def use_remat(cfg: ModelConfig) -> bool:
@@ -20,7 +37,7 @@ def use_remat(cfg: ModelConfig) -> bool:
     [batch, width] activations each, too little to trade compute for."""
     if cfg.remat is not None:
         return cfg.remat
-    return cfg.name == "cifar" and cfg.depth > AUTO_DEPTH
+    return isinstance(cfg, CifarModel) and cfg.depth > AUTO_DEPTH
 
 
 def use_unroll(cfg: ModelConfig) -> bool:
@@ -29,13 +46,13 @@ def use_unroll(cfg: ModelConfig) -> bool:
     with depth, and MLPs, whose tiny blocks run faster as a loop on CPU, too."""
     if cfg.unroll is not None:
         return cfg.unroll
-    return cfg.name == "cifar" and cfg.depth <= AUTO_DEPTH
+    return isinstance(cfg, CifarModel) and cfg.depth <= AUTO_DEPTH
 
 
 def build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, seed: int) -> nnx.Module:
-    """Build the model named by `cfg.name` for images of `input_shape` (H, W, C)."""
+    """Build the model `cfg` describes for images of `input_shape` (H, W, C)."""
     rngs = nnx.Rngs(params=seed)
-    if cfg.name == "mlp":
+    if isinstance(cfg, MlpModel):
         return MLP(
             cfg.depth,
             cfg.width,
@@ -44,7 +61,7 @@ def build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, seed
             num_classes=num_classes,
             remat=use_remat(cfg),
             unroll=use_unroll(cfg),
-            dense_impl=resolve_dense_impl(cfg.dense_impl),
+            dense_impl=cfg.dense_impl,
             init=cfg.init,
             rngs=rngs,
         )
@@ -53,7 +70,7 @@ def build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, seed
         norm=cfg.norm == "batchnorm",
         shortcut=cfg.shortcut,
         preact=cfg.preact,
-        conv_impl=resolve_conv_impl(cfg.conv_impl),
+        conv_impl=cfg.conv_impl,
     )
     return CifarResNet(
         cfg.depth,

@@ -2,7 +2,8 @@
 
 Depth counts weighted layers: input projection + 2 per block + classifier. No normalisation, so the
 vanishing-gradient behaviour of deep plain nets shows undisturbed. The blocks run as an `nnx.scan`, or
-on CPU as one oneDNN call each way (`resnet_jax.ops.dense_stack`, ~1.6x as fast at width 64).
+where `resnet_jax.ops.kernels` selects it (CPU) as one oneDNN call each way (`resnet_jax.ops.dense_stack`,
+~1.6x as fast at width 64).
 """
 
 from __future__ import annotations
@@ -11,17 +12,11 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from resnet_jax.config import DENSE_IMPLS
 from resnet_jax.models.depth import mlp_blocks
 from resnet_jax.models.layers import Dense, Probes, branch_ratio, response_std
 from resnet_jax.models.stack import apply_stacked, create_stacked
-from resnet_jax.ops import onednn
-from resnet_jax.ops.dense_stack import dense_stack_onednn
-
-
-def resolve_dense_impl(impl: str) -> str:
-    """`model.dense_impl`: the oneDNN block stack on CPU where it can be built, else XLA's scan."""
-    return onednn.resolve_impl("model.dense_impl", impl, DENSE_IMPLS, "xla")
+from resnet_jax.ops import kernels
+from resnet_jax.ops.dense_stack import StackParams, dense_stack_onednn
 
 
 class DenseBlock(nnx.Module):
@@ -58,14 +53,12 @@ class MLP(nnx.Module):
         num_classes: int,
         remat: bool = False,
         unroll: bool = False,
-        dense_impl: str = "xla",
+        dense_impl: str = "auto",
         init: str = "he",
         rngs: nnx.Rngs,
     ):
         blocks = mlp_blocks(depth)
-        self.remat, self.unroll, self.residual = remat, unroll, residual
-        # the fused stack stores every block's two activations: with remat asked for, the rematerialised scan
-        self.fused = dense_impl == "onednn" and not remat
+        self.remat, self.unroll, self.residual, self.dense_impl = remat, unroll, residual, dense_impl
         self.input = Dense(in_features, width, init=init, rngs=rngs)
         self.blocks = create_stacked(blocks, lambda r: DenseBlock(width, residual, init=init, rngs=r), rngs)
         self.head = Dense(width, num_classes, init=init, rngs=rngs)
@@ -77,12 +70,15 @@ class MLP(nnx.Module):
         """Logits and, with `probe`, `response_std` per hidden layer and `branch_ratio` per block.
 
         `train` is accepted for a uniform interface: without BatchNorm or dropout both modes agree.
-        Probed passes (and bfloat16 compute) take the scan, which sees every block's pre-activations.
+        Probed passes, bfloat16 compute and remat take the scan (`resnet_jax.ops.kernels` decides).
         """
         z0 = self.input(x.reshape(x.shape[0], -1))
-        if self.fused and not probe and z0.dtype == jnp.float32:
-            stacked = (self.blocks.linear1, self.blocks.linear2)
-            params = tuple(p[...] for layer in stacked for p in (layer.kernel, layer.bias))
+        # the fused stack cannot show every block's pre-activations (probes) nor rematerialise
+        if self.runs_fused(z0.dtype, probe=probe):
+            first, second = self.blocks.linear1, self.blocks.linear2
+            params = StackParams(
+                w1=first.kernel[...], b1=first.bias[...], w2=second.kernel[...], b2=second.bias[...]
+            )
             return self.head(dense_stack_onednn(jax.nn.relu(z0), params, self.residual)), {}
         h, blocks = apply_stacked(
             self.blocks, jax.nn.relu(z0), remat=self.remat, unroll=self.unroll, probe=probe
@@ -94,6 +90,12 @@ class MLP(nnx.Module):
             "response_std": jnp.concatenate([response_std(z0)[None], blocks["response_std"].reshape(-1)]),
             "branch_ratio": blocks["branch_ratio"],
         }
+
+    def runs_fused(self, dtype: jnp.dtype = jnp.float32, *, probe: bool = False) -> bool:
+        """Whether a pass in `dtype` runs the blocks as the oneDNN stack (else as the scan)."""
+        return (
+            kernels.select("dense", self.dense_impl, dtype=dtype, needs_scan=probe or self.remat) == "onednn"
+        )
 
     def layer_kernels(self) -> list[jax.Array]:
         """Every weighted layer's kernel in depth order (stacked blocks unstacked): input ... head."""

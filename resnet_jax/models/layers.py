@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from resnet_jax.models.conv import conv2d
+from resnet_jax.ops.conv import conv2d
 
 # Per-layer and per-block measurements a forward pass can return (see resnet_jax.probes).
 Probes = dict[str, jax.Array]

@@ -12,13 +12,23 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from resnet_jax.ops import onednn
 
-Params = tuple[jax.Array, jax.Array, jax.Array, jax.Array]  # W1 [L, W, W], b1 [L, W], W2, b2
+
+class StackParams(NamedTuple):
+    """The blocks' parameters stacked on axis 0, named as each block holds them (the handlers' operand order
+    is this module's business)."""
+
+    w1: jax.Array  # [L, W, W]: each block's first layer
+    b1: jax.Array  # [L, W]
+    w2: jax.Array  # [L, W, W]: each block's second layer
+    b2: jax.Array  # [L, W]
+
 
 # Operands and results in Shardy's notation: `b` the batch (split across devices), `l` the blocks,
 # `i j k` the widths before, inside and after a block. The backward results without `b` are the
@@ -66,20 +76,21 @@ def _op(name: str, residual: bool) -> Callable[..., tuple[jax.Array, ...]]:
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def dense_stack_onednn(a: jax.Array, params: Params, residual: bool) -> jax.Array:
-    """The float32 stack's output (the last block's), computed by `onednn_dense.cc`."""
+def dense_stack_onednn(a: jax.Array, params: StackParams, residual: bool) -> jax.Array:
+    """The float32 stack's output (the last block's), computed by `onednn_dense.cc`; the MLP calls it where
+    `resnet_jax.ops.kernels.select("dense", ...)` picks oneDNN."""
     return _op("DenseStackForward", residual)(a, *params)[1][-1]
 
 
-def _forward(a: jax.Array, params: Params, residual: bool):
+def _forward(a: jax.Array, params: StackParams, residual: bool):
     h, out = _op("DenseStackForward", residual)(a, *params)
-    return out[-1], (a, h, out, params[0], params[2])
+    return out[-1], (a, h, out, params.w1, params.w2)
 
 
-def _backward(residual: bool, saved, g: jax.Array) -> tuple[jax.Array, Params]:
+def _backward(residual: bool, saved, g: jax.Array) -> tuple[jax.Array, StackParams]:
     a, h, out, w1, w2 = saved
     da, dw1, db1, dw2, db2, _, _ = _op("DenseStackBackward", residual)(g, a, h, out, w1, w2)
-    return da, (dw1, db1, dw2, db2)
+    return da, StackParams(dw1, db1, dw2, db2)
 
 
 dense_stack_onednn.defvjp(_forward, _backward)

@@ -1,11 +1,12 @@
-"""oneDNN kernels as XLA custom calls on CPU, built from `onednn_conv.cc` and `onednn_dense.cc` on first use.
+"""oneDNN kernels as XLA custom calls on CPU, built from `onednn_conv.cc` and `onednn_dense.cc` on request.
 
 Why: XLA's CPU convolution runs ResNet-20 at a third of PyTorch's speed (PyTorch calls oneDNN), and
 20-40x slower inside loops (jax-ml/jax#12868). The same oneDNN kernels, called through the XLA FFI,
 close that gap in and out of `lax.scan`. The dense net's stack of blocks gets one call each way
 (`resnet_jax.ops.dense_stack`). oneDNN comes from the `onednn-cpu-gomp` wheels (libraries and headers
-under `sys.prefix`); the shared library is compiled once per source, jaxlib version and environment,
-and cached under `$RESNET_JAX_CACHE` (default `~/.cache/resnet_jax`).
+under `sys.prefix`); the shared library is compiled by `python -m resnet_jax.ops.onednn` (`make install`)
+once per source, jaxlib, oneDNN, compiler and environment, cached under `$RESNET_JAX_CACHE` (default
+`~/.cache/resnet_jax`) with its SHA-256, and loaded only when its bytes match.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -30,45 +32,91 @@ import numpy as np
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec
 
-from resnet_jax.errors import ConfigError
-
 SOURCES = tuple(Path(__file__).with_name(name) for name in ("onednn_conv.cc", "onednn_dense.cc"))
 HEADER = Path(__file__).with_name("onednn_ffi.h")
 TARGETS = ("ConvForward", "ConvInputGrad", "ConvKernelGrad", "DenseStackForward", "DenseStackBackward")
 PREFIX = "resnet_jax_onednn_"
+BUILD_COMMAND = "python -m resnet_jax.ops.onednn"
 log = logging.getLogger(__name__)
 
 
 class OneDnnUnavailable(RuntimeError):
-    """oneDNN, a C++ compiler or the built library is missing on this machine."""
+    """oneDNN, a C++ compiler or a sound built library is missing on this machine."""
 
 
 def _cache_dir() -> Path:
     return Path(os.environ.get("RESNET_JAX_CACHE", Path.home() / ".cache" / "resnet_jax"))
 
 
+def _compiler() -> str | None:
+    return shutil.which(os.environ.get("CXX", "c++"))
+
+
+@functools.cache
+def _compiler_identity(compiler: str | None) -> str:
+    """The compiler's path and version line: a library built by another compiler is another library."""
+    if compiler is None:
+        return "none"
+    try:
+        done = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.SubprocessError):
+        return f"{compiler} (no version)"
+    return f"{compiler} {done.stdout.splitlines()[0] if done.stdout else ''}"
+
+
+def _onednn_version() -> str:
+    """DNNL_VERSION_* from the installed headers (the version the kernels compile against)."""
+    header = Path(sys.prefix) / "include" / "oneapi" / "dnnl" / "dnnl_version.h"
+    try:
+        text = header.read_text()
+    except OSError:
+        return "none"
+    parts = [
+        re.search(rf"#define DNNL_VERSION_{p}\s+(\S+)", text) for p in ("MAJOR", "MINOR", "PATCH", "HASH")
+    ]
+    return ".".join(m.group(1) for m in parts if m)
+
+
 def library_path() -> Path:
-    """Where the library for this environment (jaxlib and `sys.prefix`: the library finds oneDNN through a
-    path into it) and these sources lives: `onednn-<environment>-<sources>.so`."""
-    env = hashlib.sha256(f"{jaxlib.__version__} {sys.prefix}".encode()).hexdigest()[:8]
+    """`onednn-<environment>-<sources>.so` in the cache. The environment: jaxlib, `sys.prefix` (the library
+    finds oneDNN through a path into it), the oneDNN version and the compiler; the sources: their bytes."""
+    key = f"{jaxlib.__version__} {sys.prefix} {_onednn_version()} {_compiler_identity(_compiler())}"
+    env = hashlib.sha256(key.encode()).hexdigest()[:8]
     code = hashlib.sha256(b"".join(path.read_bytes() for path in (*SOURCES, HEADER))).hexdigest()[:12]
     return _cache_dir() / f"onednn-{env}-{code}.so"
+
+
+def _digest_path(library: Path) -> Path:
+    return library.with_suffix(".sha256")
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _verified(library: Path) -> bool:
+    """The library exists and its bytes are the ones recorded when it was built (a damaged or foreign file
+    in the cache would otherwise be mapped into the process and could kill it with a bus error)."""
+    try:
+        return _digest_path(library).read_text().strip() == _sha256(library)
+    except OSError:
+        return False
 
 
 def _remove_older_builds(target: Path) -> None:
     """Builds of older sources for the same environment: `target` replaces them (a process that still has one
     loaded keeps its mapping). Other environments' builds stay."""
     env = target.name.split("-")[1]
-    for old in target.parent.glob(f"onednn-{env}-*.so"):
-        if old != target:
+    for old in target.parent.glob(f"onednn-{env}-*"):
+        if old not in (target, _digest_path(target)):
             old.unlink(missing_ok=True)
 
 
 def build() -> Path:
-    """Compile the sources unless an up-to-date build is cached; atomic, so parallel jobs may race. A new
-    build removes this environment's older ones, so the cache does not grow with every change."""
+    """Compile the sources unless a verified build is cached (a damaged one is rebuilt). Atomic, so parallel
+    builds may race; a new build removes this environment's older ones, so the cache does not grow."""
     target = library_path()
-    if target.exists():
+    if _verified(target):
         return target
     prefix = Path(sys.prefix)
     if (
@@ -78,63 +126,69 @@ def build() -> Path:
         raise OneDnnUnavailable(
             f"oneDNN is not installed under {prefix}: pip install onednn-cpu-gomp onednn-devel-cpu-gomp"
         )
-    compiler = shutil.which(os.environ.get("CXX", "c++"))
+    compiler = _compiler()
     if compiler is None:
         raise OneDnnUnavailable("no C++ compiler (set CXX or install g++) to build the oneDNN kernels")
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
-        # -fopenmp: libgomp (oneDNN's runtime), whose thread count sizes the dense stack's pool
-        cmd = [compiler, "-O3", "-std=c++17", "-fopenmp", "-shared", "-fPIC", "-w", *map(str, SOURCES),
-               "-o", str(out),
-               f"-I{prefix / 'include'}", f"-I{jax.ffi.include_dir()}", f"-L{prefix / 'lib'}", "-ldnnl",
-               f"-Wl,-rpath,{prefix / 'lib'}"]  # fmt: skip
+        # -fopenmp: libgomp (oneDNN's runtime), whose thread count sizes the dense stack's pool; the
+        # libraries' headers are system headers (their warnings are theirs), ours are held to -Wall -Wextra
+        cmd = [compiler, "-O3", "-std=c++17", "-fopenmp", "-shared", "-fPIC", "-Wall", "-Wextra",
+               *map(str, SOURCES), "-o", str(out),
+               "-isystem", str(prefix / "include"), "-isystem", jax.ffi.include_dir(),
+               f"-L{prefix / 'lib'}", "-ldnnl", f"-Wl,-rpath,{prefix / 'lib'}"]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             raise OneDnnUnavailable(f"building the oneDNN kernels failed: {done.stderr.strip()[-2000:]}")
+        if done.stderr.strip():
+            log.warning("the oneDNN kernels built with compiler warnings:\n%s", done.stderr.strip())
+        digest = Path(tmp) / _digest_path(target).name
+        digest.write_text(_sha256(out) + "\n")
+        os.replace(digest, _digest_path(target))
         os.replace(out, target)
     _remove_older_builds(target)
     return target
 
 
+def unavailable_reason() -> str | None:
+    """Why the oneDNN kernels cannot run in this process, or None when they can."""
+    try:
+        register()
+    except OneDnnUnavailable as err:
+        return str(err)
+    return None
+
+
 @functools.cache
 def register() -> None:
-    """Load the library and register its handlers with XLA (once per process)."""
-    library = ctypes.cdll.LoadLibrary(str(build()))
+    """Load the verified library and register its handlers with XLA (once per process). Never builds."""
+    library = library_path()
+    if not library.exists():
+        raise OneDnnUnavailable(
+            f"the oneDNN kernels are not built (run `{BUILD_COMMAND}`; make install does)"
+        )
+    if not _verified(library):
+        raise OneDnnUnavailable(
+            f"the cached oneDNN kernels {library} are damaged or not this build's (checksum mismatch); "
+            f"rebuild them with `{BUILD_COMMAND}`"
+        )
+    try:
+        loaded = ctypes.cdll.LoadLibrary(str(library))
+    except OSError as err:
+        raise OneDnnUnavailable(f"cannot load {library}: {err}; rebuild it with `{BUILD_COMMAND}`") from None
     for name in TARGETS:
-        jax.ffi.register_ffi_target(PREFIX + name, jax.ffi.pycapsule(getattr(library, name)), platform="cpu")
+        jax.ffi.register_ffi_target(PREFIX + name, jax.ffi.pycapsule(getattr(loaded, name)), platform="cpu")
 
 
 @functools.cache
 def available() -> bool:
-    """Whether the oneDNN kernels can run here (the CPU backend's default when they can)."""
-    try:
-        register()
-    except (OneDnnUnavailable, OSError) as err:
+    """Whether the oneDNN kernels can run here; where not, says why once (CPU runs then use the fallbacks)."""
+    reason = unavailable_reason()
+    if reason is not None:
         log.warning("oneDNN kernels unavailable (%s); CPU runs use the slower shifted conv and XLA's dense",
-                    err)  # fmt: skip
-        return False
-    return True
-
-
-def resolve_impl(key: str, impl: str, choices: tuple[str, ...], cpu_fallback: str) -> str:
-    """Map `auto` to the implementation that is fast on the current default backend: oneDNN on CPU where
-    it can be built (else `cpu_fallback`), XLA's own ops on GPU/TPU. An explicit `onednn` that cannot
-    run is a ConfigError naming `key`."""
-    if impl not in choices:
-        raise ValueError(f"{key}={impl!r} is not one of {', '.join(choices)}")
-    if impl == "auto":
-        if jax.default_backend() != "cpu":
-            return "xla"
-        return "onednn" if available() else cpu_fallback
-    if impl == "onednn":
-        try:  # fail here, with the reason, rather than at the first step
-            register()
-        except (OneDnnUnavailable, OSError) as err:
-            others = [c for c in choices if c != "onednn"]
-            message = f"{key}=onednn cannot run here: {err}; use {', '.join(others[:-1])} or {others[-1]}"
-            raise ConfigError(message) from err
-    return impl
+                    reason)  # fmt: skip
+    return reason is None
 
 
 def _call(name: str, shape: tuple[int, ...], *args: jax.Array, stride: int) -> jax.Array:

@@ -204,7 +204,7 @@ ffi::Error DenseStackForwardImpl(ffi::Buffer<ffi::F32> a0, ffi::Buffer<ffi::F32>
     }
     Pool::instance().run([&](int thread, int threads) {
       const auto [begin, end] = share(s.batch, thread, threads);
-      const int64_t rows = end - begin, offset = begin * s.width, n = rows * s.width;
+      const int64_t rows = end - begin, offset = begin * s.width;
       const float* a = a0.typed_data() + offset;
       for (int64_t l = 0; l < s.blocks && rows > 0; ++l) {
         float* hl = h->typed_data() + l * s.act() + offset;

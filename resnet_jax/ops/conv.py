@@ -1,10 +1,11 @@
-"""Convolution that stays fast inside loops on every backend.
+"""Convolution that stays fast inside loops on every backend: the formulations, and `conv2d`, which the
+models call.
 
 XLA's CPU convolution (above all its gradient) runs 20-40x slower inside `lax.scan`/`nnx.scan`
 (jax-ml/jax#12868), and at about half of oneDNN's speed outside loops. On CPU the default is oneDNN
-called as an XLA custom call (`resnet_jax.ops.onednn`); where oneDNN cannot be built, a k x k
-convolution as a sum of k*k shifted matrix products, which XLA compiles to plain GEMMs that stay fast
-inside loops. GPU/TPU keep XLA's native convolution.
+called as an XLA custom call (`resnet_jax.ops.onednn`); where oneDNN cannot run, a k x k convolution as a
+sum of k*k shifted matrix products, which XLA compiles to plain GEMMs that stay fast inside loops.
+GPU/TPU keep XLA's native convolution. Which one runs is `resnet_jax.ops.kernels`' choice.
 """
 
 from __future__ import annotations
@@ -14,13 +15,7 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
-from resnet_jax.config import CONV_IMPLS
-from resnet_jax.ops import onednn
-
-
-def resolve_conv_impl(impl: str) -> str:
-    """`model.conv_impl`: oneDNN on CPU (shifted matmuls where it cannot be built), XLA on GPU/TPU."""
-    return onednn.resolve_impl("model.conv_impl", impl, CONV_IMPLS, "shifted")
+from resnet_jax.ops import kernels, onednn
 
 
 def _out_size(size: int, stride: int) -> int:
@@ -62,9 +57,11 @@ def conv_xla(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
 
 
 def conv2d(x: jax.Array, kernel: jax.Array, stride: int, impl: str) -> jax.Array:
-    """Dispatch to a resolved implementation; oneDNN computes float32 only (bfloat16 runs shifted)."""
-    if impl == "xla":
+    """NHWC x HWIO convolution with symmetric `k // 2` zero padding, by the kernel that `model.conv_impl`
+    (`impl`) selects for this backend and dtype."""
+    chosen = kernels.select("conv", impl, dtype=x.dtype)
+    if chosen == "xla":
         return conv_xla(x, kernel, stride)
-    if impl == "onednn" and x.dtype == kernel.dtype == jnp.float32:
+    if chosen == "onednn":
         return onednn.conv_onednn(x, kernel, stride)
     return conv_shifted(x, kernel, stride)

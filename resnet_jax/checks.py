@@ -1,0 +1,23 @@
+"""`check(cfg)`: every rule a config must meet before anything is built or written, asked of the module
+that owns each section, plus the rules between sections (a batch that fits the training split)."""
+
+from __future__ import annotations
+
+from resnet_jax import data, loop, models, optim, tracking
+from resnet_jax.config import Config
+from resnet_jax.errors import ConfigError
+
+
+def check(cfg: Config) -> None:
+    """Raise ConfigError (one line naming the key and what is allowed) for the first rule `cfg` breaks."""
+    models.check(cfg.model)
+    data.check(cfg.data)
+    optim.check(cfg.optim, cfg.trainer.steps)
+    tracking.check(cfg.logger)
+    loop.check(cfg.trainer, cfg.probe)
+    available = data.train_size(cfg.data)
+    if cfg.trainer.batch_size > available:
+        raise ConfigError(
+            f"trainer.batch_size={cfg.trainer.batch_size} is larger than the {cfg.data.name} training split "
+            f"({available} examples); choose 1..{available}"
+        )

@@ -1,0 +1,88 @@
+"""The training loop's rules and bookkeeping: where compiled chunks end, what the trainer keys may be, and
+the running record (best, final, timing) that a checkpoint carries so a resumed run continues it."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from resnet_jax import rules
+from resnet_jax.config import ProbeConfig, TrainerConfig
+
+DTYPES = ("float32", "bfloat16")
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def check(trainer: TrainerConfig, probe: ProbeConfig) -> None:
+    for key in ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size", "keep_checkpoints"):
+        rules.positive(f"trainer.{key}", getattr(trainer, key))
+    rules.positive("trainer.checkpoint_every", trainer.checkpoint_every, allow_zero=True)
+    rules.one_of("trainer.dtype", trainer.dtype, DTYPES)
+    rules.positive("probe.every", probe.every, allow_zero=True)
+    rules.positive("probe.batch_size", probe.batch_size)
+
+
+def chunk_boundaries(start: int, stop: int, every: tuple[int, ...]) -> list[tuple[int, int]]:
+    """(first_step, count) for each compiled call from `start` to `stop`, ending at every multiple of
+    each of `every` (logging, evaluation, probes, ...) so the host sees the state exactly there."""
+    ends = {stop} | {s for n in every if n > 0 for s in range(n, stop, n) if s > start}
+    points = [start, *sorted(ends)]
+    return [(a, b - a) for a, b in zip(points, points[1:], strict=False)]
+
+
+def due(step: int, every: int, last: int) -> bool:
+    """Whether something done every `every` steps (0: never) and at the last step is due at `step`."""
+    return step == last or (every > 0 and step % every == 0)
+
+
+@dataclass
+class Record:
+    """What a run has measured so far: the newest and best (min) metrics and the time spent training."""
+
+    final: dict[str, float] = field(default_factory=dict)
+    best: dict[str, float] = field(default_factory=dict)
+    timed_steps: int = 0  # steps of chunks after the first (which includes compilation) ...
+    timed_s: float = 0.0  # ... and their time
+    wall_before_s: float = 0.0  # wall time of earlier attempts (a resumed run)
+    started: float = field(default_factory=time.perf_counter)
+
+    @classmethod
+    def resumed(cls, meta: dict[str, Any]) -> Record:
+        """The record a checkpoint carried (empty for a fresh start)."""
+        return cls(
+            final=dict(meta.get("final", {})),
+            best=dict(meta.get("best", {})),
+            timed_steps=meta.get("timed_steps", 0),
+            timed_s=meta.get("timed_s", 0.0),
+            wall_before_s=meta.get("wall_time_s", 0.0),
+        )
+
+    def add(self, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            if key.endswith(("/error", "/loss")) and math.isfinite(value):
+                self.best[key] = min(self.best.get(key, math.inf), value)
+        self.final.update(metrics)
+
+    def time_chunk(self, steps: int, seconds: float) -> None:
+        self.timed_steps, self.timed_s = self.timed_steps + steps, self.timed_s + seconds
+
+    @property
+    def wall_time_s(self) -> float:
+        return self.wall_before_s + time.perf_counter() - self.started
+
+    def meta(self) -> dict[str, Any]:
+        """What a checkpoint stores of the record."""
+        return {"best": self.best, "final": self.final, "timed_steps": self.timed_steps,
+                "timed_s": self.timed_s, "wall_time_s": self.wall_time_s}  # fmt: skip
+
+    def speed(self, steps_this_attempt: int) -> float | None:
+        """Steps per second without compilation; a run of one chunk has only its compiled time."""
+        steps, seconds = self.timed_steps, self.timed_s
+        if not steps:
+            steps, seconds = steps_this_attempt, time.perf_counter() - self.started
+        return round(steps / seconds, 3) if seconds > 0 and steps else None

@@ -1,0 +1,113 @@
+"""Helpers the test modules share (fixtures live in conftest.py): the command line, tiny configs, reading
+run directories back, and fake CIFAR-10 archives in the official format."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import pickle
+import platform
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import orbax.checkpoint as ocp
+
+from resnet_jax.config import Config, compose
+
+REPO = Path(__file__).resolve().parents[1]
+# the oneDNN wheels (and so the CPU kernels) exist for Linux x86-64 only
+LINUX_X86_64 = sys.platform == "linux" and platform.machine() == "x86_64"
+
+# A config that trains in seconds on digits, without W&B or a progress bar.
+TINY = ("logger=none", "trainer.steps=20", "trainer.batch_size=32", "trainer.eval_every=10",
+        "trainer.log_every=10", "trainer.progress=false", "probe.every=10",
+        "probe.batch_size=16")  # fmt: skip
+
+
+def tiny_config(*overrides: str) -> Config:
+    """What `python -m resnet_jax.train TINY OVERRIDES` runs (composed through Hydra, as users get it)."""
+    return compose(*TINY, *overrides)
+
+
+def train(
+    *args: str, cwd: Path = REPO, wandb_mode: str = "disabled", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`python -m resnet_jax.train ARGS` in a subprocess, as a user runs it."""
+    env = {
+        **os.environ,
+        "WANDB_MODE": wandb_mode,
+        "WANDB_SILENT": "true",
+        "HYDRA_FULL_ERROR": "0",
+        **(env or {}),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "resnet_jax.train", *args, "trainer.progress=false"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def final_arrays(run_dir: Path) -> dict[str, np.ndarray]:
+    """The newest checkpoint's arrays by path."""
+    with ocp.CheckpointManager(run_dir.resolve() / "checkpoints") as manager:
+        step = manager.latest_step()
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return {k: np.asarray(v) for k, v in restored["state"].items()}
+
+
+def metric_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def snapshot(root: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple[int, int]]:
+    """Every file's (mtime, size) under `root`, but those under a part named in `skip`."""
+    return {
+        str(p.relative_to(root)): (p.stat().st_mtime_ns, p.stat().st_size)
+        for p in root.rglob("*")
+        if p.is_file() and not set(skip) & set(p.relative_to(root).parts)
+    }
+
+
+def cifar_batch(n: int, seed: int) -> dict:
+    """One batch as the official archive pickles it (bytes keys, uint8 (n, 3072), list of labels)."""
+    rng = np.random.default_rng(seed)
+    return {
+        b"batch_label": b"fake batch",
+        b"labels": [int(v) for v in rng.integers(0, 10, size=n)],
+        b"data": rng.integers(0, 256, size=(n, 3072), dtype=np.uint8),
+        b"filenames": [f"img_{i}.png".encode() for i in range(n)],
+    }
+
+
+def add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(payload)
+    tar.addfile(info, io.BytesIO(payload))
+
+
+def write_fake_cifar(root: Path, per_batch: int = 10, extra: dict[str, bytes] | None = None) -> str:
+    """Write `cifar-10-python.tar.gz` under root; returns its MD5."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / "cifar-10-python.tar.gz"
+    with tarfile.open(path, "w:gz") as tar:
+        for i in range(1, 6):
+            add_member(
+                tar,
+                f"cifar-10-batches-py/data_batch_{i}",
+                pickle.dumps(cifar_batch(per_batch, i), protocol=2),
+            )
+        add_member(
+            tar, "cifar-10-batches-py/test_batch", pickle.dumps(cifar_batch(per_batch, 99), protocol=2)
+        )
+        add_member(tar, "cifar-10-batches-py/batches.meta", pickle.dumps({b"label_names": [b"x"] * 10}))
+        for name, payload in (extra or {}).items():
+            add_member(tar, name, payload)
+    return hashlib.md5(path.read_bytes()).hexdigest()
