@@ -3,13 +3,15 @@ that owns each section, plus the rules between sections (a batch that fits the t
 
 from __future__ import annotations
 
-from resnet_jax import data, loop, models, optim, tracking
+from resnet_jax import data, loop, models, optim, rules, tracking
 from resnet_jax.config import Config
 from resnet_jax.errors import ConfigError
 
 
 def check(cfg: Config) -> None:
     """Raise ConfigError (one line naming the key and what is allowed) for the first rule `cfg` breaks."""
+    rules.seed("seed", cfg.seed)
+    rules.folder_name("name", cfg.name)
     models.check(cfg.model)
     data.check(cfg.data)
     optim.check(cfg.optim, cfg.trainer.steps)

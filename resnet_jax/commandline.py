@@ -25,8 +25,9 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from resnet_jax import checks
-from resnet_jax.config import CONF_DIR, Config, composition_error, register, to_config
+from resnet_jax.config import CONF_DIR, Config, as_dict, composition_error, register, to_config
 from resnet_jax.errors import ConfigError
+from resnet_jax.rundir import CONFIG_FILE, check_same_run, read_yaml
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,15 @@ class Job:
     overrides: tuple[str, ...]
     config: Config
     run_dir: Path
+    dirname: str  # the run directory's name from the overrides (Hydra's override_dirname)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a command line runs: its jobs, and whether as a multirun (a sweep)."""
+
+    jobs: list[Job]
+    multirun: bool
 
 
 def _parse(argv: list[str]):
@@ -70,6 +80,7 @@ def _sweep(hydra: Hydra, master: DictConfig) -> list[list[str]]:
 
 
 def _run_dir(job_cfg: DictConfig, multirun: bool) -> Path:
+    """Where Hydra will put the job."""
     previous = HydraConfig.instance().cfg
     HydraConfig.instance().set_config(job_cfg)
     try:
@@ -80,7 +91,7 @@ def _run_dir(job_cfg: DictConfig, multirun: bool) -> Path:
             HydraConfig.instance().set_config(previous)
 
 
-def planned_jobs(argv: list[str]) -> list[Job] | None:
+def planned_jobs(argv: list[str]) -> Plan | None:
     """Every job `python -m resnet_jax.train ARGV` would run, or None for an information request."""
     args = _parse(argv)
     if args is None:
@@ -103,8 +114,9 @@ def planned_jobs(argv: list[str]) -> list[Job] | None:
             job_cfg = hydra.config_loader.load_sweep_config(master, overrides) if multirun else master
             with open_dict(job_cfg):
                 job_cfg.hydra.job.num = number
-            jobs.append(Job(tuple(overrides), to_config(job_cfg), _run_dir(job_cfg, multirun)))
-        return jobs
+            dirname = str(job_cfg.hydra.job.override_dirname)
+            jobs.append(Job(tuple(overrides), to_config(job_cfg), _run_dir(job_cfg, multirun), dirname))
+        return Plan(jobs, multirun)
     except HydraException as exc:
         raise composition_error(exc) from exc
     finally:
@@ -123,15 +135,24 @@ def _check_output_dir(path: Path) -> None:
         )
 
 
-def check(argv: list[str]) -> None:
-    """Raise ConfigError (one line) for the first job of the command line that cannot run."""
-    jobs = planned_jobs(argv)
-    if not jobs:
-        return
+def check(argv: list[str]) -> Plan | None:
+    """The command line's jobs; ConfigError (one line) for the first that cannot run: a bad value, a run
+    directory that cannot be created, holds another configuration's run, or is shared with another job."""
+    plan = planned_jobs(argv)
+    if plan is None:
+        return None
     owners: dict[Path, Job] = {}
-    for job in jobs:
+    for job in plan.jobs:
         checks.check(job.config)
+        if "/" in job.dirname or job.dirname in (".", ".."):
+            raise ConfigError(
+                f"the run directory's name {job.dirname!r} (from the overrides) must be one folder name: a "
+                "value with '/' or '..' would place the run elsewhere"
+            )
         _check_output_dir(job.run_dir)
+        recorded = read_yaml(job.run_dir / CONFIG_FILE)
+        if recorded is not None:
+            check_same_run(job.run_dir, recorded, as_dict(job.config))
         other = owners.setdefault(job.run_dir.absolute(), job)
         if other is not job:
             raise ConfigError(
@@ -139,3 +160,4 @@ def check(argv: list[str]) -> None:
                 f"the run directory {job.run_dir} (values of keys left out of its name); sweep them in "
                 "separate commands or with different name=..."
             )
+    return plan

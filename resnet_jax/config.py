@@ -312,3 +312,51 @@ def compose(*overrides: str, config_dir: Path = CONF_DIR) -> Config:
 def as_dict(cfg: Any) -> dict[str, Any]:
     """A config (or one of its sections) as plain data: what W&B and the run directory record."""
     return dataclasses.asdict(cfg)
+
+
+# Keys that change how a run is computed or shown, never its results: they may differ between the attempts
+# of one run (a resumed or requeued job). Every other key is part of the run's identity.
+RESULT_NEUTRAL = (
+    "name",  # the sweep's name: it places the directory, so it is already the same
+    "logger",
+    "trainer.progress",
+    "trainer.eval_batch_size",
+    "trainer.checkpoint_every",
+    "trainer.keep_checkpoints",
+    "model.conv_impl",
+    "model.dense_impl",
+    "model.remat",
+    "model.unroll",
+    "data.root",
+    "data.download",
+)
+
+
+def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flat(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def identity(config: dict[str, Any]) -> dict[str, Any]:
+    """The keys and values that make a run this run, flattened (`optim.lr`: 0.1, ...)."""
+    return {
+        key: value
+        for key, value in _flat(config).items()
+        if not any(key == n or key.startswith(f"{n}.") for n in RESULT_NEUTRAL)
+    }
+
+
+def differences(recorded: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """`key: recorded -> wanted` for each identity key whose value differs (or exists on one side only)."""
+    a, b = identity(recorded), identity(wanted)
+    missing = object()
+    return [
+        f"{key}: {a.get(key, '(absent)')} -> {b.get(key, '(absent)')}"
+        for key in sorted(set(a) | set(b))
+        if a.get(key, missing) != b.get(key, missing)
+    ]

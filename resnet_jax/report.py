@@ -52,11 +52,15 @@ def _depth_colors(runs: list[RunRecord]) -> dict[int, str]:
     return {d: cmap(i) for i, d in enumerate(depths)}
 
 
+def _relative(path: Path, root: Path) -> str:
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+
 def csv_rows(runs: list[RunRecord], root: Path) -> list[dict[str, object]]:
     rows = []
     for run in runs:
         rows.append({
-            "run": str(run.path.relative_to(root)) if run.path.is_relative_to(root) else str(run.path),
+            "run": _relative(run.path, root),
             "model": run.get("model.name"), "depth": run.get("model.depth"),
             "residual": run.get("model.residual"), "l2": run.get("optim.l2"), "seed": run.get("seed"),
             "status": run.status, "step": run.summary.get("step"), "params": run.summary.get("params"),
@@ -252,12 +256,15 @@ FIGURES = {
 def build_report(root: Path, extra: list[Path] = ()) -> Path:
     """Read every run under `root` (and `extra`), write figures, tables and report.md into `root`."""
     paths = sorted(set(find_runs(root)) | {p.resolve() for p in extra})
-    runs = [load_run(p) for p in paths]
-    if not runs:
+    every = [load_run(p) for p in paths]
+    if not every:
         raise SystemExit(f"error: no run directories (with summary.json or metrics.jsonl) under {root}")
+    damaged = [r for r in every if r.damage]
+    # a run whose config or summary cannot be read has nothing to plot or aggregate: listed, not drawn
+    runs = [r for r in every if r.config and "status" in r.summary and r.summary["status"] != "damaged"]
     figures = root / "figures"
     figures.mkdir(parents=True, exist_ok=True)
-    rows, table = csv_rows(runs, root), aggregate(runs)
+    rows, table = csv_rows(every, root), aggregate(runs)
     with (root / "runs.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
@@ -285,7 +292,8 @@ def build_report(root: Path, extra: list[Path] = ()) -> Path:
     text = [
         f"# Report: {root.name}",
         "",
-        f"{len(runs)} runs; {sum(r.status != 'completed' for r in runs)} not completed (marked in figures).",
+        f"{len(every)} runs; {sum(r.status != 'completed' for r in every)} not completed (marked in "
+        f"figures), {len(damaged)} damaged (listed below).",
         "Errors in %, final values at the last logged step.",
         "",
         "## Final error per configuration (mean and std over seeds)",
@@ -295,6 +303,10 @@ def build_report(root: Path, extra: list[Path] = ()) -> Path:
         "## Runs",
         "",
         markdown_table(rows, run_columns),
+        "",
+        "## Damaged runs",
+        "",
+        *([f"- `{_relative(r.path, root)}`: {r.damage}" for r in damaged] or ["none"]),
         "",
         "## Figures",
         "",

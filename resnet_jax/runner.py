@@ -1,16 +1,14 @@
-"""`run(cfg, run_dir)`: one training run from a config to `summary.json`, importable for tests.
+"""`run(cfg, run_dir)`: one training run from a config to a completed run directory, importable for tests.
 
-The run directory is self-describing: `metrics.jsonl` (one JSON object per logged step), `summary.json`
-(status, final and best metrics, speed), `train.log`, and with Hydra `.hydra/` and `wandb/`. A run is a
-short sequence of named steps: check, set up, start or resume, the chunk loop, finish.
+A run is a short sequence of named steps: check the config, own the directory (its lock and its config),
+finish at once if the final checkpoint exists, set up, start or resume, the chunk loop, finish. The
+directory's files are written by `resnet_jax.rundir` alone.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,26 +21,19 @@ import jax.numpy as jnp
 import optax
 from tqdm import tqdm
 
-from resnet_jax import checks, distributed, models, optim, probes
+from resnet_jax import checks, distributed, faults, models, optim, probes
 from resnet_jax import data as datasets
-from resnet_jax.checkpoint import Checkpoints
+from resnet_jax.checkpoint import DamagedCheckpoint, as_tree
 from resnet_jax.config import Config, as_dict
 from resnet_jax.engine import Engine, EpochSampler, TrainState
+from resnet_jax.errors import CheckpointError, UserError
 from resnet_jax.loop import Diverged, Record, chunk_boundaries, due
-from resnet_jax.tracking import METRICS_FILE, SUMMARY_FILE, Tracker, open_tracker
+from resnet_jax.rundir import Restored, RunDir
+from resnet_jax.tracking import Tracker, open_tracker
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Diverged", "run", "write_json_atomic"]
-
-
-def write_json_atomic(path: Path, payload: dict[str, Any]) -> None:
-    """Readers never see a half-written file: write beside it, then rename over it (process 0 only)."""
-    if not distributed.is_primary():
-        return
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+__all__ = ["Diverged", "run"]
 
 
 @dataclass
@@ -54,21 +45,7 @@ class Setup:
     engine: Engine
     lr_at: optax.Schedule
     params: int
-    identity: dict[str, Any]
     probe: Callable[[TrainState], dict[str, list[float]]] | None
-
-
-def checkpoint_identity(cfg: Config, image_shape: tuple[int, ...], num_classes: int) -> dict[str, Any]:
-    """What must match for a checkpoint to belong to this run (not how it is computed: remat, kernels)."""
-    how = ("remat", "unroll", "conv_impl", "dense_impl")
-    model = {k: v for k, v in as_dict(cfg.model).items() if k not in how}
-    return {
-        "model": model,
-        "data": cfg.data.name,
-        "image_shape": list(image_shape),
-        "num_classes": num_classes,
-        "optim": cfg.optim.name,
-    }
 
 
 def _probe_function(cfg: Config, engine: Engine, data: datasets.Dataset):
@@ -90,7 +67,6 @@ def _probe_function(cfg: Config, engine: Engine, data: datasets.Dataset):
 
 def set_up(cfg: Config) -> Setup:
     """Devices, data, model, optimiser and the compiled engine."""
-    distributed.initialize_multihost()
     mesh = distributed.make_mesh()
     distributed.check_batch_divides(cfg.trainer.batch_size, mesh)
     data = datasets.load(cfg.data)
@@ -99,32 +75,7 @@ def set_up(cfg: Config) -> Setup:
     engine = Engine(model, tx, x_train=data.x_train, y_train=data.y_train, l2=cfg.optim.l2,
                     augment=cfg.data.augment, dtype=jnp.dtype(cfg.trainer.dtype), seed=cfg.seed,
                     mesh=mesh)  # fmt: skip
-    identity = checkpoint_identity(cfg, data.image_shape, data.num_classes)
-    return Setup(cfg, data, engine, lr_at, models.count_params(model), identity,
-                 _probe_function(cfg, engine, data))  # fmt: skip
-
-
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """Drop rows logged after the checkpoint we resume from: they will be logged again, identically."""
-    if path.is_file() and distributed.is_primary():
-        kept = [line for line in path.read_text().splitlines() if _row_step(line) <= last_step]
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text("".join(f"{line}\n" for line in kept))
-        os.replace(tmp, path)
-
-
-def _row_step(line: str) -> float:
-    try:
-        return json.loads(line)["step"]
-    except (json.JSONDecodeError, KeyError):  # a row cut short by a kill
-        return math.inf
-
-
-def _previous_summary(run_dir: Path) -> dict[str, Any] | None:
-    try:
-        return json.loads((run_dir / SUMMARY_FILE).read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
+    return Setup(cfg, data, engine, lr_at, models.count_params(model), _probe_function(cfg, engine, data))
 
 
 @dataclass
@@ -136,19 +87,18 @@ class Start:
     record: Record
 
 
-def start_or_resume(setup: Setup, checkpoints: Checkpoints, run_dir: Path) -> Start | dict[str, Any]:
-    """The newest checkpoint's state, or a fresh one; a completed run's summary if there is nothing to do."""
-    step = checkpoints.latest_step() or 0
-    if not step:
+def start_or_resume(setup: Setup, directory: RunDir, restored: Restored | None) -> Start:
+    """The restored checkpoint's state (its metrics rows become metrics.jsonl), or a fresh one."""
+    if restored is None:
+        directory.start_metrics([])
         return Start(setup.engine.initial_state(), 0, Record())
-    restored, meta = checkpoints.restore(step, setup.engine.host_initial_state, setup.identity)
-    previous = _previous_summary(run_dir)
-    if step >= setup.cfg.trainer.steps and previous and previous.get("status") == "completed":
-        log.info("run already completed at step %d in %s; nothing to do", step, run_dir)
-        return previous
-    log.info("resuming from the checkpoint at step %d in %s", step, checkpoints.directory)
-    _truncate_metrics(run_dir / METRICS_FILE, step)
-    return Start(setup.engine.place_state(restored), step, Record.resumed(meta))
+    try:
+        state = as_tree(restored.arrays, setup.engine.host_initial_state)
+    except DamagedCheckpoint as exc:
+        raise CheckpointError(f"{directory.path} holds a checkpoint this run cannot use: {exc}") from None
+    log.info("resuming from the checkpoint at step %d in %s", restored.step, directory.path)
+    directory.start_metrics(restored.meta["metrics"])
+    return Start(setup.engine.place_state(state), restored.step, Record.resumed(restored.meta["record"]))
 
 
 def step_record(setup: Setup, state: TrainState, step: int, rows: jax.Array) -> dict[str, Any]:
@@ -168,9 +118,31 @@ def step_record(setup: Setup, state: TrainState, step: int, rows: jax.Array) -> 
     return record
 
 
-def train_chunks(
-    setup: Setup, start: Start, checkpoints: Checkpoints, tracker: Tracker, summary: dict
+def summary_at(summary: dict[str, Any], record: Record, steps_this_attempt: int) -> dict[str, Any]:
+    """`summary` with the record so far: final and best metrics, wall time, speed."""
+    speed = record.speed(steps_this_attempt)
+    return {**summary, "wall_time_s": round(record.wall_time_s, 3), "steps_per_s": speed,
+            "final": dict(record.final), "best": dict(record.best)}  # fmt: skip
+
+
+def checkpoint(
+    setup: Setup, directory: RunDir, state: TrainState, record: Record, summary: dict, start: int
 ) -> None:
+    """Save the state with the summary it completes, then rewrite summary.json to match (a killed run never
+    reads `running, step 0`; a run killed between the two is completed from the checkpoint)."""
+    step, final = summary["step"], summary["step"] == setup.cfg.trainer.steps
+    saved = summary_at({**summary, "status": "completed" if final else "running"}, record, step - start)
+    directory.save_checkpoint(
+        step, state, {"config": as_dict(setup.cfg), "record": record.meta(), "summary": saved}
+    )
+    if final:
+        faults.point("after_final_checkpoint", step)
+    directory.write_summary(saved)
+    summary.update(saved)
+    faults.point("after_checkpoint", step)
+
+
+def train_chunks(setup: Setup, start: Start, directory: RunDir, tracker: Tracker, summary: dict) -> None:
     """The chunk loop: K steps per compiled call, then the host logs, evaluates, probes and checkpoints."""
     cfg, engine, record = setup.cfg, setup.engine, start.record
     t, state = cfg.trainer, start.state
@@ -189,7 +161,6 @@ def train_chunks(
                 record.time_chunk(count, time.perf_counter() - chunk_start)
             step = summary["step"] = first + count
             if not math.isfinite(metrics["train/loss"]):
-                summary["status"] = "diverged"
                 tracker.log(step, metrics)
                 raise Diverged(
                     f"training loss became {metrics['train/loss']} at step {step}; "
@@ -199,8 +170,9 @@ def train_chunks(
             if setup.probe is not None and due(step, cfg.probe.every, t.steps):
                 metrics.update(setup.probe(state))
             tracker.log(step, metrics)
+            faults.point("after_log", step)
             if due(step, t.checkpoint_every, t.steps):
-                checkpoints.save(step, state, {"identity": setup.identity, **record.meta()})
+                checkpoint(setup, directory, state, record, summary, start.step)
             bar.update(count)
             bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", err=f"{metrics['train/error']:.1f}%",
                             lr=f"{metrics['lr']:.3g}")  # fmt: skip
@@ -208,59 +180,77 @@ def train_chunks(
         bar.close()
 
 
-def finish(summary: dict[str, Any], record: Record, start_step: int, run_dir: Path, tracker: Tracker) -> None:
-    """The final `summary.json` (whatever ended the run), W&B's summary, and the tracker closed."""
-    if summary["status"] == "running":
-        summary["status"] = "failed"
-    speed = record.speed(summary["step"] - start_step)
-    summary.update(wall_time_s=round(record.wall_time_s, 3), steps_per_s=speed, final=record.final,
-                   best=record.best)  # fmt: skip
-    write_json_atomic(run_dir / SUMMARY_FILE, summary)
-    tracker.summarise(summary)
-    tracker.close(0 if summary["status"] == "completed" else 1)
+def outcome_of(exc: BaseException) -> tuple[str, int]:
+    """summary.json's status and the exit code for what ended a run early."""
+    if isinstance(exc, Diverged):
+        return "diverged", 3
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):  # preempted, timed out or stopped: resumable
+        return "interrupted", 1
+    return "failed", exc.exit_code if isinstance(exc, UserError) else 1
+
+
+def train(setup: Setup, directory: RunDir, restored: Restored | None, *, group: str, name: str,
+          wandb_dir: Path) -> dict[str, Any]:  # fmt: skip
+    """Start or resume, run the chunk loop, and write the summary however it ends."""
+    cfg = setup.cfg
+    start = start_or_resume(setup, directory, restored)
+    tracker = open_tracker(
+        cfg.logger, directory, wandb_dir=wandb_dir, group=group, name=name, config=as_dict(cfg)
+    )
+    log.info("model=%s depth=%d residual=%s params=%d backend=%s devices=%d processes=%d",
+             cfg.model.name, cfg.model.depth, cfg.model.residual, setup.params, jax.default_backend(),
+             setup.engine.devices, jax.process_count())  # fmt: skip
+    summary: dict[str, Any] = {"status": "running", "step": start.step, "params": setup.params,
+                               "devices": setup.engine.devices, "processes": jax.process_count(),
+                               "run_dir": str(directory.path)}  # fmt: skip
+    directory.restart_summary(summary_at(summary, start.record, 0))
+    try:
+        train_chunks(setup, start, directory, tracker, summary)
+    except BaseException as exc:
+        status, code = outcome_of(exc)
+        ended = {**summary, "status": status, "exit_code": code, "error": f"{type(exc).__name__}: {exc}"}
+        summary = summary_at(ended, start.record, summary["step"] - start.step)
+        directory.write_summary(summary)
+        raise
+    finally:
+        tracker.summarise(summary)
+        tracker.close(0 if summary["status"] == "completed" else 1)
+    return summary
 
 
 def run(
     cfg: Config,
     run_dir: Path,
     *,
+    overrides: tuple[str, ...] = (),
     group: str = "default",
     name: str = "default",
     wandb_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate and log one configuration; returns what it writes to `summary.json`.
 
-    In a run directory that has checkpoints, training resumes from the newest one; a run that already
-    completed is reported, not repeated, and nothing in its directory is changed.
+    The same call in the same directory resumes from the newest intact checkpoint; a run whose final
+    checkpoint exists is reported, not repeated, and its results are not changed. Another configuration in
+    the directory, or another process writing it, is a one-line error.
     """
     checks.check(cfg)
-    setup = set_up(cfg)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    checkpoints = Checkpoints(run_dir, cfg.trainer.keep_checkpoints)
-    try:
-        start = start_or_resume(setup, checkpoints, run_dir)
-        if not isinstance(start, Start):
-            return start
-        tracker = open_tracker(cfg.logger, run_dir, wandb_dir=wandb_dir or run_dir, group=group, name=name,
-                               config=as_dict(cfg), primary=distributed.is_primary())  # fmt: skip
-        log.info("model=%s depth=%d residual=%s params=%d backend=%s devices=%d processes=%d",
-                 cfg.model.name, cfg.model.depth, cfg.model.residual, setup.params, jax.default_backend(),
-                 setup.engine.devices, jax.process_count())  # fmt: skip
-        summary: dict[str, Any] = {"status": "running", "step": start.step, "params": setup.params,
-                                   "devices": setup.engine.devices, "processes": jax.process_count(),
-                                   "run_dir": str(run_dir)}  # fmt: skip
-        write_json_atomic(run_dir / SUMMARY_FILE, summary)
+    distributed.initialize_multihost()
+    directory = RunDir(run_dir, primary=distributed.is_primary(), keep=cfg.trainer.keep_checkpoints)
+    with directory.owned():
+        directory.claim(as_dict(cfg), list(overrides))
         try:
-            train_chunks(setup, start, checkpoints, tracker, summary)
-            summary["status"] = "completed"
-        except (KeyboardInterrupt, SystemExit) as exc:  # preempted, timed out or stopped: resumable
-            summary.update(status="interrupted", error=f"{type(exc).__name__}: {exc}")
+            restored = directory.restore_newest()
+            if restored is not None and restored.step >= cfg.trainer.steps:
+                log.info(
+                    "run already completed at step %d in %s; nothing to do", restored.step, directory.path
+                )
+                return directory.complete_from(restored)
+            setup = set_up(cfg)
+        except BaseException as exc:  # before training: the directory says why, unless it holds a result
+            status, code = outcome_of(exc)
+            directory.record_failure({"status": status, "step": 0, "exit_code": code, "run_dir": str(run_dir),
+                                      "error": f"{type(exc).__name__}: {exc}"})  # fmt: skip
             raise
-        except BaseException as exc:
-            summary["error"] = f"{type(exc).__name__}: {exc}"
-            raise
-        finally:
-            finish(summary, start.record, start.step, run_dir, tracker)
-        return summary
-    finally:
-        checkpoints.close()
+        return train(
+            setup, directory, restored, group=group, name=name, wandb_dir=wandb_dir or directory.path
+        )

@@ -1,16 +1,14 @@
-"""Read run directories back: the report and the CLI see a run only through the files it wrote."""
+"""Read run directories back (through the readers of `resnet_jax.rundir`): the report sees a run only
+through the files it wrote, and a damaged run as damaged, with the reason."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from resnet_jax.tracking import METRICS_FILE, SUMMARY_FILE
+from resnet_jax.rundir import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, read_json, read_rows, read_yaml
 
 
 @dataclass
@@ -19,10 +17,11 @@ class RunRecord:
     config: dict[str, Any]
     summary: dict[str, Any]
     rows: list[dict[str, Any]] = field(default_factory=list)
+    damage: str | None = None  # what could not be read, if anything
 
     @property
     def status(self) -> str:
-        return self.summary.get("status", "unknown")
+        return "damaged" if self.damage else self.summary.get("status", "unknown")
 
     def get(self, dotted: str, default: Any = None) -> Any:
         """A config value by dotted key, e.g. `model.depth`."""
@@ -47,26 +46,22 @@ class RunRecord:
         return rows[0 if which == "first" else -1][f"probe/{key}"]
 
 
-def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    rows = []
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError:  # a run killed mid-write leaves a partial last line
-                continue
-    return rows
-
-
 def load_run(path: Path) -> RunRecord:
-    config_file = path / ".hydra" / "config.yaml"
-    config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
-    summary_file = path / SUMMARY_FILE
-    summary = json.loads(summary_file.read_text()) if summary_file.is_file() else {"status": "unknown"}
-    return RunRecord(path, config or {}, summary, _read_metrics(path / METRICS_FILE))
+    """A run as its files tell it; what cannot be read is named in `damage` (the report lists such runs)."""
+    problems = []
+    config = read_yaml(path / CONFIG_FILE)
+    if config is None:
+        problems.append(f"{CONFIG_FILE} missing or unreadable")
+    summary = read_json(path / SUMMARY_FILE)
+    if summary is None:
+        problems.append(f"{SUMMARY_FILE} missing or unreadable")
+    rows, damaged_rows = read_rows(path / METRICS_FILE)
+    if damaged_rows:
+        problems.append(f"{METRICS_FILE} has unreadable lines")
+    return RunRecord(path, config or {}, summary or {"status": "damaged"}, rows, "; ".join(problems) or None)
 
 
 def find_runs(root: Path) -> list[Path]:
-    """Every run directory under `root` (one that holds summary.json or metrics.jsonl), sorted."""
-    found = {p.parent for name in (SUMMARY_FILE, METRICS_FILE) for p in root.rglob(name)}
+    """Every run directory under `root` (holding config.yaml, summary.json or metrics.jsonl), sorted."""
+    found = {p.parent for name in (CONFIG_FILE, SUMMARY_FILE, METRICS_FILE) for p in root.rglob(name)}
     return sorted(p for p in found if "wandb" not in p.parts)

@@ -1,4 +1,4 @@
-"""Where metrics go: `metrics.jsonl` in the run directory (always) and Weights & Biases (optional).
+"""Where metrics go: the run directory's `metrics.jsonl` (always, through `RunDir`) and Weights & Biases.
 
 W&B is a guest: it runs offline by default (`wandb sync` uploads later), and any failure of it warns
 once and never stops training. Each job opens its own W&B run and finishes it, so a sequential Hydra
@@ -8,20 +8,17 @@ multirun (one process) still gives one W&B run per job.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import math
 import os
 from pathlib import Path
 from typing import Any
 
 from resnet_jax import rules
 from resnet_jax.config import LoggerConfig, WandbLogger
+from resnet_jax.rundir import RunDir, json_safe
 
 log = logging.getLogger(__name__)
 
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
 MAX_LAYER_SERIES = 128  # per-layer W&B series up to this depth; deeper nets log min/mean/max only
 
 
@@ -32,6 +29,8 @@ def check(cfg: LoggerConfig) -> None:
     if isinstance(cfg, WandbLogger):
         rules.one_of("logger.mode", cfg.mode, WANDB_MODES)
         rules.positive("logger.init_timeout", cfg.init_timeout)
+        project_name = r"[^/\\#?%:]{1,128}"  # W&B refuses these characters in a project's name
+        rules.pattern("logger.project", cfg.project, project_name, "a W&B project name (no / \\ # ? % :)")
 
 
 def run_id(run_dir: Path) -> str:
@@ -59,25 +58,15 @@ def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split())
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)  # JSON has no NaN/inf; keep the fact readable
-    return value
-
-
 class Tracker:
     """One run's metric sinks; `log` takes flat dicts keyed like `train/loss`."""
 
-    def __init__(self, run_dir: Path, wandb_run: Any = None, *, primary: bool = True):
-        self.run_dir = run_dir
-        # in a multi-process job only process 0 writes; the others log nowhere
-        self.metrics = (run_dir / METRICS_FILE if primary else Path(os.devnull)).open("a")
+    def __init__(self, directory: RunDir, wandb_run: Any = None):
+        self.directory = directory  # writes metrics.jsonl (process 0 only)
         self.wandb_run = wandb_run
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
-        record = {"step": step, **{k: _json_safe(v) for k, v in metrics.items()}}
-        self.metrics.write(json.dumps(record) + "\n")
-        self.metrics.flush()
+        self.directory.append_metrics({"step": step, **{k: json_safe(v) for k, v in metrics.items()}})
         self._wandb("log", wandb_payload(metrics), step=step)
 
     def summarise(self, summary: dict[str, Any]) -> None:
@@ -88,7 +77,6 @@ class Tracker:
             self._wandb_call(lambda: self.wandb_run.summary.update(flat))
 
     def close(self, exit_code: int) -> None:
-        self.metrics.close()
         if self.wandb_run is not None:
             self._wandb_call(lambda: self.wandb_run.finish(exit_code=exit_code))
             self.wandb_run = None
@@ -107,20 +95,17 @@ class Tracker:
 
 def open_tracker(
     cfg: LoggerConfig,
-    run_dir: Path,
+    directory: RunDir,
     *,
     wandb_dir: Path,
     group: str,
     name: str,
     config: dict[str, Any],
-    primary: bool = True,
 ) -> Tracker:
     """Open the sinks. `wandb_dir` may be shared by a sweep's runs so `wandb leet` shows them together."""
-    if not isinstance(cfg, WandbLogger) or not primary:
-        return Tracker(run_dir, primary=primary)
-    mode = os.environ.get("WANDB_MODE", cfg.mode)
-    if mode == "disabled":
-        return Tracker(run_dir, primary=primary)
+    mode = os.environ.get("WANDB_MODE", getattr(cfg, "mode", "disabled"))
+    if not isinstance(cfg, WandbLogger) or not directory.primary or mode == "disabled":
+        return Tracker(directory)
     try:
         import wandb
 
@@ -137,7 +122,7 @@ def open_tracker(
             entity=cfg.entity,
             mode=mode,
             dir=str(wandb_dir),
-            id=run_id(run_dir),
+            id=run_id(directory.path),
             resume="allow",
             group=group,
             name=name,
@@ -150,7 +135,7 @@ def open_tracker(
         for split in ("train", "test"):
             run.define_metric(f"{split}/error", summary="min,last")
             run.define_metric(f"{split}/loss", summary="min,last")
-        return Tracker(run_dir, run)
+        return Tracker(directory, run)
     except Exception as exc:
         log.warning("W&B could not start (%s); continuing with metrics.jsonl only", _one_line(exc))
-        return Tracker(run_dir)
+        return Tracker(directory)

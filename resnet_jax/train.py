@@ -1,8 +1,9 @@
 """Hydra entry point: `python -m resnet_jax.train [overrides]` or `resnet-jax-train -m ...` for sweeps.
 
-Thin by design: compose and check the config, call `runner.run`, turn the outcome into a one-screen
-summary and an exit code. A failing job of a multirun is recorded (summary.json, W&B) and the sweep
-goes on; the process exits non-zero if any job failed.
+Thin by design: check every job of the command line, call `runner.run`, turn the outcome into a one-screen
+summary and an exit code. A failing job of a multirun is recorded (summary.json, W&B) and the sweep goes on;
+at the end the sweep's outcome is read back from its run directories, whatever launcher ran the jobs, and
+the process exits non-zero, with one line per job, if any job failed, diverged or never finished.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from resnet_jax import commandline
-from resnet_jax.config import CONF_DIR, register, to_config
+from resnet_jax.config import CONF_DIR, as_dict, register, to_config
 from resnet_jax.errors import UserError
-from resnet_jax.runner import Diverged, run, write_json_atomic
-from resnet_jax.tracking import SUMMARY_FILE
+from resnet_jax.loop import Diverged
+from resnet_jax.rundir import RunDir
+from resnet_jax.runner import run
 
 log = logging.getLogger("resnet_jax")
 
@@ -54,17 +56,17 @@ def format_summary(summary: dict[str, Any]) -> str:
 
 
 def _hydra_job(cfg: DictConfig) -> int:
-    """Run one job; never raise, so a multirun carries on past a failed job."""
+    """Run one job; never raise, so a multirun carries on past a failed job (its run directory says why)."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    name = hydra_cfg.job.override_dirname or "default"
     try:
         summary = run(
             to_config(cfg),
             run_dir,
+            overrides=tuple(hydra_cfg.overrides.task),
             group=cfg.name,
-            name=name,
+            name=hydra_cfg.job.override_dirname or "default",
             wandb_dir=Path(hydra_cfg.sweep.dir) if multirun else run_dir,
         )
         print(format_summary(summary), flush=True)
@@ -73,24 +75,13 @@ def _hydra_job(cfg: DictConfig) -> int:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             log.exception("error")
         log.error("error: %s", exc)
-        _record_failure(run_dir, str(exc))
         return exc.exit_code
     except Diverged as exc:
         log.error("diverged: %s", exc)
         return 3
-    except Exception as exc:
+    except Exception:
         log.exception("run failed in %s", run_dir)
-        _record_failure(run_dir, f"{type(exc).__name__}: {exc}")
         return 1
-
-
-def _record_failure(run_dir: Path, message: str) -> None:
-    """Make a job that failed before training visible to the report; never touch an existing summary."""
-    summary_path = run_dir / SUMMARY_FILE
-    if run_dir.is_dir() and not summary_path.exists():
-        write_json_atomic(
-            summary_path, {"status": "failed", "step": 0, "error": message, "run_dir": str(run_dir)}
-        )
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
@@ -98,17 +89,44 @@ def _hydra_main(cfg: DictConfig) -> None:
     _exit_codes.append(_hydra_job(cfg))
 
 
+def sweep_outcome(jobs: list[commandline.Job]) -> int:
+    """Each job's outcome read from its run directory (the jobs may have run in other processes or on other
+    machines): one line per job that did not complete, named by the overrides that vary across the sweep,
+    and the worst exit code."""
+    values: dict[str, set[str]] = {}
+    for job in jobs:
+        for override in job.overrides:
+            key, _, value = override.partition("=")
+            values.setdefault(key, set()).add(value)
+    varying = {key for key, seen in values.items() if len(seen) > 1}
+    worst = 0
+    for job in jobs:
+        code, line = RunDir(job.run_dir).outcome(as_dict(job.config))
+        if code:
+            named = [o for o in job.overrides if o.partition("=")[0] in varying] or list(job.overrides)
+            print(f"job {' '.join(named) or '(no overrides)'}: {line} ({job.run_dir})", file=sys.stderr)
+        worst = max(worst, code)
+    return worst
+
+
 def main() -> None:
     """Console script: check every job of the command line, run Hydra, exit with the worst job's code."""
     try:
-        commandline.check(sys.argv[1:])
+        jobs = commandline.check(sys.argv[1:])
     except UserError as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    _hydra_main()
-    sys.exit(max(_exit_codes, default=0))
+    codes = []
+    try:
+        _hydra_main()
+    except SystemExit as exc:  # Hydra said why a launcher failed (e.g. a job killed before its result)
+        codes.append(exc.code if isinstance(exc.code, int) else 1)
+    codes += _exit_codes
+    if jobs is not None and jobs.multirun:
+        codes.append(sweep_outcome(jobs.jobs))
+    sys.exit(max(codes, default=0))
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from helpers import REPO, snapshot, train
 
 CACHE = Path.home() / ".cache" / "resnet_jax"  # where `make install` built the CPU kernels
@@ -31,7 +32,9 @@ def test_sequential_multirun_gives_one_run_dir_and_one_offline_wandb_run_per_job
     for run_dir in runs:
         summary = json.loads((run_dir / "summary.json").read_text())
         assert summary["status"] == "completed" and summary["step"] == 4
-        assert (run_dir / ".hydra" / "overrides.yaml").is_file() and (run_dir / "train.log").is_file()
+        assert (run_dir / "overrides.yaml").is_file() and (run_dir / "train.log").is_file()
+        depth = int(run_dir.name.split(",")[0].removeprefix("model.depth="))
+        assert yaml.safe_load((run_dir / "config.yaml").read_text())["model"]["depth"] == depth
     offline = sorted((sweep / "wandb").glob("offline-run-*"))
     assert len(offline) == 2, offline  # one W&B run per job, side by side for `wandb leet`
     ids = {p.name.rsplit("-", 1)[-1] for p in offline}
@@ -107,6 +110,29 @@ FAILS_BEFORE_HYDRA = [
         "data=cifar10 data.root=/nonexistent",
         r"^error: CIFAR-10 archive not found at /nonexistent/cifar-10-python\.tar\.gz",
     ),
+    ("seed=-1", r"^error: seed=-1 is not allowed; it must be an integer in \[0, 2147483646\]$"),
+    ("seed=99999999999", r"^error: seed=99999999999 is not allowed; it must be an integer in \[0, "),
+    ("data.split_seed=-3", r"^error: data\.split_seed=-3 is not allowed; it must be an integer in \[0, "),
+    ("optim.momentum=1.5", r"^error: optim\.momentum=1\.5 is not allowed; it must lie in \[0, 1\)$"),
+    (
+        "optim.boundaries=[300,100]",
+        r"^error: optim\.boundaries=\[300, 100\] is not allowed; the steps must strictly",
+    ),
+    ("name=../escape", r"^error: name='\.\./escape' is not allowed; it names a folder: .* no '/' or '\.\.'$"),
+    ("name=a/b", r"^error: name='a/b' is not allowed; it names a folder"),
+    (
+        "data=cifar10 data.md5=../../x",
+        r"^error: data\.md5='\.\./\.\./x' is not allowed; it must be an MD5 digest",
+    ),
+    (
+        "logger.project=team/proj",
+        r"^error: logger\.project='team/proj' is not allowed; it must be a W&B project",
+    ),
+    ("trainer.probe=1", r"^error: trainer\.probe is not a key of trainer; its keys are: steps, batch_size"),
+    (
+        "hydra.job.config.override_dirname.exclude_keys=[] data=cifar10 data.download=true data.root=/tmp",
+        r"^error: the run directory's name '.*data.root=/tmp.*' \(from the overrides\) must be one folder",
+    ),
 ]
 
 
@@ -161,11 +187,11 @@ def test_unwritable_output_directory(tmp_path: Path) -> None:
 
 
 def test_rerunning_a_completed_run_reports_it_and_changes_nothing(completed_run: Path) -> None:
-    before = snapshot(completed_run, skip=(".hydra", "train.log"))  # results, not Hydra's files and the log
+    before = snapshot(completed_run, skip=("train.log",))  # every file but the log of this attempt
     out = train(*FAST, "model.depth=4", f"hydra.run.dir={completed_run}", cwd=REPO)
     assert out.returncode == 0, out.stderr
     assert "run already completed at step 4" in out.stderr and "status         completed" in out.stdout
-    assert snapshot(completed_run, skip=(".hydra", "train.log")) == before
+    assert snapshot(completed_run, skip=("train.log",)) == before
 
 
 def test_wandb_online_without_network_warns_once_and_trains(tmp_path: Path) -> None:

@@ -19,13 +19,13 @@ def write_run(
 ) -> dict:
     """A run directory as train.py writes it, with made-up but deterministic numbers."""
     path = root / f"model.depth={depth},model.residual={str(residual).lower()},optim.l2={l2},seed={seed}"
-    (path / ".hydra").mkdir(parents=True)
+    path.mkdir(parents=True)
     config = {
         "model": {"name": "cifar", "depth": depth, "residual": residual},
         "optim": {"l2": l2},
         "seed": seed,
     }
-    (path / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))
+    (path / "config.yaml").write_text(yaml.safe_dump(config))
     layers, blocks = depth - 1, (depth - 2) // 2
     final_train = (depth / 10 if not residual else 1.0) + seed
     rows = [
@@ -129,3 +129,34 @@ def test_cli_rejects_a_missing_directory(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="no run directories"):
         report.main([str(tmp_path / "empty")])
+
+
+def test_damaged_runs_are_listed_with_the_reason_and_every_other_run_is_reported(sweep: Path) -> None:
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    (runs[0] / "summary.json").write_text("{ cut short")
+    (runs[1] / "config.yaml").write_bytes(b"\x00\xff: [")
+    with (runs[2] / "metrics.jsonl").open("a") as f:
+        f.write('{"step": 99, "train/lo')  # a row cut short
+    text = report.build_report(sweep).read_text()
+    damaged = text.split("## Damaged runs")[1].split("## Figures")[0]
+    assert f"- `{runs[0].name}`: summary.json missing or unreadable" in damaged
+    assert f"- `{runs[1].name}`: config.yaml missing or unreadable" in damaged
+    assert f"- `{runs[2].name}`: metrics.jsonl has unreadable lines" in damaged
+    assert "10 runs;" in text and "3 damaged (listed below)" in text
+    with (sweep / "runs.csv").open() as f:
+        rows = {r["run"]: r for r in csv.DictReader(f)}
+    assert len(rows) == 10 and [rows[r.name]["status"] for r in runs[:3]] == ["damaged"] * 3
+    others = [r for name, r in rows.items() if name not in {p.name for p in runs[:3]}]
+    assert all(r["status"] in ("completed", "diverged") and r["final_test_error"] for r in others)
+    for name in report.FIGURES:
+        assert (sweep / "figures" / name).stat().st_size > 10_000
+
+
+def test_a_killed_run_shows_its_last_checkpointed_step(sweep: Path) -> None:
+    run = sorted(p for p in sweep.iterdir() if p.is_dir())[0]
+    summary = json.loads((run / "summary.json").read_text())
+    (run / "summary.json").write_text(json.dumps({**summary, "status": "running", "step": 30}))
+    report.build_report(sweep)
+    with (sweep / "runs.csv").open() as f:
+        row = next(r for r in csv.DictReader(f) if r["run"] == run.name)
+    assert (row["status"], row["step"]) == ("running", "30")

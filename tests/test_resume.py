@@ -1,4 +1,5 @@
-"""Never lose a run: kill -9 mid-run and resume bit-identically; completed runs stay as they are."""
+"""Resume: an interrupted run continues bit-identically, a preempted submitit job is requeued and resumes,
+completed runs stay as they are (kills at every point of a run's life: test_faults.py)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,9 @@ import numpy as np
 import pytest
 from helpers import REPO, final_arrays, metric_rows, tiny_config
 
+from resnet_jax import faults
 from resnet_jax.checkpoint import Checkpoints
-from resnet_jax.errors import CheckpointError
+from resnet_jax.errors import ConfigError
 from resnet_jax.runner import run
 
 ARGS = ("model=cifar", "model.depth=14", "trainer.steps=60", "trainer.batch_size=64",
@@ -27,59 +29,41 @@ def train_cmd(run_dir: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "resnet_jax.train", *ARGS, *extra, f"hydra.run.dir={run_dir}"]
 
 
-def test_sigkill_at_an_arbitrary_step_then_resume_is_bit_identical(tmp_path: Path) -> None:
-    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONUNBUFFERED": "1"}
-    reference = tmp_path / "reference"
-    subprocess.run(train_cmd(reference), cwd=REPO, env=env, check=True, timeout=600,
-                   capture_output=True)  # fmt: skip
-    killed = tmp_path / "killed"
-    # kill once step 35 is logged: after the step-30 checkpoint, before the end
-    proc = subprocess.Popen(train_cmd(killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)  # fmt: skip
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        rows = metric_rows(killed) if (killed / "metrics.jsonl").exists() else []
-        if rows and rows[-1]["step"] >= 35:
-            break
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    killed_at = metric_rows(killed)[-1]["step"]
-    summary = json.loads((killed / "summary.json").read_text())
-    if summary["status"] == "completed":
-        pytest.skip("the run finished before it could be killed")
-    assert summary["status"] == "running" and 35 <= killed_at < 60
-    resumed = subprocess.run(
-        train_cmd(killed), cwd=REPO, env=env, capture_output=True, text=True, timeout=600
-    )
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert "resuming from the checkpoint at step" in resumed.stderr
-    assert json.loads((killed / "summary.json").read_text())["status"] == "completed"
-    a, b = final_arrays(reference), final_arrays(killed)
-    assert a.keys() == b.keys()
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-    assert metric_rows(reference) == metric_rows(killed)
-
-
-def test_resume_in_process_matches_uninterrupted_and_completed_runs_are_left_alone(tmp_path: Path) -> None:
+def test_resume_in_process_matches_uninterrupted_and_completed_runs_are_left_alone(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     cfg = tiny_config("model=mlp", "model.depth=4", "trainer.checkpoint_every=10")
     full = run(cfg, tmp_path / "full")
-    half = tiny_config("model=mlp", "model.depth=4", "trainer.checkpoint_every=10", "trainer.steps=10")
-    run(half, tmp_path / "resumed")  # stops at step 10 with a checkpoint, as a preempted job would
-    # the schedule depends on trainer.steps; resume with the full config in the same directory
+
+    def preempted(name: str, step: int | None = None) -> None:
+        if name == "after_checkpoint" and step == 10:  # as a preempted job: stopped after its checkpoint
+            raise KeyboardInterrupt("preempted")
+
+    monkeypatch.setattr(faults, "point", preempted)
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, tmp_path / "resumed")
+    stopped = json.loads((tmp_path / "resumed" / "summary.json").read_text())
+    assert (stopped["status"], stopped["step"]) == ("interrupted", 10)
+    monkeypatch.undo()
     resumed = run(cfg, tmp_path / "resumed")
     assert resumed["status"] == "completed" and resumed["step"] == 20
-    before = {p: p.stat().st_mtime_ns for p in (tmp_path / "full").rglob("*") if p.is_file()}
+    assert (resumed["final"], resumed["best"]) == (full["final"], full["best"])
+    assert metric_rows(tmp_path / "resumed") == metric_rows(tmp_path / "full")
+    a, b = final_arrays(tmp_path / "full"), final_arrays(tmp_path / "resumed")
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    results = [p for p in (tmp_path / "full").rglob("*") if p.is_file() and p.name != "train.log"]
+    before = {p: p.stat().st_mtime_ns for p in results}
     again = run(cfg, tmp_path / "full")
     assert again == full
-    assert before == {p: p.stat().st_mtime_ns for p in (tmp_path / "full").rglob("*") if p.is_file()}
+    assert before == {p: p.stat().st_mtime_ns for p in results}
 
 
-def test_checkpoint_from_another_model_is_a_clear_error(tmp_path: Path) -> None:
+def test_a_run_of_another_model_in_the_directory_is_a_clear_error(tmp_path: Path) -> None:
     run(tiny_config("model=mlp", "model.depth=4"), tmp_path)
     bigger = tiny_config("model=mlp", "model.depth=6", "trainer.steps=40")
-    with pytest.raises(CheckpointError, match=r"different configuration \(model: checkpoint .*'depth': 4"):
+    with pytest.raises(ConfigError, match=r"holds a run of another configuration \(model.depth: 4 -> 6; "
+                       r"trainer.steps: 20 -> 40\); run it elsewhere with hydra.run.dir"):  # fmt: skip
         run(bigger, tmp_path)
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "completed"
 
@@ -89,7 +73,7 @@ def test_checkpoints_keep_only_the_newest(tmp_path: Path) -> None:
         "model=mlp", "model.depth=4", "trainer.checkpoint_every=5", "trainer.keep_checkpoints=2"
     )
     run(cfg, tmp_path)
-    assert Checkpoints(tmp_path, 2).manager.all_steps() == [15, 20]
+    assert Checkpoints(tmp_path / "checkpoints", 2).steps() == [20, 15]
 
 
 def submitit_task_pids(folder: Path) -> list[int]:

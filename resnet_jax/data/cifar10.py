@@ -109,6 +109,7 @@ def _to_arrays(batch: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
 def check(cfg: Cifar10Data) -> None:
     """Its rules, and a missing archive is an error unless `data.download=true`."""
     rules.one_of("data.normalize", cfg.normalize, NORMALIZATIONS)
+    rules.pattern("data.md5", cfg.md5, "[0-9a-f]{32}", "an MD5 digest: 32 lowercase hex digits")
     path = archive_path(cfg)
     if not path.is_file() and not cfg.download:
         raise DatasetError(

@@ -16,6 +16,7 @@ from resnet_jax.data.dataset import NORMALIZATIONS, Dataset, normalize
 def check(cfg: DigitsData) -> None:
     rules.one_of("data.normalize", cfg.normalize, NORMALIZATIONS)
     rules.in_interval("data.test_fraction", cfg.test_fraction, 0, 1, include_low=False)
+    rules.seed("data.split_seed", cfg.split_seed)
 
 
 @functools.cache

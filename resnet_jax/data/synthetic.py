@@ -12,6 +12,7 @@ from resnet_jax.data.dataset import Dataset
 def check(cfg: SyntheticData) -> None:
     for key in ("image_size", "channels", "num_classes", "train_size", "test_size"):
         rules.positive(f"data.{key}", getattr(cfg, key))
+    rules.seed("data.split_seed", cfg.split_seed)
 
 
 def train_size(cfg: SyntheticData) -> int:

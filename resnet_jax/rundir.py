@@ -1,0 +1,310 @@
+"""The run directory, a public contract with one owner: this module writes every file in it and reads them.
+
+    config.yaml      the full resolved config: the run's identity (written once, at the first start)
+    overrides.yaml   the command-line overrides that made it
+    metrics.jsonl    one JSON object per logged step, each step exactly once
+    summary.json     status, step, final and best metrics, speed; rewritten at every checkpoint
+    train.log        the Python log of every attempt (process 0 only)
+    checkpoints/     Orbax checkpoints; each also holds the config, the summary and the metrics rows so far
+    damaged/         checkpoints that could not be read back, moved aside (never deleted)
+    .lock            who writes the directory now (resnet_jax.lock)
+
+A run is complete when its final checkpoint exists, whatever summary.json says: summary.json and
+metrics.jsonl are rebuilt from the newest checkpoint when they are missing, damaged or behind. The trainer,
+the entry point's sweep check and the report go through this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from resnet_jax.checkpoint import Checkpoints, DamagedCheckpoint
+from resnet_jax.config import differences
+from resnet_jax.errors import CheckpointError, ConfigError
+from resnet_jax.lock import RunLock
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "config.yaml"
+OVERRIDES_FILE = "overrides.yaml"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+LOG_FILE = "train.log"
+LOCK_FILE = ".lock"
+CHECKPOINT_DIR = "checkpoints"
+DAMAGED_DIR = "damaged"
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
+
+# summary.json's status, and the exit code a sweep reports for it
+EXIT_CODES = {"completed": 0, "diverged": 3, "failed": 1, "interrupted": 1, "running": 1}
+
+
+def json_safe(value: Any) -> Any:
+    """JSON has no NaN or infinity: keep the fact readable as a string."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Readers never see a half-written file: write beside it, then rename over it."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object from `path`, or None when it is missing or not a readable JSON object."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_yaml(path: Path) -> dict[str, Any] | None:
+    try:
+        value = yaml.safe_load(path.read_text())
+    except (OSError, ValueError, yaml.YAMLError):  # ValueError: bytes that are not text
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def read_rows(path: Path) -> tuple[list[dict[str, Any]], bool]:
+    """metrics.jsonl's rows, and whether anything in it was unreadable (a row cut short, garbage)."""
+    rows, damaged = [], False
+    try:
+        lines = path.read_text().splitlines()
+    except OSError:
+        return [], path.exists()
+    except UnicodeDecodeError:
+        return [], True
+    for line in lines:
+        try:
+            row = json.loads(line)
+        except ValueError:
+            damaged = True
+            continue
+        if isinstance(row, dict) and isinstance(row.get("step"), int):
+            rows.append(row)
+        else:
+            damaged = True
+    return rows, damaged
+
+
+@dataclass
+class Restored:
+    """The newest intact checkpoint: its step, its arrays by path, and what it recorded besides."""
+
+    step: int
+    arrays: dict[str, Any]
+    meta: dict[str, Any]
+
+
+class RunDir:
+    """One run directory. Reading needs nothing; writing needs `owned()` (the lock); only process 0 writes."""
+
+    def __init__(self, path: Path, *, primary: bool = True, keep: int = 2):
+        self.path = Path(path)
+        self.primary = primary
+        self.keep = keep
+        self.rows: list[dict[str, Any]] = []  # every metrics row of the run so far, in order
+        self._checkpoints: Checkpoints | None = None
+        self._lock = RunLock(self.path / LOCK_FILE)
+        self._log_handler: logging.Handler | None = None
+
+    # -- ownership -----------------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def owned(self) -> Iterator[RunDir]:
+        """Hold the directory for writing: the lock, and this attempt's log lines in train.log."""
+        if not self.primary:
+            yield self
+            return
+        self.path.mkdir(parents=True, exist_ok=True)
+        self._lock.acquire()
+        try:
+            self._log_handler = logging.FileHandler(self.path / LOG_FILE)
+            self._log_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+            logging.getLogger().addHandler(self._log_handler)
+            yield self
+        finally:
+            if self._log_handler is not None:
+                logging.getLogger().removeHandler(self._log_handler)
+                self._log_handler.close()
+                self._log_handler = None
+            if self._checkpoints is not None:
+                self._checkpoints.close()
+                self._checkpoints = None
+            self._lock.release()
+
+    # -- identity ------------------------------------------------------------------------------------------
+
+    def recorded_config(self) -> dict[str, Any] | None:
+        """The config the directory's run was started with: config.yaml, or (if that is missing or damaged
+        while checkpoints exist) the newest readable checkpoint's record of it."""
+        config = read_yaml(self.path / CONFIG_FILE)
+        if config is not None:
+            return config
+        for step in self.checkpoint_steps():
+            try:
+                config = self.checkpoints.meta(step).get("config")
+            except DamagedCheckpoint:
+                continue
+            if config:
+                log.warning("%s is missing or damaged; rebuilt from the checkpoint at step %d",
+                            self.path / CONFIG_FILE, step)  # fmt: skip
+                if self.primary:
+                    _write_atomic(self.path / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
+                return config
+        return None
+
+    def claim(self, config: dict[str, Any], overrides: list[str]) -> None:
+        """Make the directory this config's: record it on the first start, refuse any other config after."""
+        recorded = self.recorded_config()
+        if recorded is None:
+            if self.primary:
+                _write_atomic(self.path / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
+                _write_atomic(self.path / OVERRIDES_FILE, yaml.safe_dump(list(overrides)))
+            return
+        check_same_run(self.path, recorded, config)
+
+    # -- checkpoints ---------------------------------------------------------------------------------------
+
+    @property
+    def checkpoints(self) -> Checkpoints:
+        if self._checkpoints is None:
+            self._checkpoints = Checkpoints(self.path / CHECKPOINT_DIR, self.keep)
+        return self._checkpoints
+
+    def checkpoint_steps(self) -> list[int]:
+        """Committed checkpoint steps, newest first (none without a checkpoints/ folder)."""
+        if not (self.path / CHECKPOINT_DIR).is_dir():
+            return []
+        return self.checkpoints.steps()
+
+    def restore_newest(self) -> Restored | None:
+        """The newest checkpoint that reads back whole; damaged ones are said in one line and moved aside.
+        None without checkpoints; CheckpointError when there are some and none is intact."""
+        steps = self.checkpoint_steps()
+        for step in steps:
+            try:
+                arrays, meta = self.checkpoints.restore(step)
+            except DamagedCheckpoint as exc:
+                log.warning("the checkpoint at step %d in %s cannot be read (%s); moved to %s/, trying the "
+                            "one before", step, self.path, exc, DAMAGED_DIR)  # fmt: skip
+                self._move_aside(step)
+                continue
+            return Restored(step, arrays, meta)
+        if steps:
+            raise CheckpointError(
+                f"no intact checkpoint in {self.path / CHECKPOINT_DIR} (the damaged ones are in "
+                f"{self.path / DAMAGED_DIR}); start over in another directory (hydra.run.dir=... or another "
+                f"name=...), or delete {self.path}"
+            )
+        return None
+
+    def _move_aside(self, step: int) -> None:
+        if not self.primary:
+            return
+        target = self.path / DAMAGED_DIR / f"checkpoint-{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+        target.parent.mkdir(exist_ok=True)
+        shutil.move(str(self.path / CHECKPOINT_DIR / str(step)), target)
+        self.checkpoints.manager.reload()
+
+    def save_checkpoint(self, step: int, state: Any, meta: dict[str, Any]) -> None:
+        """A checkpoint with what rebuilds this directory's record: the metrics rows so far and `meta`."""
+        if self.primary:
+            self.checkpoints.save(step, state, {**meta, "metrics": self.rows})
+
+    # -- metrics -------------------------------------------------------------------------------------------
+
+    def start_metrics(self, rows: list[dict[str, Any]]) -> None:
+        """Begin this attempt's metrics with `rows` (a checkpoint's, or none for a fresh start): rows an
+        earlier attempt logged after them go, as they will be logged again, identically."""
+        self.rows = list(rows)
+        on_disk, damaged = read_rows(self.path / METRICS_FILE)
+        if damaged:
+            log.warning("%s was damaged; rebuilt from the checkpoint", self.path / METRICS_FILE)
+        if on_disk != self.rows and self.primary:
+            _write_atomic(self.path / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in self.rows))
+
+    def append_metrics(self, row: dict[str, Any]) -> None:
+        self.rows.append(row)
+        if self.primary:
+            with (self.path / METRICS_FILE).open("a") as f:
+                f.write(json.dumps(row) + "\n")
+
+    # -- summary -------------------------------------------------------------------------------------------
+
+    def read_summary(self) -> dict[str, Any] | None:
+        return read_json(self.path / SUMMARY_FILE)
+
+    def restart_summary(self, summary: dict[str, Any]) -> None:
+        """An attempt's first summary.json (running, at its start step); a damaged one is said so."""
+        if self.read_summary() is None and (self.path / SUMMARY_FILE).exists():
+            log.warning("%s was damaged; rebuilt from the checkpoint", self.path / SUMMARY_FILE)
+        self.write_summary(summary)
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        if self.primary:
+            _write_atomic(self.path / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+
+    def complete_from(self, restored: Restored) -> dict[str, Any]:
+        """A run whose final checkpoint exists is complete: its summary and metrics are the checkpoint's.
+        Files that already say so are left untouched; missing, damaged or stale ones are rewritten."""
+        summary = restored.meta["summary"]
+        on_disk = self.read_summary()
+        if on_disk != summary:
+            if on_disk is None and (self.path / SUMMARY_FILE).exists():
+                log.warning("%s was damaged; rebuilt from the final checkpoint", self.path / SUMMARY_FILE)
+            self.write_summary(summary)
+        self.start_metrics(restored.meta["metrics"])
+        return summary
+
+    def record_failure(self, summary: dict[str, Any]) -> None:
+        """A failure before training began; a completed run's summary is never replaced."""
+        if (self.read_summary() or {}).get("status") != "completed":
+            self.write_summary(summary)
+
+    # -- outcome -------------------------------------------------------------------------------------------
+
+    def outcome(self, config: dict[str, Any]) -> tuple[int, str]:
+        """(exit code, one line) of the run of `config` this directory holds, read from its files alone."""
+        recorded = read_yaml(self.path / CONFIG_FILE)
+        if recorded is not None and differences(recorded, config):
+            return 2, f"holds a run of another configuration ({'; '.join(differences(recorded, config))})"
+        summary = self.read_summary()
+        if summary is None:
+            steps = self.checkpoint_steps() if self.path.is_dir() else []
+            at = f"; its newest checkpoint is at step {steps[0]}" if steps else ""
+            return 1, f"never finished: no readable {SUMMARY_FILE}{at}"
+        status = summary.get("status", "unknown")
+        code = summary.get("exit_code", EXIT_CODES.get(status, 1)) if status != "completed" else 0
+        if status in ("running", "interrupted"):
+            return code, f"never finished: {status} at step {summary.get('step')}"
+        error = f": {summary['error']}" if summary.get("error") else ""
+        return code, f"{status} at step {summary.get('step')}{error}"
+
+
+def check_same_run(path: Path, recorded: dict[str, Any], config: dict[str, Any]) -> None:
+    """One config per run directory: a different result-affecting key is refused, naming the keys."""
+    changed = differences(recorded, config)
+    if changed:
+        raise ConfigError(
+            f"{path} holds a run of another configuration ({'; '.join(changed)}); run it elsewhere with "
+            "hydra.run.dir=... (hydra.sweep.dir=... with -m) or another name=..., or rerun with the recorded "
+            "values"
+        )

@@ -1,0 +1,293 @@
+"""The run directory under the faults a cluster produces: kills at every point of a run's life (at named
+points, `resnet_jax.faults`, not races with a timer), damaged files and checkpoints, a second writer, a rerun
+with another config. The same command afterwards always ends with the uninterrupted run's record."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import final_arrays, metric_rows, snapshot, train
+
+from resnet_jax.lock import RunLock, _start_time
+
+ARGS = ("model=mlp", "model.depth=4", "model.width=16", "trainer.steps=40", "trainer.batch_size=32",
+        "trainer.log_every=5", "trainer.eval_every=10", "trainer.checkpoint_every=10", "probe.every=10",
+        "logger=none")  # fmt: skip
+
+
+def run_in(run_dir: Path, *extra: str, fault: str | None = None, env: dict | None = None):
+    env = {**(env or {}), **({"RESNET_JAX_FAULT": fault} if fault else {})}
+    return train(*ARGS, *extra, f"hydra.run.dir={run_dir}", env=env)
+
+
+def summary(run_dir: Path) -> dict:
+    return json.loads((run_dir / "summary.json").read_text())
+
+
+def assert_same_run(reference: Path, run_dir: Path) -> None:
+    """The record a reader compares: metrics rows, final parameters and state, final and best metrics."""
+    assert metric_rows(run_dir) == metric_rows(reference)
+    a, b = final_arrays(reference), final_arrays(run_dir)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    ours, theirs = summary(run_dir), summary(reference)
+    assert ours["status"] == "completed" and ours["step"] == 40
+    assert (ours["final"], ours["best"]) == (theirs["final"], theirs["best"])
+    assert not (run_dir / ".lock").exists()
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    out = run_in(run_dir)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return run_dir
+
+
+@pytest.fixture
+def completed(reference: Path, tmp_path: Path) -> Path:
+    """A copy of the completed reference run to damage."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    return run_dir
+
+
+# (where the process is killed, the step summary.json then shows, the checkpoint the rerun starts from)
+KILLS = [
+    ("after_log@5", 0, None),  # before the first checkpoint
+    ("during_checkpoint_save@10", 0, None),  # during the first save
+    ("after_checkpoint@20", 20, 20),  # between two checkpoints
+    ("during_checkpoint_save@30", 20, 20),  # during a later save: the one before stands
+    ("after_log@35", 30, 30),
+    ("after_final_checkpoint@40", 30, 40),  # between the final save and the summary
+]
+
+
+@pytest.mark.parametrize(("fault", "shown", "resumes_from"), KILLS)
+def test_a_kill_at_any_point_then_the_same_command_ends_as_the_uninterrupted_run(
+    fault: str, shown: int, resumes_from: int | None, reference: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    killed = run_in(run_dir, fault=fault)
+    assert killed.returncode == -9, killed.stderr[-2000:]  # SIGKILL, at that point
+    after_kill = summary(run_dir)
+    assert (after_kill["status"], after_kill["step"]) == ("running", shown)
+    again = run_in(run_dir)
+    assert again.returncode == 0, again.stderr[-2000:]
+    if resumes_from == 40:
+        assert "run already completed at step 40" in again.stderr
+    elif resumes_from:
+        assert f"resuming from the checkpoint at step {resumes_from}" in again.stderr
+    else:
+        assert "resuming" not in again.stderr
+    assert_same_run(reference, run_dir)
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "missing"])
+def test_a_damaged_summary_or_metrics_file_is_rebuilt_from_the_final_checkpoint(
+    damage: str, reference: Path, completed: Path
+) -> None:
+    for name in ("summary.json", "metrics.jsonl"):
+        path = completed / name
+        if damage == "garbage":
+            path.write_bytes(b"\x00\xff not json {")
+        elif damage == "truncated":
+            path.write_text(path.read_text()[: len(path.read_text()) // 2])
+        else:
+            path.unlink()
+    out = run_in(completed)
+    assert out.returncode == 0 and "run already completed at step 40" in out.stderr, out.stderr[-2000:]
+    warnings = [line for line in out.stderr.splitlines() if "was damaged; rebuilt" in line]
+    assert len(warnings) == (0 if damage == "missing" else 2), out.stderr
+    assert_same_run(reference, completed)
+
+
+def test_a_killed_runs_damaged_files_are_rebuilt_when_it_resumes(reference: Path, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    assert run_in(run_dir, fault="after_log@25").returncode == -9
+    (run_dir / "summary.json").write_text('{"status": "runn')
+    with (run_dir / "metrics.jsonl").open("a") as f:
+        f.write("\x00garbage\n")
+    out = run_in(run_dir)
+    assert out.returncode == 0 and "resuming from the checkpoint at step 20" in out.stderr, out.stderr[-2000:]
+    warnings = [line for line in out.stderr.splitlines() if "was damaged; rebuilt" in line]
+    assert len(warnings) == 2 and any("summary.json" in w for w in warnings), warnings
+    assert_same_run(reference, run_dir)
+
+
+def test_a_damaged_config_is_rebuilt_from_the_checkpoint(reference: Path, completed: Path) -> None:
+    (completed / "config.yaml").write_text("model: [unclosed")
+    out = run_in(completed)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "config.yaml is missing or damaged; rebuilt from the checkpoint at step 40" in out.stderr
+    assert (completed / "config.yaml").read_text() == (reference / "config.yaml").read_text()
+
+
+def _damage_checkpoint(run_dir: Path, step: int, how: str) -> None:
+    files = sorted((p for p in (run_dir / "checkpoints" / str(step) / "state").rglob("*") if p.is_file()),
+                   key=lambda p: p.stat().st_size)  # fmt: skip
+    if how == "truncated":
+        for path in files:
+            path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    else:  # a few bytes flipped in the largest file: a disk that corrupted the data itself
+        data = bytearray(files[-1].read_bytes())
+        for i in range(len(data) // 2, len(data) // 2 + 16):
+            data[i] ^= 0xFF
+        files[-1].write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("how", ["truncated", "flipped"])
+def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(
+    how: str, reference: Path, completed: Path
+) -> None:
+    _damage_checkpoint(completed, 40, how)
+    out = run_in(completed)
+    assert out.returncode == 0, out.stderr[-2000:]
+    said = [line for line in out.stderr.splitlines() if "the checkpoint at step 40" in line]
+    assert len(said) == 1 and "cannot be read" in said[0] and "moved to damaged/" in said[0]
+    assert "resuming from the checkpoint at step 30" in out.stderr
+    assert_same_run(reference, completed)
+    assert [p.name.split("-")[1] for p in (completed / "damaged").iterdir()] == ["40"]
+
+
+def test_no_intact_checkpoint_is_one_line_naming_the_directory_and_how_to_start_over(completed: Path) -> None:
+    for step in (30, 40):
+        _damage_checkpoint(completed, step, "truncated")
+    out = run_in(completed)
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert out.returncode == 2 and len(errors) == 1, out.stderr[-2000:]
+    assert errors[0].startswith(f"error: no intact checkpoint in {completed / 'checkpoints'}")
+    assert "start over in another directory (hydra.run.dir=... or another name=...)" in errors[0]
+    assert summary(completed)["status"] == "completed"  # the record of the finished run stays
+
+
+def _lock(run_dir: Path, **holder) -> None:
+    record = {"host": socket.gethostname(), "since": "2026-01-01 00:00:00", "token": "t", **holder}
+    (run_dir / ".lock").write_text(json.dumps(record))
+
+
+def test_a_second_writer_is_refused_naming_the_holder_and_changes_nothing(completed: Path) -> None:
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        _lock(completed, pid=holder.pid, start=_start_time(holder.pid))
+        before = snapshot(completed)
+        out = run_in(completed)
+        assert out.returncode == 2 and out.stderr.strip() == (
+            f"error: {completed} is in use by PID {holder.pid} on {socket.gethostname()}, since 2026-01-01 "
+            f"00:00:00; wait for it to finish, or if that process is gone, delete {completed / '.lock'}"
+        ), out.stderr
+        assert snapshot(completed) == before
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.parametrize(
+    "holder",
+    [
+        {"pid": 2**22 + 7, "start": "1"},  # a process that has exited
+        {"pid": os.getpid(), "start": "0"},  # a PID that another process now has
+        {"pid": 1, "host": "node-17", "slurm_job": "4242"},  # an earlier attempt of this SLURM job
+    ],
+)
+def test_a_lock_of_a_process_that_is_gone_is_taken_over_with_a_warning(
+    holder: dict, reference: Path, completed: Path
+) -> None:
+    _lock(completed, **holder)
+    out = run_in(completed, env={"SLURM_JOB_ID": "4242"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert len([line for line in out.stderr.splitlines() if "taking over the lock of" in line]) == 1
+    assert_same_run(reference, completed)
+
+
+def test_a_lock_held_on_another_host_is_not_taken_over(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    _lock(run_dir, pid=1, host="node-17", slurm_job="99")
+    lock = RunLock(run_dir / ".lock")
+    with pytest.raises(Exception, match="is in use by PID 1 on node-17, SLURM job 99"):
+        lock.acquire()
+
+
+def test_two_locks_in_one_directory_exclude_each_other_and_release_only_their_own(tmp_path: Path) -> None:
+    first, second = RunLock(tmp_path / ".lock"), RunLock(tmp_path / ".lock")
+    first.acquire()
+    with pytest.raises(Exception, match="is in use by PID"):
+        second.acquire()
+    second.release()  # not its lock: nothing happens
+    assert (tmp_path / ".lock").exists()
+    first.release()
+    second.acquire()
+    assert json.loads((tmp_path / ".lock").read_text())["token"] == second.record["token"]
+
+
+@pytest.mark.parametrize(
+    ("extra", "changed"),
+    [
+        (("optim.lr=0.5",), "optim.lr: 0.1 -> 0.5"),
+        (("trainer.steps=80",), "trainer.steps: 40 -> 80"),  # extending a run is refused (README)
+        (("seed=1", "model.residual=false"), "model.residual: True -> False; seed: 0 -> 1"),
+    ],
+)
+def test_another_config_in_the_same_directory_is_refused_listing_the_keys(
+    extra: tuple[str, ...], changed: str, completed: Path
+) -> None:
+    before = snapshot(completed)
+    out = run_in(completed, *extra)
+    assert out.returncode == 2 and out.stderr.strip() == (
+        f"error: {completed} holds a run of another configuration ({changed}); run it elsewhere with "
+        "hydra.run.dir=... (hydra.sweep.dir=... with -m) or another name=..., or rerun with the recorded "
+        "values"
+    ), out.stderr
+    assert snapshot(completed) == before
+
+
+def test_keys_that_do_not_change_results_may_differ(completed: Path) -> None:
+    before = snapshot(completed, skip=("train.log",))
+    neutral = (
+        "model.dense_impl=xla",
+        "trainer.eval_batch_size=7",
+        "trainer.checkpoint_every=20",
+        "logger=wandb",
+    )
+    out = run_in(completed, *neutral)
+    assert out.returncode == 0 and "run already completed at step 40" in out.stderr, out.stderr[-2000:]
+    assert snapshot(completed, skip=("train.log",)) == before
+
+
+SWEEP = ("-m", "model=mlp", "model.depth=4", "model.width=16", "trainer.steps=20", "trainer.batch_size=32",
+         "trainer.log_every=10", "trainer.eval_every=10", "probe.every=0", "logger=none",
+         "optim.schedule=constant", "optim.lr=0.05,1e6")  # fmt: skip
+
+
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local"])
+def test_a_sweep_with_a_diverged_job_exits_non_zero_naming_it(launcher: str, tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    chosen = () if launcher == "basic" else (f"launcher={launcher}",)
+    out = train(*SWEEP, *chosen, f"hydra.sweep.dir={sweep}")
+    assert out.returncode == 3, out.stderr[-3000:]
+    lines = [line for line in out.stderr.splitlines() if line.startswith("job ")]
+    assert len(lines) == 1 and lines[0].startswith(
+        "job optim.lr=1000000.0: diverged at step 10: Diverged: "
+    ), lines
+    statuses = sorted(summary(p.parent)["status"] for p in sweep.glob("*/summary.json"))
+    assert statuses == ["completed", "diverged"]
+
+
+def test_a_sweep_whose_jobs_were_killed_before_any_result_exits_non_zero_naming_each(tmp_path: Path) -> None:
+    sweep = tmp_path / "sweep"
+    out = train(*SWEEP[:-1], "optim.lr=0.05,0.1", "launcher=submitit_local", f"hydra.sweep.dir={sweep}",
+                env={"RESNET_JAX_FAULT": "after_log@10"})  # fmt: skip
+    assert out.returncode == 1, out.stderr[-3000:]
+    lines = sorted(line for line in out.stderr.splitlines() if line.startswith("job "))
+    assert [line.split(":")[0] for line in lines] == ["job optim.lr=0.05", "job optim.lr=0.1"]
+    assert all("never finished: running at step 0" in line for line in lines), lines
