@@ -48,7 +48,6 @@ def during_save(step: int) -> Iterator[None]:
     # Orbax's private module, imported only when a test armed this point: no run depends on its layout
     from orbax.checkpoint._src.path import async_path
 
-
     async def rename(src, dst):  # noqa: ARG001 - the commit never happens
         _die()
 
