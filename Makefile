@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install train test test-all lint bench clean
+.PHONY: install train test test-all test-cluster lint bench clean
 
 install: $(STAMP)
 
@@ -19,16 +19,20 @@ $(STAMP): pyproject.toml $(wildcard resnet_jax/ops/*.cc resnet_jax/ops/*.h)
 train: install  ## ResNet-20 on the embedded digits data (about a minute on 2 CPU cores)
 	$(BIN)/python -m resnet_jax.train $(ARGS)
 
-test: install  ## the default suite (slow tests excluded), then lint
-	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
-	$(BIN)/ruff check resnet_jax tests benchmarks
+test: install  ## the default suite (slow and cluster tests excluded), then lint
+	$(BIN)/python -m pytest -q -m "not slow and not cluster" $(ARGS)
+	$(BIN)/ruff check resnet_jax hydra_plugins tests benchmarks
 
-test-all: install  ## every test, slow ones included
-	$(BIN)/python -m pytest -q $(ARGS)
+test-all: install  ## every test but the cluster tests, slow ones included
+	$(BIN)/python -m pytest -q -m "not cluster" $(ARGS)
+
+test-cluster: install  ## against a real single-node SLURM, brought up (as root) and torn down around the tests
+	tests/cluster/slurm_up.sh
+	$(BIN)/python -m pytest -q -m cluster -rP tests/cluster $(ARGS); status=$$?; tests/cluster/slurm_down.sh; exit $$status
 
 lint: install
-	$(BIN)/ruff check resnet_jax tests benchmarks
-	$(BIN)/ruff format --check resnet_jax tests benchmarks
+	$(BIN)/ruff check resnet_jax hydra_plugins tests benchmarks
+	$(BIN)/ruff format --check resnet_jax hydra_plugins tests benchmarks
 
 TORCH_VENV := .venv-torch
 TORCH_SETUP := ../shared/bench/setup-torch.sh

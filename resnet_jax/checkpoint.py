@@ -48,10 +48,21 @@ def digest(arrays: dict[str, np.ndarray]) -> str:
 class Checkpoints:
     """Save/restore one run's training state every N steps, keeping the newest `keep`."""
 
-    def __init__(self, directory: Path, keep: int):
+    def __init__(self, directory: Path, keep: int, *, create: bool = True):
         self.directory = directory.resolve()
+        if create:  # Orbax cannot create it for a manager of one process
+            self.directory.mkdir(parents=True, exist_ok=True)
+        # every process on its own: process 0 alone saves (the arrays are replicated host copies), any process
+        # may read; Orbax's default would make each save wait at a barrier for processes that never save
+        alone = ocp.options.MultiprocessingOptions(
+            primary_host=jax.process_index(), active_processes={jax.process_index()}
+        )
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep, enable_async_checkpointing=False, create=True, cleanup_tmp_directories=True
+            max_to_keep=keep,
+            enable_async_checkpointing=False,
+            create=False,
+            cleanup_tmp_directories=create,
+            multiprocessing_options=alone,
         )
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 

@@ -25,11 +25,26 @@ DATA_AXIS = "data"
 
 
 def initialize_multihost() -> None:
-    """`jax.distributed.initialize()` when SLURM (or a launcher) runs several tasks of one job."""
-    tasks = int(os.environ.get("SLURM_NTASKS", "1"))
-    if tasks > 1 and not jax.distributed.is_initialized():
+    """`jax.distributed.initialize()` inside a multi-task SLURM step (`srun`, as submitit runs each task).
+
+    Only a step's environment counts (`SLURM_STEP_NUM_TASKS`): `SLURM_NTASKS` is set in the whole allocation,
+    also where one process was started by hand (`salloc -n2 python ...`, or in the batch script itself), and
+    initialising there would wait for peers that never come. Such a process says so in one line and trains
+    alone. CPU collectives are set to gloo, so that every JAX version in the allowed range behaves the same.
+    """
+    if jax.distributed.is_initialized():
+        return
+    step_tasks = int(os.environ.get("SLURM_STEP_NUM_TASKS", "1"))
+    if step_tasks > 1:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize()  # coordinator, process count and id come from SLURM's environment
         log.info("jax.distributed: process %d of %d", jax.process_index(), jax.process_count())
+        return
+    tasks = int(os.environ.get("SLURM_NTASKS", "1"))
+    if tasks > 1:
+        log.warning("this SLURM allocation has %d tasks but this process was not started by srun as one of "
+                    "them; training as a single process (start it with `srun python -m resnet_jax.train ...` "
+                    "to use every task)", tasks)  # fmt: skip
 
 
 def make_mesh() -> Mesh:

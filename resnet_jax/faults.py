@@ -1,12 +1,15 @@
-"""Named points in a run's life where a test can kill the process, deterministically (no race with a timer).
+"""Named points in a run's life where a test makes a fault happen, deterministically (no race with a timer).
 
-`RESNET_JAX_FAULT=<point>` (or `<point>@<step>`) makes the process SIGKILL itself when it reaches that point
-(at that step): exactly what a preemption, an OOM kill or a node failure does there. Unset, every point is a
-no-op. The points, in a run's order at one step:
+`RESNET_JAX_FAULT=<point>[@<step>][:<action>]` makes the process act when it reaches that point (at that
+step): `kill` (the default) SIGKILLs itself, as a preemption, an OOM kill or a node failure does there;
+`pause` waits there (up to 10 minutes) so that a test can deliver a scheduler's signal at a known moment;
+`usr2` sends itself SIGUSR2, as SLURM does at a time limit. Unset, every point is a no-op. The points, in a
+run's order:
   after_log                the step's metrics row is written, its checkpoint (if one is due) not yet
   during_checkpoint_save   a checkpoint's files are written, its final rename (the commit) has not happened
   after_final_checkpoint   the final checkpoint is committed, summary.json not yet rewritten as completed
   after_checkpoint         a checkpoint is committed and summary.json rewritten
+  job_completed            a SLURM/submitit job's run is complete, the job not yet ended
 """
 
 from __future__ import annotations
@@ -15,43 +18,58 @@ import contextlib
 import logging
 import os
 import signal
+import time
 from collections.abc import Iterator
 
 ENV = "RESNET_JAX_FAULT"
-POINTS = ("after_log", "during_checkpoint_save", "after_final_checkpoint", "after_checkpoint")
+PAUSE_S = 600
 
 
-def _armed(name: str, step: int | None) -> bool:
-    wanted = os.environ.get(ENV, "")
+def _armed(name: str, step: int | None) -> str | None:
+    """The action armed for this point (at this step), or None."""
+    wanted, _, action = os.environ.get(ENV, "").partition(":")
     point, _, at = wanted.partition("@")
-    return point == name and (not at or (step is not None and int(at) == step))
+    if point != name or (at and (step is None or int(at) != step)):
+        return None
+    return action or "kill"
 
 
-def _die() -> None:
-    logging.shutdown()  # what a killed process had logged stays in train.log
-    os.kill(os.getpid(), signal.SIGKILL)
+def _act(action: str) -> None:
+    logging.getLogger(__name__).warning("fault point reached: %s", os.environ.get(ENV))
+    if action == "pause":
+        time.sleep(PAUSE_S)
+    elif action == "usr2":
+        os.kill(os.getpid(), signal.SIGUSR2)
+    else:
+        logging.shutdown()  # what a killed process had logged stays in train.log
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def point(name: str, step: int | None = None) -> None:
-    """Die here if the test armed this point (for this step)."""
-    if _armed(name, step):
-        _die()
+    """Do what the test armed at this point (for this step), if anything."""
+    action = _armed(name, step)
+    if action is not None:
+        _act(action)
 
 
 @contextlib.contextmanager
 def during_save(step: int) -> Iterator[None]:
-    """Around a checkpoint save: if armed, die after Orbax has written the step's files into its temporary
+    """Around a checkpoint save: if armed, act after Orbax has written the step's files into its temporary
     folder and before the rename that commits them."""
-    if not _armed("during_checkpoint_save", step):
+    action = _armed("during_checkpoint_save", step)
+    if action is None:
         yield
         return
     # Orbax's private module, imported only when a test armed this point: no run depends on its layout
     from orbax.checkpoint._src.path import async_path
 
-    async def rename(src, dst):  # noqa: ARG001 - the commit never happens
-        _die()
+    original = async_path.rename
 
-    original, async_path.rename = async_path.rename, rename
+    async def rename(src, dst):
+        _act(action)
+        return await original(src, dst)
+
+    async_path.rename = rename
     try:
         yield
     finally:

@@ -186,7 +186,7 @@ class RunDir:
     @property
     def checkpoints(self) -> Checkpoints:
         if self._checkpoints is None:
-            self._checkpoints = Checkpoints(self.path / CHECKPOINT_DIR, self.keep)
+            self._checkpoints = Checkpoints(self.path / CHECKPOINT_DIR, self.keep, create=self.primary)
         return self._checkpoints
 
     def checkpoint_steps(self) -> list[int]:

@@ -233,8 +233,8 @@ def run(
     checkpoint exists is reported, not repeated, and its results are not changed. Another configuration in
     the directory, or another process writing it, is a one-line error.
     """
+    distributed.initialize_multihost()  # before anything touches a JAX backend (the kernel check does)
     checks.check(cfg)
-    distributed.initialize_multihost()
     directory = RunDir(run_dir, primary=distributed.is_primary(), keep=cfg.trainer.keep_checkpoints)
     with directory.owned():
         directory.claim(as_dict(cfg), list(overrides))

@@ -3,6 +3,10 @@ in and out of the training loop, under vmap and data parallelism, and clear beha
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -103,3 +107,28 @@ def test_inconsistent_shapes_are_an_error_not_a_crash() -> None:
     a, (w1, b1, w2, b2) = random_stack(2, 4, 8)
     with pytest.raises(jax.errors.JaxRuntimeError, match="oneDNN dense stack: kernels must be"):
         jax.block_until_ready(dense_stack_onednn(a, StackParams(w1, b1, w2[:, :, :4], b2), True))
+
+
+STACK_BITS = """
+import hashlib, jax, numpy as np
+from resnet_jax.ops.dense_stack import StackParams, dense_stack_onednn
+keys = jax.random.split(jax.random.key(0), 5)
+a = jax.random.normal(keys[0], (100, 24))
+params = StackParams(*(jax.random.normal(k, s) * 0.3 for k, s in
+                       zip(keys[1:], [(3, 24, 24), (3, 24), (3, 24, 24), (3, 24)])))
+loss = lambda a, p: (dense_stack_onednn(a, p, True) ** 2).sum()
+out, grads = jax.value_and_grad(loss, argnums=(0, 1))(a, params)
+print(hashlib.sha256(b"".join(np.asarray(x).tobytes() for x in jax.tree.leaves((out, grads)))).hexdigest())
+"""
+
+
+def test_the_stacks_numbers_do_not_depend_on_how_many_threads_share_the_batch() -> None:
+    """Rows go through in fixed chunks, whatever the pool size: a run on 1 or 2 threads (or devices sharing
+    one pool, or processes) gives the same bits."""
+    digests = set()
+    for threads in ("1", "2", "3"):
+        env = {**os.environ, "OMP_NUM_THREADS": threads}
+        out = subprocess.run([sys.executable, "-c", STACK_BITS], capture_output=True, text=True, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        digests.add(out.stdout.strip().splitlines()[-1])
+    assert len(digests) == 1

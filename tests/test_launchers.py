@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 import resnet_jax.train  # noqa: F401  (registers the schema and the run_name resolver)
+from resnet_jax.slurm import fitting_defaults
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -39,6 +41,8 @@ def test_slurm_preset_renders_the_expected_sbatch_submission(tmp_path: Path, mon
         "hydra.launcher.nodes=2",
         "hydra.launcher.tasks_per_node=4",
         "hydra.launcher.gpus_per_node=4",
+        "hydra.launcher.cpus_per_task=8",
+        "hydra.launcher.mem_gb=32",
     )
     rendered: dict[str, object] = {}
 
@@ -70,8 +74,41 @@ def test_slurm_preset_renders_the_expected_sbatch_submission(tmp_path: Path, mon
         "#SBATCH --time=720",
         "#SBATCH --signal=USR2@120",
         "#SBATCH --open-mode=append",
-        "source .venv/bin/activate",
+        f"source {Path(sys.prefix) / 'bin' / 'activate'}",  # the submitting environment, from any directory
     ):
         assert line in script, line
     assert f"{tmp_path}/.submitit/" in script
     assert rendered["jobs"] == 3 and rendered["max_num_timeout"] == 5
+
+
+def fake_sinfo(tmp_path: Path, monkeypatch, lines: str) -> None:
+    """`sinfo` on PATH answering `lines` (one node per line: CPUs and memory in MB)."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    (fake_bin / "sinfo").write_text(f"#!/bin/sh\nprintf '{lines}'\n")
+    (fake_bin / "sinfo").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
+
+
+def test_unset_cpus_and_memory_fit_the_partitions_smallest_node_and_no_gpu_is_asked_for(
+    tmp_path: Path, monkeypatch
+) -> None:
+    fake_sinfo(tmp_path, monkeypatch, "2 24105\\n64 515000\\n")
+    filled = fitting_defaults({"partition": "cpu", "tasks_per_node": 1, "cpus_per_task": None, "mem_gb": None,
+                               "gpus_per_node": None, "setup": None})  # fmt: skip
+    assert (filled["cpus_per_task"], filled["mem_gb"], filled["gpus_per_node"]) == (2, 18, None)
+    assert filled["setup"] == [f"source {Path(sys.prefix) / 'bin' / 'activate'}"]
+    big = fitting_defaults({"tasks_per_node": 2, "cpus_per_task": None, "mem_gb": None, "setup": ["x"]})
+    assert (big["cpus_per_task"], big["mem_gb"], big["setup"]) == (
+        1,
+        18,
+        ["x"],
+    )  # the smallest node, per task
+    asked = fitting_defaults({"cpus_per_task": 4, "mem_gb": 2, "setup": []})
+    assert (asked["cpus_per_task"], asked["mem_gb"]) == (4, 2)  # what is asked for stays
+
+
+def test_without_sinfo_nothing_is_guessed(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sinfo at all
+    filled = fitting_defaults({"cpus_per_task": None, "mem_gb": None, "setup": []})
+    assert (filled["cpus_per_task"], filled["mem_gb"]) == (None, None)

@@ -186,6 +186,19 @@ class Pool {
   std::function<void(int)> job_;
 };
 
+// Rows pass through the blocks in chunks of kChunkRows, a chunk on one thread. oneDNN's products can round a
+// row differently for different row counts, so chunks fixed by the batch alone (not by how many threads,
+// devices or processes share the work) keep every result bit-identical, however busy the pool is.
+constexpr int64_t kChunkRows = 64;
+
+// body(begin, end) for this thread's chunks [begin, end) of `batch` rows.
+template <typename Body>
+void for_each_chunk(int64_t batch, int thread, int threads, Body&& body) {
+  for (int64_t begin = thread * kChunkRows; begin < batch; begin += int64_t{threads} * kChunkRows) {
+    body(begin, std::min(batch, begin + kChunkRows));
+  }
+}
+
 // This thread's share [begin, end) of `n` items.
 std::pair<int64_t, int64_t> share(int64_t n, int thread, int threads) {
   const int64_t chunk = (n + threads - 1) / threads;
@@ -203,18 +216,19 @@ ffi::Error DenseStackForwardImpl(ffi::Buffer<ffi::F32> a0, ffi::Buffer<ffi::F32>
       expect_dims(dims, {s.blocks, s.batch, s.width}, "saved activations must be [L, B, W]");
     }
     Pool::instance().run([&](int thread, int threads) {
-      const auto [begin, end] = share(s.batch, thread, threads);
-      const int64_t rows = end - begin, offset = begin * s.width;
-      const float* a = a0.typed_data() + offset;
-      for (int64_t l = 0; l < s.blocks && rows > 0; ++l) {
-        float* hl = h->typed_data() + l * s.act() + offset;
-        float* outl = out->typed_data() + l * s.act() + offset;
-        gemm(false, false, rows, s.width, s.width, a, w1.typed_data() + l * s.ker(), 0.0f, hl);
-        add_bias_relu(hl, b1.typed_data() + l * s.width, nullptr, rows, s.width);
-        gemm(false, false, rows, s.width, s.width, hl, w2.typed_data() + l * s.ker(), 0.0f, outl);
-        add_bias_relu(outl, b2.typed_data() + l * s.width, residual ? a : nullptr, rows, s.width);
-        a = outl;
-      }
+      for_each_chunk(s.batch, thread, threads, [&](int64_t begin, int64_t end) {
+        const int64_t rows = end - begin, offset = begin * s.width;
+        const float* a = a0.typed_data() + offset;
+        for (int64_t l = 0; l < s.blocks; ++l) {
+          float* hl = h->typed_data() + l * s.act() + offset;
+          float* outl = out->typed_data() + l * s.act() + offset;
+          gemm(false, false, rows, s.width, s.width, a, w1.typed_data() + l * s.ker(), 0.0f, hl);
+          add_bias_relu(hl, b1.typed_data() + l * s.width, nullptr, rows, s.width);
+          gemm(false, false, rows, s.width, s.width, hl, w2.typed_data() + l * s.ker(), 0.0f, outl);
+          add_bias_relu(outl, b2.typed_data() + l * s.width, residual ? a : nullptr, rows, s.width);
+          a = outl;
+        }
+      });
     });
   });
 }
@@ -239,23 +253,24 @@ ffi::Error DenseStackBackwardImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32>
     // XLA places them in its (reused) temporary memory instead of fresh pages every call
     float* g_z1 = g_z1_buffer->typed_data();
     float* g_z2 = g_z2_buffer->typed_data();
-    // 1. back through the blocks, each thread its rows (the gradient w.r.t. the input lands in da0)
+    // 1. back through the blocks, chunk by chunk of rows (the gradient w.r.t. the input lands in da0)
     Pool::instance().run([&](int thread, int threads) {
-      const auto [begin, end] = share(s.batch, thread, threads);
-      const int64_t rows = end - begin, offset = begin * s.width, n = rows * s.width;
-      float* g_a = da0->typed_data() + offset;
-      std::copy(g.typed_data() + offset, g.typed_data() + offset + n, g_a);
-      for (int64_t l = s.blocks - 1; l >= 0 && rows > 0; --l) {
-        float* gz2 = g_z2 + l * s.act() + offset;
-        float* gz1 = g_z1 + l * s.act() + offset;
-        // g_a becomes the gradient at block l's output pre-activation: kept as gz2 for the kernel
-        // gradient and, in a residual block, the identity path's share of the input's gradient
-        relu_grad(g_a, out.typed_data() + l * s.act() + offset, gz2, n);
-        gemm(false, true, rows, s.width, s.width, gz2, w2.typed_data() + l * s.ker(), 0.0f, gz1);
-        relu_grad(gz1, h.typed_data() + l * s.act() + offset, nullptr, n);
-        gemm(false, true, rows, s.width, s.width, gz1, w1.typed_data() + l * s.ker(), residual ? 1.0f : 0.0f,
-             g_a);
-      }
+      for_each_chunk(s.batch, thread, threads, [&](int64_t begin, int64_t end) {
+        const int64_t rows = end - begin, offset = begin * s.width, n = rows * s.width;
+        float* g_a = da0->typed_data() + offset;
+        std::copy(g.typed_data() + offset, g.typed_data() + offset + n, g_a);
+        for (int64_t l = s.blocks - 1; l >= 0; --l) {
+          float* gz2 = g_z2 + l * s.act() + offset;
+          float* gz1 = g_z1 + l * s.act() + offset;
+          // g_a becomes the gradient at block l's output pre-activation: kept as gz2 for the kernel
+          // gradient and, in a residual block, the identity path's share of the input's gradient
+          relu_grad(g_a, out.typed_data() + l * s.act() + offset, gz2, n);
+          gemm(false, true, rows, s.width, s.width, gz2, w2.typed_data() + l * s.ker(), 0.0f, gz1);
+          relu_grad(gz1, h.typed_data() + l * s.act() + offset, nullptr, n);
+          gemm(false, true, rows, s.width, s.width, gz1, w1.typed_data() + l * s.ker(),
+               residual ? 1.0f : 0.0f, g_a);
+        }
+      });
     });
     // 2. the kernel and bias gradients, sums over the whole batch: one (block, layer) per thread at a time
     Pool::instance().run([&](int thread, int threads) {

@@ -1,0 +1,165 @@
+"""The sweep's SLURM launcher (`launcher=submitit_slurm`): Hydra's submitit launcher, safe to leave alone.
+
+- **Resources that fit.** Unset CPUs and memory come from what `sinfo` reports for the partition (the smallest
+  node's CPUs, up to 8 per task, and 80 % of its memory, up to 32 GB); GPUs are requested only when asked for.
+  The `setup` lines activate the environment that submitted the sweep, by its absolute path.
+- **No silent wait.** While the jobs are queued, a watcher reads `squeue`: a job pending for a reason that
+  waiting cannot clear (the request does not fit the partition, a node that is not available, a limit) is
+  reported in one line with the reason and the overrides to change, and the sweep's jobs are cancelled.
+- **Completion is final.** Once a job's run is complete, a late preemption or time-limit signal is ignored, so
+  SLURM cannot record a finished job as failed or requeue it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+import submitit
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
+
+from resnet_jax import faults
+
+log = logging.getLogger(__name__)
+
+# Reasons a pending job keeps until someone changes the request or the cluster: squeue's REASON codes
+NEVER_CLEARS = (
+    "PartitionConfig", "ReqNodeNotAvail", "PartitionNodeLimit", "PartitionTimeLimit", "PartitionDown",
+    "PartitionInactive", "BadConstraints", "InvalidAccount", "InvalidQOS", "NodeDown",
+    "AssocMaxCpuPerJobLimit", "AssocMaxMemPerJobLimit", "AssocMaxNodePerJobLimit",
+    "AssocMaxWallDurationPerJobLimit",
+    "QOSMaxCpuPerJobLimit", "QOSMaxMemoryPerJob", "QOSMaxGRESPerJob", "QOSMaxNodePerJobLimit",
+    "QOSMaxWallDurationPerJobLimit", "MaxCpuPerAccount", "MaxMemPerLimit",
+)  # fmt: skip
+CPUS_PER_TASK_MAX = 8
+MEM_GB_MAX = 32
+WATCH_EVERY_S = 5.0
+
+
+def partition_nodes(partition: str | None) -> tuple[int, int] | None:
+    """(CPUs, memory in MB) of the partition's smallest node, as `sinfo` reports; None without an answer."""
+    command = ["sinfo", "-h", "-N", "-o", "%c %m", *(["-p", partition] if partition else [])]
+    try:
+        out = subprocess.run(command, capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    nodes = [tuple(int(v) for v in re.findall(r"\d+", line)[:2]) for line in out.splitlines() if line.strip()]
+    nodes = [n for n in nodes if len(n) == 2]
+    return (min(c for c, _ in nodes), min(m for _, m in nodes)) if nodes else None
+
+
+def fitting_defaults(params: dict[str, Any]) -> dict[str, Any]:
+    """`params` with the unset CPUs, memory and setup filled in to fit the partition the jobs go to."""
+    filled = dict(params)
+    node = partition_nodes(params.get("partition"))
+    tasks = int(params.get("tasks_per_node") or 1)
+    if node is not None:
+        cpus, mem_mb = node
+        if filled.get("cpus_per_task") is None:
+            filled["cpus_per_task"] = max(1, min(CPUS_PER_TASK_MAX, cpus // tasks))
+        if filled.get("mem_gb") is None:
+            filled["mem_gb"] = max(1, min(MEM_GB_MAX, int(0.8 * mem_mb / 1024)))
+    if filled.get("setup") is None:
+        activate = Path(sys.prefix) / "bin" / "activate"
+        filled["setup"] = [f"source {activate}"] if activate.is_file() else []
+    return filled
+
+
+class PendingWatch(threading.Thread):
+    """Polls `squeue` for the sweep's jobs (found by their submitit folders) until stopped; on a pending
+    reason that never clears, says so in one line and cancels them."""
+
+    def __init__(self, folder: Path, request: str):
+        super().__init__(daemon=True, name="pending-watch")
+        self.folder, self.request = folder, request
+        self.stuck: str | None = None
+        self._stop_event = threading.Event()
+
+    def job_ids(self) -> list[str]:
+        names = {p.name.split("_")[0] for p in self.folder.glob("*") if p.is_dir() and p.name[:1].isdigit()}
+        return sorted(names)
+
+    def run(self) -> None:
+        while not self._stop_event.wait(WATCH_EVERY_S):
+            ids = self.job_ids()
+            if not ids:
+                continue
+            try:
+                out = subprocess.run(["squeue", "-h", "-o", "%i|%T|%r", "-j", ",".join(ids)],
+                                     capture_output=True, text=True, timeout=30).stdout  # fmt: skip
+            except (OSError, subprocess.SubprocessError):
+                continue
+            for line in out.splitlines():
+                job, state, reason = (line.split("|") + ["", ""])[:3]
+                if state == "PENDING" and reason.split(",")[0] in NEVER_CLEARS:
+                    self.stuck = (
+                        f"SLURM job {job} pends with reason {reason}, which waiting does not clear; the jobs "
+                        f"asked for {self.request}: change hydra.launcher.partition, cpus_per_task, mem_gb, "
+                        "gpus_per_node or timeout_min (or the cluster's limits); the sweep's jobs were "
+                        "cancelled"
+                    )
+                    print(f"error: {self.stuck}", file=sys.stderr, flush=True)
+                    subprocess.run(["scancel", *ids], capture_output=True, timeout=30)
+                    return
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+    def wait_until_gone(self) -> None:
+        """Until none of the sweep's jobs is queued or running (so that their directories are final)."""
+        while self.job_ids():
+            out = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(self.job_ids())],
+                                 capture_output=True, text=True, timeout=30).stdout  # fmt: skip
+            if not out.strip():
+                return
+            self._stop_event.wait(WATCH_EVERY_S)
+
+
+class SlurmLauncher(SubmititSlurmLauncher):
+    """Hydra's submitit SLURM launcher with resources that fit, a pending watch, and final completion."""
+
+    def __init__(self, **params: Any) -> None:
+        super().__init__(**params)
+        self.params = fitting_defaults(self.params)
+
+    def _request(self) -> str:
+        p = self.params
+        node = partition_nodes(p.get("partition"))
+        there = f" (its nodes: {node[0]} CPUs, {node[1]} MB)" if node else ""
+        return (f"partition {p.get('partition') or '(default)'}{there}: {p.get('tasks_per_node')} task(s) "
+                f"of {p.get('cpus_per_task')} CPUs, {p.get('mem_gb')} GB, {p.get('gpus_per_node') or 0} GPUs "
+                f"per node, {p.get('timeout_min')} min")  # fmt: skip
+
+    def launch(self, job_overrides, initial_job_idx):
+        watch = PendingWatch(Path(str(self.params["submitit_folder"])).parent, self._request())
+        watch.start()
+        try:
+            return super().launch(job_overrides, initial_job_idx)
+        except submitit.core.utils.FailedJobError as exc:  # sbatch refused the submission
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(f"error: SLURM refused the sweep's jobs ({first}); they asked for {self._request()}",
+                  file=sys.stderr)  # fmt: skip
+            raise SystemExit(2) from None
+        except (
+            submitit.core.utils.UncompletedJobError
+        ) as exc:  # a job ended without a result (e.g. cancelled)
+            if watch.stuck is not None:  # said and cancelled; the run directories tell the rest
+                raise SystemExit(2) from None
+            print(f"error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+            watch.wait_until_gone()  # the other jobs finish first: the sweep's outcome is read from them
+            raise SystemExit(1) from None
+        finally:
+            watch.stop()
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """One job, inside SLURM: its run, then a late preemption or time-limit signal is ignored."""
+        result = super().__call__(*args, **kwargs)
+        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+        faults.point("job_completed")
+        return result
