@@ -28,7 +28,7 @@ class Locked(UserError):
     """Another process holds the run directory."""
 
 
-def _start_time(pid: int) -> str | None:
+def process_start_time(pid: int) -> str | None:
     """A process's start time in clock ticks since boot (field 22 of /proc/PID/stat), None if it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -45,7 +45,7 @@ def _slurm_job() -> str | None:
 
 def me() -> dict[str, Any]:
     """Who this process is, as the lock file records it."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid()),
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": process_start_time(os.getpid()),
             "slurm_job": _slurm_job(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
             "token": uuid.uuid4().hex}  # fmt: skip
 
@@ -65,7 +65,7 @@ def _gone(holder: dict[str, Any]) -> str | None:
     pid = holder.get("pid")
     if not isinstance(pid, int):
         return "its record is unreadable"
-    started = _start_time(pid)
+    started = process_start_time(pid)
     if started is None:
         return "that process has exited"
     if holder.get("start") is not None and started != holder.get("start"):

@@ -67,6 +67,20 @@ def metric_rows(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def assert_same_record(reference: Path, run_dir: Path) -> None:
+    """Two run directories hold the same completed run: metrics rows, final arrays (bits), final and best."""
+    assert metric_rows(run_dir) == metric_rows(reference)
+    a, b = final_arrays(reference), final_arrays(run_dir)
+    assert a.keys() == b.keys()
+    for key in a:
+        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+    ours, theirs = (json.loads((d / "summary.json").read_text()) for d in (run_dir, reference))
+    assert ours["status"] == "completed" and (ours["final"], ours["best"]) == (
+        theirs["final"],
+        theirs["best"],
+    )
+
+
 def snapshot(root: Path, skip: tuple[str, ...] = ()) -> dict[str, tuple[int, int]]:
     """Every file's (mtime, size) under `root`, but those under a part named in `skip`."""
     return {

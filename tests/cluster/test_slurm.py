@@ -13,9 +13,8 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
 import pytest
-from helpers import final_arrays, metric_rows, train
+from helpers import assert_same_record, train
 
 pytestmark = pytest.mark.cluster
 
@@ -66,19 +65,6 @@ def summary_at(run_dir: Path, step: int) -> bool:
     except (OSError, ValueError):
         return False
     return summary.get("step") == step and summary.get("status") == "running"
-
-
-def assert_same_record(reference: Path, run_dir: Path) -> None:
-    assert metric_rows(run_dir) == metric_rows(reference)
-    a, b = final_arrays(reference), final_arrays(run_dir)
-    assert a.keys() == b.keys()
-    for key in a:
-        np.testing.assert_array_equal(a[key], b[key], err_msg=key)
-    ours, theirs = (json.loads((d / "summary.json").read_text()) for d in (run_dir, reference))
-    assert ours["status"] == "completed" and (ours["final"], ours["best"]) == (
-        theirs["final"],
-        theirs["best"],
-    )
 
 
 @pytest.fixture(scope="module")
