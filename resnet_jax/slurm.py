@@ -151,7 +151,8 @@ class SlurmLauncher(SubmititSlurmLauncher):
         ) as exc:  # a job ended without a result (e.g. cancelled)
             if watch.stuck is not None:  # said and cancelled; the run directories tell the rest
                 raise SystemExit(2) from None
-            print(f"error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+            said = " ".join(str(exc).strip().splitlines()[:2])  # the job, its result's path, its state
+            print(f"error: {said}", file=sys.stderr)
             watch.wait_until_gone()  # the other jobs finish first: the sweep's outcome is read from them
             raise SystemExit(1) from None
         finally:

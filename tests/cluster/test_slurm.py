@@ -107,8 +107,9 @@ def test_a_job_signalled_mid_run_comes_back_resumes_and_ends_bit_identical(
     how: str, reference: Path, tmp_path: Path
 ) -> None:
     sweep = tmp_path / "sweep"
-    # the job waits after its step-20 checkpoint; with a 1-minute limit SLURM sends USR2 40 s before it
-    limit = ("hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=40") if how == "timeout" else ()
+    # the job waits after its step-20 checkpoint; with a 3-minute limit SLURM sends USR2 150 s before it, 30 s
+    # into each attempt: the first is waiting by then, the requeued one has finished its last 20 steps
+    limit = ("hydra.launcher.timeout_min=3", "hydra.launcher.signal_delay_s=150") if how == "timeout" else ()
     proc = subprocess.Popen(
         [sys.executable, "-m", "resnet_jax.train", *SLURM, *RUN, *ONE_CPU, *limit, "trainer.progress=false",
          f"hydra.sweep.dir={sweep}"],
