@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install train test test-all test-cluster lint bench clean
+.PHONY: install train test test-all test-cluster lint bench gpu-wheels gpu-dry-run clean
 
 install: $(STAMP)
 
@@ -41,6 +41,17 @@ bench: install  ## speed/memory benchmarks as JSON; with the PyTorch references 
 	@if [ -x $(TORCH_SETUP) ]; then $(TORCH_SETUP) $(TORCH_VENV) && \
 		$(BIN)/python benchmarks/bench.py --torch $(TORCH_VENV)/bin/python $(ARGS); \
 	else $(BIN)/python benchmarks/bench.py $(ARGS); fi
+
+gpu-wheels: install  ## for an offline GPU machine: .gpu/wheels (what its image lacks) and .gpu/reference (PyTorch)
+	$(BIN)/python benchmarks/gpu_wheels.py --download .gpu/wheels
+	@test -f ../shared/bench/torch_cifar_resnet.py || { echo "error: the PyTorch references are not at ../shared/bench" >&2; exit 2; }
+	mkdir -p .gpu/reference && cp ../shared/bench/torch_cifar_resnet.py ../shared/bench/torch_mlp.py .gpu/reference/
+
+gpu-dry-run: gpu-wheels  ## benchmarks/gpu_check.sh on CPU at tiny sizes, PyTorch from its own environment
+	$(TORCH_SETUP) $(TORCH_VENV)
+	$(BIN)/python benchmarks/gpu_wheels.py --download .gpu/wheels-dry-run \
+		--python-version $$($(BIN)/python -c 'import sys; print("%d.%d" % sys.version_info[:2])')
+	WHEELS=.gpu/wheels-dry-run PYTHON=$(BIN)/python TORCH_PYTHON=$(TORCH_VENV)/bin/python OUT=$${OUT:-.gpu/dry-run} benchmarks/gpu_check.sh --dry-run
 
 clean:
 	rm -rf outputs multirun wandb .pytest_cache .ruff_cache

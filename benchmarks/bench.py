@@ -45,14 +45,16 @@ def config(*overrides: str) -> Config:
     return compose("optim.lr=0.01", *overrides)
 
 
-def make_engine(cfg: Config, shape: tuple[int, int, int], batch: int, examples: int = 1024) -> Engine:
+def make_engine(
+    cfg: Config, shape: tuple[int, int, int], batch: int, examples: int = 1024, dtype: jnp.dtype = jnp.float32
+) -> Engine:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(examples, *shape)).astype(np.float32)
     y = rng.integers(0, 10, size=examples).astype(np.int32)
     model = models.build(cfg.model, shape, 10, cfg.seed)
     tx, _ = optim.build(cfg.optim, 10_000)
-    return Engine(model, tx, x_train=x, y_train=y, l2=cfg.optim.l2, augment=False, dtype=jnp.float32,
-                  seed=cfg.seed)  # fmt: skip
+    return Engine(model, tx, x_train=x, y_train=y, l2=cfg.optim.l2, l2_scope=cfg.optim.l2_scope,
+                  augment=False, dtype=dtype, seed=cfg.seed)  # fmt: skip
 
 
 def train_rate(engine: Engine, batch: int, steps_per_call: int, calls: int) -> tuple[float, float]:

@@ -25,7 +25,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from resnet_jax.errors import ConfigError
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
+CONF_DIR = Path(__file__).resolve().parent / "conf"  # a link to the repository's conf/, files in a wheel
 
 
 @dataclass
@@ -51,6 +51,9 @@ class CifarModel(ModelConfig):
     norm: str = "batchnorm"  # batchnorm | none
     shortcut: str = "A"  # A: subsample + zero-pad (no parameters) | B: 1x1 projection where shapes change
     preact: bool = False  # He et al. 2016 pre-activation blocks
+    block: str = "basic"  # basic: two 3x3 convs, depth 6n+2 | bottleneck (He et al. 2016): 1x1-3x3-1x1, 9n+2
+    # residual nets: each branch's last BatchNorm scale starts at 0, so every block starts as the identity
+    zero_init_residual: bool = False
     conv_impl: str = "auto"  # auto | xla | shifted | onednn (resnet_jax.ops.kernels)
 
 
@@ -62,7 +65,11 @@ class MlpModel(ModelConfig):
     name: str = "mlp"
     depth: int = 10
     width: int = 64
-    init: str = "he"  # he (std sqrt(2/fan_in)) | lecun (sqrt(1/fan_in): the signal halves per ReLU layer)
+    # kernel variance / fan_in: lecun 1 (default) | he 2 | double_he 4. Without normalisation a residual
+    # stream adds every branch's output to its input: He's scale (critical for a plain ReLU chain) makes each
+    # branch as large as its input and doubles the stream per block (2^24 at depth 50); LeCun's keeps the
+    # growth small, so the residual net trains at depth 10, 30 and 50, while its plain twin's signal vanishes.
+    init: str = "lecun"
     dense_impl: str = "auto"  # auto | xla | onednn (resnet_jax.ops.kernels)
 
 
@@ -71,6 +78,7 @@ class DataConfig:
     """What every dataset has."""
 
     name: str = MISSING
+    normalize: str = "per_channel"  # per_channel (standardise) | per_pixel_mean (the paper's)
     augment: bool = False  # the paper's 4-pixel pad, random crop and horizontal flip (on device)
 
 
@@ -79,7 +87,6 @@ class DigitsData(DataConfig):
     """scikit-learn's real 8x8 handwritten digits: 1437 train / 360 test, no download."""
 
     name: str = "digits"
-    normalize: str = "per_channel"  # per_channel (standardise) | per_pixel_mean (the paper's)
     test_fraction: float = 0.2  # held-out share of the 1797 images
     split_seed: int = 0  # the fixed split
 
@@ -109,17 +116,37 @@ class SyntheticData(DataConfig):
     split_seed: int = 0  # the class prototypes and samples
 
 
+# What each network family brings to the optimiser: the keys below default to `${recipe:<family>,<key>}`, so
+# `model=mlp` alone trains with the MLP's recipe while any explicit `optim.<key>=...` still wins.
+#   cifar: the paper's lr 0.1; BatchNorm keeps the first steps in check, no clipping.
+#   mlp:   no normalisation: the loss is not scale-invariant in the weights, so lr 0.1 overshoots (the run
+#          diverges within 20 steps) and the first steps of a deep net need their gradient clipped (norm 1).
+FAMILY_RECIPES: dict[str, dict[str, float]] = {
+    "cifar": {"sgd_lr": 0.1, "clip_norm": 0.0},
+    "mlp": {"sgd_lr": 0.01, "clip_norm": 1.0},
+}
+
+
+def family_recipe(family: str, key: str) -> float:
+    """`${recipe:family,key}`: a family's value for an optimiser key that defers to it."""
+    return FAMILY_RECIPES[family][key]
+
+
 @dataclass
 class OptimConfig:
     """What every optimiser has: learning rate, schedule, warm-up, L2 and clipping."""
 
     name: str = MISSING
     lr: float = MISSING
-    l2: float = 0.0  # adds l2/2 * sum ||W||^2 over kernels (not biases, not BN) to the loss; 0 disables
+    l2: float = 0.0  # adds l2/2 * sum ||W||^2 to the loss; 0 disables
+    # what L2 (and AdamW's weight decay) applies to: kernels (the paper's) | all (every parameter, BatchNorm's
+    # scale and shift and the biases too: PyTorch's `weight_decay`)
+    l2_scope: str = "kernels"
     schedule: str = MISSING  # piecewise | cosine | constant
     boundaries: list[int] | None = None  # piecewise: steps where lr *= decay; null: 50 % and 75 %
     decay: float = 0.1  # piecewise: lr multiplier at each boundary
-    clip_norm: float = 0.0  # clip the global gradient norm to this before the update; 0 disables
+    # clip the global gradient norm to this before the update; 0 disables; the family's recipe by default
+    clip_norm: float = "${recipe:${model.name},clip_norm}"  # type: ignore[assignment]
     warmup_steps: int = 0  # 0 disables warm-up
     warmup_lr: float = 0.01  # lr during (constant) or at the start of (linear) the warm-up
     warmup: str = "constant"  # constant (the paper's ResNet-110 recipe) | linear
@@ -130,7 +157,7 @@ class SgdOptim(OptimConfig):
     """SGD with momentum 0.9, L2 1e-4 in the loss, lr /10 at 50 % and 75 % of the steps (He et al. 2015)."""
 
     name: str = "sgd"
-    lr: float = 0.1
+    lr: float = "${recipe:${model.name},sgd_lr}"  # type: ignore[assignment] - the family's: cifar 0.1, mlp 0.01
     momentum: float = 0.9
     nesterov: bool = False
     l2: float = 1e-4
@@ -228,6 +255,7 @@ def register() -> None:
         for option, schema in options.items():
             store.store(group=group, name=option, node=schema)
     OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+    OmegaConf.register_new_resolver("recipe", family_recipe, replace=True)
 
 
 def _foreign_keys(node: DictConfig, schema: type, path: str) -> None:
@@ -250,20 +278,17 @@ def foreign_key_message(dotted: str, schema: type) -> str:
     return f"{dotted} is not a key of {owner}; its keys are: {keys}"
 
 
-def _check_option_names(cfg: Config) -> None:
-    """A group's `name` key is its option's name: setting it cannot switch the schema (`model=mlp` does)."""
+def _check_option_names(cfg: DictConfig) -> None:
+    """A group's `name` key is its option's name: setting it cannot switch the schema (`model=mlp` does).
+    Checked before anything resolves, since the family recipes resolve through `model.name`."""
     for group, options in GROUP_OPTIONS.items():
-        section = getattr(cfg, group)
-        chosen = next(name for name, schema in options.items() if schema is type(section))
-        if section.name == chosen:
+        schema, name = OmegaConf.get_type(cfg, group), cfg[group].name
+        chosen = next(option for option, known in options.items() if known is schema)
+        if name == chosen:
             continue
-        if section.name in options:
-            raise ConfigError(
-                f"{group}.name={section.name!r} cannot switch families; use {group}={section.name}"
-            )
-        raise ConfigError(
-            f"{group}.name={section.name!r} is not allowed; choose one of: {', '.join(options)}"
-        )
+        if name in options:
+            raise ConfigError(f"{group}.name={name!r} cannot switch families; use {group}={name}")
+        raise ConfigError(f"{group}.name={name!r} is not allowed; choose one of: {', '.join(options)}")
 
 
 def to_config(cfg: DictConfig) -> Config:
@@ -274,9 +299,8 @@ def to_config(cfg: DictConfig) -> Config:
         with open_dict(container):
             del container["hydra"]
     _foreign_keys(container, Config, "")
-    typed = OmegaConf.to_object(container)
-    _check_option_names(typed)
-    return typed
+    _check_option_names(container)
+    return OmegaConf.to_object(container)
 
 
 def composition_error(exc: HydraException) -> ConfigError:
@@ -292,10 +316,23 @@ def composition_error(exc: HydraException) -> ConfigError:
         schema = OmegaConf.get_type(cause.parent_node) if cause.parent_node is not None else None
         if schema is not None and dataclasses.is_dataclass(schema):
             return ConfigError(foreign_key_message(cause.full_key, schema))
-    lines = [text.strip().splitlines()[0]]
-    if cause is not None and str(cause).strip():
-        lines.append(str(cause).strip().splitlines()[0])
-    return ConfigError(": ".join(lines))
+    # a config file (e.g. an experiment) setting a key the chosen option lacks: Hydra names both in its text
+    foreign = re.search(r"Key '(\w+)' not in '(\w+)'", text)
+    schemas = {
+        cls.__name__: (group, cls) for group, options in GROUP_OPTIONS.items() for cls in options.values()
+    }
+    if foreign and foreign.group(2) in schemas:
+        group, schema = schemas[foreign.group(2)]
+        return ConfigError(
+            f"{text.strip().splitlines()[0]} {foreign_key_message(f'{group}.{foreign.group(1)}', schema)}"
+        )
+    said = [line.strip() for line in text.strip().splitlines() if line.strip()][:2]
+    if cause is not None and str(cause).strip() and str(cause).strip().splitlines()[0] not in said:
+        said.append(str(cause).strip().splitlines()[0])
+    message = said[0]
+    for line in said[1:]:
+        message += (" " if message.endswith(":") else ": ") + line
+    return ConfigError(message)
 
 
 def compose(*overrides: str, config_dir: Path = CONF_DIR) -> Config:

@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 
 from resnet_jax import distributed
 from resnet_jax.data.augment import pad_crop_flip
-from resnet_jax.optim import is_kernel
+from resnet_jax.optim import l2_penalty
 
 
 class TrainState(NamedTuple):
@@ -27,12 +27,6 @@ class TrainState(NamedTuple):
     params: nnx.State  # trainable parameters
     model_state: nnx.State  # everything else the model carries (BatchNorm running statistics)
     opt_state: optax.OptState
-
-
-def l2_penalty(params: nnx.State) -> jax.Array:
-    """sum ||W||^2 over kernels (biases and BatchNorm parameters excluded)."""
-    leaves = jax.tree_util.tree_leaves_with_path(params)
-    return sum(jnp.sum(jnp.square(leaf)) for path, leaf in leaves if is_kernel(path, leaf))
 
 
 def cross_entropy_and_errors(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -53,6 +47,7 @@ class Engine:
         x_train: np.ndarray | jax.Array,
         y_train: np.ndarray | jax.Array,
         l2: float,
+        l2_scope: str = "kernels",
         augment: bool,
         dtype: Any,
         seed: int,
@@ -65,7 +60,7 @@ class Engine:
         # the whole dataset on every device, once; batches are gathered by index on device
         self.x_train = distributed.put(np.asarray(x_train), self.replicated)
         self.y_train = distributed.put(np.asarray(y_train), self.replicated)
-        self.l2, self.augment, self.dtype = l2, augment, dtype
+        self.l2, self.l2_scope, self.augment, self.dtype = l2, l2_scope, augment, dtype
         self.augment_key = jax.random.key(seed + 1)
         self._initial = jax.device_get(
             TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params))
@@ -108,7 +103,7 @@ class Engine:
         logits, new_model_state = self.apply(params, model_state, x, train=True)
         loss, errors = cross_entropy_and_errors(logits, y)
         data_loss = loss.mean()
-        total = data_loss + 0.5 * self.l2 * l2_penalty(params) if self.l2 else data_loss
+        total = data_loss + 0.5 * self.l2 * l2_penalty(params, self.l2_scope) if self.l2 else data_loss
         return total, (data_loss, errors.mean(), new_model_state)
 
     def _train_step(self, state: TrainState, indices: jax.Array):

@@ -1,7 +1,9 @@
-"""The Optax optimiser and learning-rate schedule from config.
+"""The Optax optimiser, its learning-rate schedule and its L2 term, from config.
 
-L2 regularisation (`optim.l2`) is part of the loss (see `engine.l2_penalty`), as in the paper: with SGD
-it is the classic coupled weight decay. AdamW's `optim.weight_decay` is decoupled and applied to kernels.
+L2 regularisation (`optim.l2`) is part of the loss (`l2_penalty`), as in the paper: with SGD it is the
+classic coupled weight decay. AdamW's `optim.weight_decay` is decoupled. Both apply to `optim.l2_scope`: the
+kernels (the paper's choice: biases and BatchNorm's scale and shift are free) or every parameter (PyTorch's
+`weight_decay`, which also pulls BatchNorm's scale towards 0).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from resnet_jax.config import AdamwOptim, OptimConfig, SgdOptim
 from resnet_jax.errors import ConfigError
 
 SCHEDULES = ("piecewise", "cosine", "constant")
+L2_SCOPES = ("kernels", "all")
 WARMUPS = ("constant", "linear")
 
 
@@ -22,6 +25,7 @@ def check(cfg: OptimConfig, steps: int) -> None:
     rules.positive("optim.lr", cfg.lr)
     rules.one_of("optim.schedule", cfg.schedule, SCHEDULES)
     rules.one_of("optim.warmup", cfg.warmup, WARMUPS)
+    rules.one_of("optim.l2_scope", cfg.l2_scope, L2_SCOPES)
     for key in ("l2", "decay", "warmup_steps", "clip_norm"):
         rules.positive(f"optim.{key}", getattr(cfg, key), allow_zero=True)
     if cfg.warmup_steps:
@@ -45,8 +49,16 @@ def is_kernel(path: tuple, _leaf: jax.Array) -> bool:
     return any(getattr(entry, "key", None) == "kernel" for entry in path)
 
 
-def kernel_mask(params) -> object:
-    return jax.tree_util.tree_map_with_path(is_kernel, params)
+def regularised(scope: str):
+    """Which parameters L2 and weight decay apply to: `path, leaf -> bool`."""
+    return is_kernel if scope == "kernels" else lambda _path, _leaf: True
+
+
+def l2_penalty(params, scope: str = "kernels") -> jax.Array:
+    """sum ||W||^2 over the parameters in `scope`."""
+    chosen = regularised(scope)
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    return sum(jax.numpy.sum(jax.numpy.square(leaf)) for path, leaf in leaves if chosen(path, leaf))
 
 
 def schedule(cfg: OptimConfig, steps: int) -> optax.Schedule:
@@ -73,7 +85,9 @@ def build(cfg: OptimConfig, steps: int) -> tuple[optax.GradientTransformation, o
     """The optimiser and the schedule it follows (the schedule is also logged as `lr`)."""
     lr = schedule(cfg, steps)
     if isinstance(cfg, AdamwOptim):
-        tx = optax.adamw(lr, weight_decay=cfg.weight_decay, mask=kernel_mask)
+        chosen = regularised(cfg.l2_scope)
+        tx = optax.adamw(lr, weight_decay=cfg.weight_decay,
+                         mask=lambda params: jax.tree_util.tree_map_with_path(chosen, params))  # fmt: skip
     else:
         tx = optax.sgd(lr, momentum=cfg.momentum or None, nesterov=cfg.nesterov)
     if cfg.clip_norm:

@@ -1,14 +1,8 @@
 """`python -m resnet_jax.report SWEEP_DIR [RUN_DIR ...]`: figures and tables from run directories only.
 
-Writes into SWEEP_DIR: `report.md` (tables + the five figures), `runs.csv` (one row per run) and
-`figures/*.png`:
-  (a) fig6_training_curves: train error (dashed) and test error (solid) against steps, one panel for
-      plain and one for residual nets (same axes), one line per depth (He et al. 2015, Fig. 6);
-  (b) error_vs_depth: final train/test error against depth, plain vs residual, mean +- std over seeds;
-  (c) fig7_response_std: response std per layer, plain vs residual (He et al. 2015, Fig. 7);
-  (d) grad_norm_per_layer: gradient norm per layer at initialisation and at the end;
-  (e) branch_ratio_vs_l2: residual-branch ratio ||F(x)||/||x|| per block, one line per L2.
-Failed, diverged or unfinished runs are included and marked.
+Writes into SWEEP_DIR: `report.md` (tables, damaged runs, the figures of `resnet_jax.figures`), `runs.csv`
+(one row per run) and `figures/*.png`. Failed, diverged or unfinished runs are included and marked; damaged
+ones are listed with the reason.
 """
 
 from __future__ import annotations
@@ -20,18 +14,13 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from resnet_jax.runs import RunRecord, find_runs, load_run  # noqa: E402
+from resnet_jax import figures
+from resnet_jax.runs import RunRecord, find_runs, load_run
 
 CSV_COLUMNS = (
     "run", "model", "depth", "residual", "l2", "seed", "status", "step", "params",
     "final_train_error", "final_test_error", "best_test_error", "steps_per_s",
 )  # fmt: skip
-KINDS = (("plain", False), ("residual", True))
 
 
 def _final(run: RunRecord, key: str) -> float | None:
@@ -40,16 +29,6 @@ def _final(run: RunRecord, key: str) -> float | None:
 
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "" if value is None else f"{value:.{digits}f}"
-
-
-def _mark(run: RunRecord) -> str:
-    return "" if run.status == "completed" else f" [{run.status}]"
-
-
-def _depth_colors(runs: list[RunRecord]) -> dict[int, str]:
-    depths = sorted({run.get("model.depth") for run in runs})
-    cmap = plt.get_cmap("viridis", max(len(depths), 2))
-    return {d: cmap(i) for i, d in enumerate(depths)}
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -72,28 +51,28 @@ def csv_rows(runs: list[RunRecord], root: Path) -> list[dict[str, object]]:
 
 
 def aggregate(runs: list[RunRecord]) -> list[dict[str, object]]:
-    """Mean and std over seeds of the final errors, per (model, residual, depth, l2)."""
+    """Mean and std over seeds of the final errors, per configuration: model, residual, depth, L2 and any
+    other key that varies in the sweep (its `variant`, e.g. `L2=0.001, pre-act`)."""
+    others = [k for k in figures.varying(runs) if k not in ("model.name", "model.depth", "seed")]
     groups: dict[tuple, list[RunRecord]] = defaultdict(list)
     for run in runs:
-        key = (
-            run.get("model.name"),
-            bool(run.get("model.residual")),
-            run.get("model.depth"),
-            run.get("optim.l2"),
-        )
+        variant = ", ".join(figures.VARIANT_KEYS[k](run.get(k)) for k in others)
+        key = (run.get("model.name"), bool(run.get("model.residual")), run.get("model.depth"),
+               run.get("optim.l2"), variant)  # fmt: skip
         groups[key].append(run)
 
     def order(item: tuple[tuple, list]) -> tuple:
-        model, residual, depth, l2 = item[0]
-        return (str(model), residual, depth if isinstance(depth, int) else -1, l2 or 0.0)
+        model, residual, depth, l2, variant = item[0]
+        return (str(model), residual, depth if isinstance(depth, int) else -1, l2 or 0.0, variant)
 
     out = []
-    for (model, residual, depth, l2), members in sorted(groups.items(), key=order):
+    for (model, residual, depth, l2, variant), members in sorted(groups.items(), key=order):
         row: dict[str, object] = {
             "model": model,
             "residual": residual,
             "depth": depth,
             "l2": l2,
+            "variant": variant,
             "runs": len(members),
             "not_completed": sum(r.status != "completed" for r in members),
         }
@@ -103,130 +82,6 @@ def aggregate(runs: list[RunRecord]) -> list[dict[str, object]]:
             row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0 if values else None
         out.append(row)
     return out
-
-
-def _legend(ax: plt.Axes, **kwargs) -> None:
-    """One legend entry per label (seeds of one configuration share a label)."""
-    handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles, strict=True))
-    if unique:
-        ax.legend(unique.values(), unique.keys(), **kwargs)
-
-
-def _save(fig: plt.Figure, axes, path: Path, ylabel: str, legend_size: int = 8) -> None:
-    """Grid and legend on every panel, the y label on the first, then write and close the figure."""
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        _legend(ax, fontsize=legend_size)
-    axes[0].set_ylabel(ylabel)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def plot_training_curves(runs: list[RunRecord], path: Path) -> None:
-    """(a) He et al. 2015, Fig. 6: dashed train error, solid test error, per depth; plain | residual."""
-    colors = _depth_colors(runs)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharex=True, sharey=True)
-    for ax, (title, residual) in zip(axes, KINDS, strict=True):
-        for run in (r for r in runs if bool(r.get("model.residual")) == residual):
-            color = colors[run.get("model.depth")]
-            label = f"{run.get('model.depth')}-layer{_mark(run)}"
-            steps, train = run.series("train/error")
-            ax.plot(steps, train, "--", color=color, linewidth=1)
-            steps, test = run.series("test/error")
-            ax.plot(
-                steps,
-                test,
-                "-",
-                color=color,
-                linewidth=2,
-                label=label,
-                marker="x" if run.status != "completed" else None,
-            )
-        ax.set_title(f"{title} (dashed: train, solid: test)")
-        ax.set_xlabel("step")
-    _save(fig, axes, path, "error (%)")
-
-
-def plot_error_vs_depth(table: list[dict[str, object]], path: Path) -> None:
-    """(b) final error against depth, plain vs residual, mean +- std over seeds."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    for ax, split in zip(axes, ("train", "test"), strict=True):
-        for title, residual in KINDS:
-            for l2 in sorted({r["l2"] for r in table if r["residual"] == residual}, key=lambda v: v or 0.0):
-                rows = sorted(
-                    (
-                        r
-                        for r in table
-                        if r["residual"] == residual
-                        and r["l2"] == l2
-                        and r[f"{split}/error_mean"] is not None
-                    ),
-                    key=lambda r: r["depth"],
-                )
-                if rows:
-                    ax.errorbar(
-                        [r["depth"] for r in rows],
-                        [r[f"{split}/error_mean"] for r in rows],
-                        yerr=[r[f"{split}/error_std"] for r in rows],
-                        marker="o",
-                        capsize=3,
-                        linestyle="--" if not residual else "-",
-                        label=f"{title}, L2={l2}",
-                    )
-        ax.set_title(f"final {split} error")
-        ax.set_xlabel("depth (weighted layers)")
-    _save(fig, axes, path, "error (%)")
-
-
-def plot_per_layer(
-    runs: list[RunRecord], key: str, which: tuple[str, ...], path: Path, ylabel: str, log: bool = False
-) -> None:
-    """(c)/(d) a per-layer probe, plain | residual panels, one line per run (and per `which` step)."""
-    colors = _depth_colors(runs)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    styles = {"first": ":", "last": "-"}
-    for ax, (title, residual) in zip(axes, KINDS, strict=True):
-        for run in (r for r in runs if bool(r.get("model.residual")) == residual):
-            for moment in which:
-                values = run.probe(key, moment)
-                if values:
-                    when = {"first": "init", "last": "end"}[moment]
-                    ax.plot(
-                        range(1, len(values) + 1),
-                        values,
-                        styles[moment],
-                        color=colors[run.get("model.depth")],
-                        label=f"{run.get('model.depth')}-layer, {when}{_mark(run)}",
-                    )
-        ax.set_title(title)
-        ax.set_xlabel("layer index (input side first)")
-        if log:
-            ax.set_yscale("log")
-    _save(fig, axes, path, ylabel, legend_size=7)
-
-
-def plot_branch_ratio(runs: list[RunRecord], path: Path) -> None:
-    """(e) ||F(x)||/||x|| per block at the end of training, one line per L2 (residual nets)."""
-    residual = [r for r in runs if r.get("model.residual") and r.probe("branch_ratio")]
-    l2s = sorted({r.get("optim.l2") for r in residual})
-    cmap = plt.get_cmap("plasma", max(len(l2s), 2))
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for i, l2 in enumerate(l2s):
-        members = [r for r in residual if r.get("optim.l2") == l2]
-        for run in members:
-            values = run.probe("branch_ratio")
-            axes[0].plot(range(1, len(values) + 1), values, color=cmap(i), label=f"L2={l2}", alpha=0.8)
-        means = [statistics.fmean(r.probe("branch_ratio")) for r in members]
-        axes[1].scatter([l2] * len(means), means, color=cmap(i))
-    axes[0].set_title("residual-branch ratio per block (end)")
-    axes[0].set_xlabel("block index")
-    axes[1].set_title("mean ratio over blocks against L2")
-    axes[1].set_xlabel("optim.l2")
-    if l2s and min(l2s) > 0:
-        axes[1].set_xscale("log")
-    _save(fig, axes, path, "||F(x)|| / ||x||")
 
 
 def markdown_table(rows: list[dict[str, object]], columns: list[str]) -> str:
@@ -247,9 +102,12 @@ def markdown_table(rows: list[dict[str, object]], columns: list[str]) -> str:
 FIGURES = {
     "fig6_training_curves.png": "(a) Training curves (Fig. 6): dashed train error, solid test error",
     "error_vs_depth.png": "(b) Final error against depth, mean ± std over seeds",
-    "fig7_response_std.png": "(c) Layer response std after BN, before the nonlinearity (Fig. 7)",
+    "fig7_response_std.png": "(c) Layer response std after BN, before the nonlinearity (Fig. 7): by layer, "
+    "and sorted by magnitude",
     "grad_norm_per_layer.png": "(d) Gradient norm per layer at init (dotted) and at the end (solid)",
     "branch_ratio_vs_l2.png": "(e) Residual-branch ratio ||F(x)||/||x|| per block, by L2",
+    "identity_vs_l2.png": "(f) Against L2: branch ratio, block kernel norm, train and test error "
+    "(mean ± std)",
 }
 
 
@@ -262,25 +120,34 @@ def build_report(root: Path, extra: list[Path] = ()) -> Path:
     damaged = [r for r in every if r.damage]
     # a run whose config or summary cannot be read has nothing to plot or aggregate: listed, not drawn
     runs = [r for r in every if r.config and "status" in r.summary and r.summary["status"] != "damaged"]
-    figures = root / "figures"
-    figures.mkdir(parents=True, exist_ok=True)
+    folder = root / "figures"
+    folder.mkdir(parents=True, exist_ok=True)
     rows, table = csv_rows(every, root), aggregate(runs)
     with (root / "runs.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    plot_training_curves(runs, figures / "fig6_training_curves.png")
-    plot_error_vs_depth(table, figures / "error_vs_depth.png")
-    plot_per_layer(runs, "response_std", ("last",), figures / "fig7_response_std.png", "response std")
-    plot_per_layer(
-        runs, "grad_norm", ("first", "last"), figures / "grad_norm_per_layer.png", "||dL/dW||", log=True
+    figures.plot_training_curves(runs, folder / "fig6_training_curves.png")
+    figures.plot_error_vs_depth(table, folder / "error_vs_depth.png")
+    figures.plot_response_std(runs, folder / "fig7_response_std.png")
+    figures.plot_per_layer(
+        runs, "grad_norm", ("first", "last"), folder / "grad_norm_per_layer.png", "||dL/dW||"
     )
-    plot_branch_ratio(runs, figures / "branch_ratio_vs_l2.png")
+    figures.plot_branch_ratio(runs, folder / "branch_ratio_vs_l2.png")
+    figures.plot_identity_vs_l2(runs, folder / "identity_vs_l2.png")
     summary_columns = [
         "model",
         "residual",
         "depth",
         "l2",
+        *(
+            ["variant"]
+            if any(
+                r["variant"] and not r["variant"].startswith("L2=") or ", " in str(r["variant"])
+                for r in table
+            )
+            else []
+        ),  # fmt: skip
         "runs",
         "not_completed",
         "train/error_mean",

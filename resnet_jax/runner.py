@@ -73,8 +73,8 @@ def set_up(cfg: Config) -> Setup:
     model = models.build(cfg.model, data.image_shape, data.num_classes, cfg.seed)
     tx, lr_at = optim.build(cfg.optim, cfg.trainer.steps)
     engine = Engine(model, tx, x_train=data.x_train, y_train=data.y_train, l2=cfg.optim.l2,
-                    augment=cfg.data.augment, dtype=jnp.dtype(cfg.trainer.dtype), seed=cfg.seed,
-                    mesh=mesh)  # fmt: skip
+                    l2_scope=cfg.optim.l2_scope, augment=cfg.data.augment, dtype=jnp.dtype(cfg.trainer.dtype),
+                    seed=cfg.seed, mesh=mesh)  # fmt: skip
     return Setup(cfg, data, engine, lr_at, models.count_params(model), _probe_function(cfg, engine, data))
 
 

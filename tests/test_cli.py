@@ -151,14 +151,15 @@ def test_bad_input_is_one_line_nonzero_exit_and_changes_nothing(
 
 MLP_KEYS = "name, depth, residual, remat, unroll, width, init, dense_impl"
 ADAMW_KEYS = (
-    "name, lr, l2, schedule, boundaries, decay, clip_norm, warmup_steps, warmup_lr, warmup, weight_decay"
+    "name, lr, l2, l2_scope, schedule, boundaries, decay, clip_norm, warmup_steps, warmup_lr, warmup, "
+    "weight_decay"
 )
 FOREIGN_KEYS = [
     (("model=mlp", "model.shortcut=B"),
      f"model.shortcut is not a key of model=mlp; its keys are: {MLP_KEYS}"),
     (("model=mlp", "model.preact=true"), f"model.preact is not a key of model=mlp; its keys are: {MLP_KEYS}"),
     (("data=digits", "data.image_size=32"), "data.image_size is not a key of data=digits; its keys are: "
-     "name, augment, normalize, test_fraction, split_seed"),
+     "name, normalize, augment, test_fraction, split_seed"),
     (("optim=adamw", "optim.momentum=0.5"),
      f"optim.momentum is not a key of optim=adamw; its keys are: {ADAMW_KEYS}"),
     (("logger=none", "logger.mode=online"), "logger.mode is not a key of logger=none; its keys are: name"),

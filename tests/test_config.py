@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 
 import pytest
+from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 
 from resnet_jax.checks import check
 from resnet_jax.config import (
@@ -19,11 +21,24 @@ from resnet_jax.config import (
     TrainerConfig,
     WandbLogger,
     compose,
+    composition_error,
 )
 from resnet_jax.errors import ConfigError
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+
+
+def programmatic(**groups) -> Config:
+    """A Config built in Python from the schemas' defaults (their family-recipe interpolations resolved)."""
+    chosen = {
+        "model": CifarModel(),
+        "data": DigitsData(),
+        "optim": SgdOptim(),
+        "logger": WandbLogger(),
+        **groups,
+    }
+    return OmegaConf.to_object(OmegaConf.structured(Config(**chosen)))
 
 
 @pytest.mark.parametrize(
@@ -34,16 +49,14 @@ def test_every_option_composed_from_the_command_line_equals_its_programmatic_con
 ) -> None:
     """One place for defaults: `group=option` gives exactly the schema's own defaults, nothing else."""
     cfg = compose(f"{group}={option}")
-    assert getattr(cfg, group) == GROUP_OPTIONS[group][option]()
+    assert cfg == programmatic(**{group: GROUP_OPTIONS[group][option]()})
     if option != "cifar10":  # CIFAR-10's check looks for its archive on disk
         check(cfg)
 
 
 def test_the_default_config_is_the_programmatic_default_resnet20_on_digits() -> None:
-    expected = Config(model=CifarModel(), data=DigitsData(), optim=SgdOptim(), logger=WandbLogger(),
-                      trainer=TrainerConfig(), probe=ProbeConfig())  # fmt: skip
     cfg = compose()
-    assert cfg == expected
+    assert cfg == programmatic(trainer=TrainerConfig(), probe=ProbeConfig())
     assert (cfg.model.name, cfg.model.depth, cfg.model.residual, cfg.data.name) == (
         "cifar",
         20,
@@ -122,3 +135,31 @@ def test_bad_values_are_one_line_errors_naming_key_and_allowed_values(override: 
 
 def test_nan_is_parsed_as_float_not_string() -> None:
     assert math.isnan(compose("optim.lr=nan").optim.lr)
+
+
+def test_each_family_brings_its_recipe_and_an_explicit_value_wins() -> None:
+    mlp, cifar = compose("model=mlp"), compose()
+    assert (mlp.optim.lr, mlp.optim.clip_norm, mlp.model.init) == (0.01, 1.0, "lecun")
+    assert (cifar.optim.lr, cifar.optim.clip_norm) == (0.1, 0.0)
+    assert compose("model=mlp", "optim.lr=0.05", "optim.clip_norm=0").optim.lr == 0.05
+    assert compose("model=mlp", "optim=adamw").optim.lr == 1e-3  # AdamW's own default
+    assert compose("model=mlp", "optim=adamw").optim.clip_norm == 1.0
+
+
+def test_a_config_file_setting_a_key_the_option_lacks_is_one_line_naming_the_file_and_the_keys() -> None:
+    # e.g. an experiment setting a CIFAR-only key on model=mlp: the file, the key and the option's keys
+    text = "In 'experiment/study': ConfigKeyError raised while composing config:\n" + (
+        "Key 'shortcut' not in 'MlpModel'"
+    )
+    message = str(composition_error(ConfigCompositionException(text)))
+    assert message == (
+        "In 'experiment/study': ConfigKeyError raised while composing config: model.shortcut is not a key of "
+        "model=mlp; its keys are: name, depth, residual, remat, unroll, width, init, dense_impl"
+    )
+
+
+def test_the_paper_recipe_composes_on_every_dataset() -> None:
+    # the GPU check runs the paper's recipe on CIFAR-shaped synthetic data: every dataset has data.normalize
+    for data in ("digits", "cifar10", "synthetic"):
+        cfg = compose("experiment=he2015_cifar10", f"data={data}")
+        assert (cfg.data.name, cfg.data.normalize, cfg.data.augment) == (data, "per_pixel_mean", True)

@@ -225,7 +225,7 @@ def test_two_locks_in_one_directory_exclude_each_other_and_release_only_their_ow
 @pytest.mark.parametrize(
     ("extra", "changed"),
     [
-        (("optim.lr=0.5",), "optim.lr: 0.1 -> 0.5"),
+        (("optim.lr=0.5",), "optim.lr: 0.01 -> 0.5"),  # the MLP recipe's lr
         (("trainer.steps=80",), "trainer.steps: 40 -> 80"),  # extending a run is refused (README)
         (("seed=1", "model.residual=false"), "model.residual: True -> False; seed: 0 -> 1"),
     ],
@@ -258,7 +258,7 @@ def test_keys_that_do_not_change_results_may_differ(completed: Path) -> None:
 
 SWEEP = ("-m", "model=mlp", "model.depth=4", "model.width=16", "trainer.steps=20", "trainer.batch_size=32",
          "trainer.log_every=10", "trainer.eval_every=10", "probe.every=0", "logger=none",
-         "optim.schedule=constant", "optim.lr=0.05,1e6")  # fmt: skip
+         "optim.schedule=constant", "optim.clip_norm=0", "optim.lr=0.05,1e6")  # fmt: skip
 
 
 @pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local"])

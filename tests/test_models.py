@@ -11,7 +11,7 @@ from flax import nnx
 from resnet_jax import models
 from resnet_jax.config import CifarModel, MlpModel, ModelConfig
 from resnet_jax.errors import ConfigError
-from resnet_jax.models.cifar import BasicBlock, BlockSpec
+from resnet_jax.models.cifar import Block, BlockSpec
 from resnet_jax.models.dense import DenseBlock
 
 CIFAR = (32, 32, 3)
@@ -79,7 +79,7 @@ def test_dense_block_with_zero_last_layer_is_the_identity_on_nonnegative_input()
 
 def test_conv_block_with_zero_last_bn_is_the_identity_on_nonnegative_input() -> None:
     spec = BlockSpec(residual=True, norm=True, shortcut="A", preact=False, conv_impl="shifted")
-    block = BasicBlock(8, 8, 1, spec, rngs=nnx.Rngs(0))
+    block = Block(8, 8, 1, spec, rngs=nnx.Rngs(0))
     bn = block.norm2.bn
     bn.scale[...] = jnp.zeros_like(bn.scale[...])
     bn.bias[...] = jnp.zeros_like(bn.bias[...])
@@ -104,7 +104,9 @@ def test_shifted_conv_equals_xla_conv(stride: int, size: tuple[int, int]) -> Non
 
     x = jax.random.normal(jax.random.key(0), (2, 9, 8, 5))
     w = jax.random.normal(jax.random.key(1), (*size, 5, 7))
-    np.testing.assert_allclose(conv_shifted(x, w, stride), conv_xla(x, w, stride), rtol=1e-5, atol=1e-5)
+    with jax.default_matmul_precision("highest"):  # on GPUs XLA's default float32 conv is TF32 (~3 digits)
+        shifted, xla = conv_shifted(x, w, stride), conv_xla(x, w, stride)
+    np.testing.assert_allclose(shifted, xla, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("train", [False, True])
@@ -148,3 +150,73 @@ def test_invalid_cifar_depth_names_the_rule_and_nearest_depths(depth: int, neare
 def test_invalid_mlp_depth_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match=r"2 \+ 2N.*nearest valid: 6 or 8"):
         models.build(MlpModel(depth=7), (8, 8, 1), 10, 0)
+
+
+def kernel_params(cfg: ModelConfig, shape=CIFAR) -> int:
+    """Conv and dense weights only (the count He et al. 2016 report: BatchNorm and biases left out)."""
+    model = nnx.eval_shape(lambda: models.build(cfg, shape, 10, 0))
+    leaves = jax.tree_util.tree_leaves_with_path(nnx.state(model, nnx.Param))
+    return sum(int(np.prod(x.shape)) for path, x in leaves if getattr(path[-2], "key", None) == "kernel")
+
+
+@pytest.mark.parametrize("preact", [False, True])
+@pytest.mark.parametrize(("depth", "millions"), [(164, 1.7), (1001, 10.2)])
+def test_bottleneck_resnets_have_the_papers_depth_rule_and_parameter_counts(
+    depth: int, millions: float, preact: bool
+) -> None:
+    """He et al. 2016, Table 2: ResNet-164 1.7 M, ResNet-1001 10.2 M (bottleneck, projection shortcuts)."""
+    cfg = CifarModel(depth=depth, block="bottleneck", shortcut="B", preact=preact)
+    assert round(kernel_params(cfg) / 1e6, 1) == millions
+    assert 0 < abs_params(cfg) - kernel_params(cfg) < 0.02 * abs_params(cfg)  # BatchNorm scales and shifts
+
+
+def abs_params(cfg: ModelConfig) -> int:
+    return abstract_params(cfg)
+
+
+def test_a_bottleneck_net_computes_and_scans_like_its_unrolled_form() -> None:
+    cfg = dict(depth=29, block="bottleneck", shortcut="B")
+    scanned = models.build(CifarModel(**cfg, unroll=False), (8, 8, 1), 10, 0)
+    unrolled = models.build(CifarModel(**cfg, unroll=True, remat=True), (8, 8, 1), 10, 0)
+    x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
+    assert scanned(x, True).shape == (4, 10)
+    np.testing.assert_allclose(scanned(x, True), unrolled(x, True), rtol=1e-5, atol=1e-5)
+    assert len(scanned.layer_kernels()) == 29  # depth counts weighted layers: 9n + 2
+
+
+@pytest.mark.parametrize(("depth", "nearest"), [(30, "29 or 38"), (164, None), (10, "11")])
+def test_bottleneck_depth_must_be_9n_plus_2(depth: int, nearest: str | None) -> None:
+    cfg = CifarModel(depth=depth, block="bottleneck")
+    if nearest is None:
+        models.check(cfg)
+        return
+    with pytest.raises(ConfigError, match=r"model.block=bottleneck: depth must be 9n\+2") as info:
+        models.check(cfg)
+    assert info.value.args[0].endswith(f"nearest valid: {nearest}")
+
+
+@pytest.mark.parametrize("block", ["basic", "bottleneck"])
+@pytest.mark.parametrize("preact", [False, True])
+def test_zero_init_residual_makes_every_block_start_as_the_identity(block: str, preact: bool) -> None:
+    depth = 20 if block == "basic" else 29
+    cfg = CifarModel(depth=depth, block=block, preact=preact, zero_init_residual=True, shortcut="B")
+    model = models.build(cfg, (8, 8, 1), 10, 0)
+    _, stats = model.forward(jax.random.normal(jax.random.key(0), (4, 8, 8, 1)), True, probe=True)
+    np.testing.assert_array_equal(stats["branch_ratio"], 0.0)  # F(x) = 0 in every block at initialisation
+    default = models.build(
+        CifarModel(depth=depth, block=block, preact=preact, shortcut="B"), (8, 8, 1), 10, 0
+    )
+    _, stats = default.forward(jax.random.normal(jax.random.key(0), (4, 8, 8, 1)), True, probe=True)
+    assert np.all(np.asarray(stats["branch_ratio"]) > 0)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"residual": False}, r"applies to residual nets only: model.residual=false has no residual branch"),
+        ({"norm": "none"}, r"zeroes each branch's last BatchNorm scale: it needs model.norm=batchnorm"),
+    ],
+)
+def test_zero_init_residual_is_a_one_line_error_where_it_cannot_apply(changes: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^model.zero_init_residual=true {message}"):
+        models.check(CifarModel(zero_init_residual=True, **changes))

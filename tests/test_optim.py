@@ -1,15 +1,23 @@
-"""Schedules and the L2 term."""
+"""Schedules, the L2 term and its scope."""
 
 from __future__ import annotations
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import final_arrays, tiny_config
 
 from resnet_jax import models, optim
-from resnet_jax.config import AdamwOptim, MlpModel, SgdOptim
-from resnet_jax.engine import l2_penalty
+from resnet_jax.config import AdamwOptim, CifarModel, MlpModel
+from resnet_jax.config import SgdOptim as _SgdOptim
+from resnet_jax.optim import l2_penalty
+from resnet_jax.runner import run
+
+
+def SgdOptim(**kwargs) -> _SgdOptim:  # noqa: N802 - SGD without the family recipe's clipping (no model here)
+    return _SgdOptim(**{"clip_norm": 0.0, **kwargs})
 
 
 def test_piecewise_divides_by_ten_at_half_and_three_quarters_by_default() -> None:
@@ -44,7 +52,7 @@ def test_l2_penalty_sums_squared_kernels_only() -> None:
 
 
 def test_adamw_decays_kernels_not_biases() -> None:
-    tx, _ = optim.build(AdamwOptim(lr=0.1, weight_decay=0.5, schedule="constant"), 10)
+    tx, _ = optim.build(AdamwOptim(lr=0.1, weight_decay=0.5, schedule="constant", clip_norm=0.0), 10)
     params = {"layer": {"kernel": jnp.ones(2), "bias": jnp.ones(2)}}
     zero_grads = {"layer": {"kernel": jnp.zeros(2), "bias": jnp.zeros(2)}}
     updates, _ = tx.update(zero_grads, tx.init(params), params)
@@ -57,3 +65,37 @@ def test_clip_norm_bounds_the_update() -> None:
     params = {"kernel": jnp.zeros(4)}
     updates, _ = tx.update({"kernel": jnp.full(4, 10.0)}, tx.init(params), params)
     assert float(jnp.linalg.norm(updates["kernel"])) == pytest.approx(0.5, rel=1e-5)
+
+
+def test_l2_scope_all_regularises_every_parameter_kernels_only_the_kernels() -> None:
+    model = models.build(CifarModel(depth=8), (8, 8, 1), 10, 0)
+    params = nnx.state(model, nnx.Param)
+    every = sum(float(jnp.sum(leaf**2)) for leaf in jax.tree.leaves(params))
+    kernels = sum(float(jnp.sum(m.kernel[...] ** 2)) for m in (model.stem, model.head)) + sum(
+        float(jnp.sum(k**2)) for stage in model.stages for k in stage.kernels()
+    )
+    np.testing.assert_allclose(float(l2_penalty(params, "all")), every, rtol=1e-5)
+    np.testing.assert_allclose(float(l2_penalty(params, "kernels")), kernels, rtol=1e-5)
+    assert every > kernels + 30  # BatchNorm's scales (ones) and the biases count under `all`
+
+
+def test_adamw_weight_decay_follows_l2_scope() -> None:
+    params = {"layer": {"kernel": jnp.ones(2), "bias": jnp.ones(2)}}
+    zero_grads = {"layer": {"kernel": jnp.zeros(2), "bias": jnp.zeros(2)}}
+    for scope, bias_update in (("kernels", 0.0), ("all", -0.05)):
+        cfg = AdamwOptim(lr=0.1, weight_decay=0.5, schedule="constant", clip_norm=0.0, l2_scope=scope)
+        tx, _ = optim.build(cfg, 10)
+        updates, _ = tx.update(zero_grads, tx.init(params), params)
+        assert float(updates["layer"]["bias"][0]) == pytest.approx(bias_update)
+
+
+def test_a_run_with_l2_on_everything_shrinks_batchnorm_scales(tmp_path) -> None:
+    base = ("model.depth=8", "optim.l2=0.05", "trainer.steps=40")
+    scales = {}
+    for scope in ("kernels", "all"):
+        run(tiny_config(*base, f"optim.l2_scope={scope}"), tmp_path / scope)
+        arrays = final_arrays(tmp_path / scope)
+        scales[scope] = np.mean(
+            [np.abs(v).mean() for k, v in arrays.items() if k.startswith("params/") and "scale" in k]
+        )
+    assert scales["all"] < scales["kernels"] - 0.05  # weight decay on BatchNorm's scale pulls it towards 0

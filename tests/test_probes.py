@@ -31,7 +31,8 @@ def batch(shape=(16, 8, 8, 1)) -> tuple[jax.Array, jax.Array]:
 def test_dense_probes_match_hand_computation() -> None:
     model = models.build(MlpModel(depth=6, width=8), (8, 8, 1), 10, 0)
     x, y = batch()
-    out = measure(model, x, y)
+    with jax.default_matmul_precision("highest"):  # on GPUs XLA's default float32 matmul is TF32
+        out = measure(model, x, y)
     flat = x.reshape(16, -1)
     w_in, b_in = np.asarray(model.input.kernel[...]), np.asarray(model.input.bias[...])
     w1, b1 = np.asarray(model.blocks.linear1.kernel[...]), np.asarray(model.blocks.linear1.bias[...])

@@ -11,7 +11,6 @@ import pytest
 from helpers import final_arrays, tiny_config
 
 from resnet_jax import models, optim
-from resnet_jax.config import SgdOptim
 from resnet_jax.data import load
 from resnet_jax.engine import Engine, EpochSampler
 from resnet_jax.loop import Diverged
@@ -52,8 +51,7 @@ def test_run_directory_contract(tmp_path: Path) -> None:
 
 
 def test_divergence_stops_the_run_and_is_recorded(tmp_path: Path) -> None:
-    cfg = tiny_config("model=mlp", "model.depth=10")
-    cfg.optim = SgdOptim(lr=1e6, schedule="constant")
+    cfg = tiny_config("model=mlp", "model.depth=10", "optim.lr=1e6", "optim.schedule=constant")
     with pytest.raises(Diverged, match="training loss became nan"):
         run(cfg, tmp_path)
     summary = json.loads((tmp_path / "summary.json").read_text())
@@ -107,3 +105,12 @@ def test_bfloat16_compute_keeps_float32_parameters_and_tracks_float32_training(t
     floats = {k: v for k, v in arrays.items() if np.issubdtype(v.dtype, np.floating)}
     assert any(k.startswith("params/") for k in floats) and any(k.startswith("opt_state/") for k in floats)
     assert all(v.dtype == np.float32 for v in floats.values())  # parameters and optimiser state
+
+
+@pytest.mark.parametrize("depth", [10, 30])
+def test_the_dense_net_trains_with_its_familys_defaults(depth: int, tmp_path: Path) -> None:
+    """`model=mlp` alone: the MLP's recipe (LeCun init, lr 0.01, gradient norm clipped at 1) trains it."""
+    cfg = tiny_config("model=mlp", f"model.depth={depth}", "trainer.steps=200", "trainer.batch_size=128",
+                      "trainer.eval_every=100", "trainer.log_every=50", "probe.every=0")  # fmt: skip
+    summary = run(cfg, tmp_path)
+    assert summary["status"] == "completed" and summary["final"]["test/error"] < 12.0, summary["final"]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from types import ModuleType
 
+from resnet_jax import rules
 from resnet_jax.config import Cifar10Data, DataConfig, DigitsData, SyntheticData
 from resnet_jax.data import cifar10, digits, synthetic
-from resnet_jax.data.dataset import Dataset
+from resnet_jax.data.dataset import NORMALIZATIONS, Dataset, normalize
 
 _MODULES: dict[type, ModuleType] = {DigitsData: digits, Cifar10Data: cifar10, SyntheticData: synthetic}
 
@@ -17,6 +19,7 @@ def _module(cfg: DataConfig) -> ModuleType:
 
 def check(cfg: DataConfig) -> None:
     """The dataset's own rules, and whether it can be had (CIFAR-10 missing and no download: an error)."""
+    rules.one_of("data.normalize", cfg.normalize, NORMALIZATIONS)
     _module(cfg).check(cfg)
 
 
@@ -26,8 +29,10 @@ def train_size(cfg: DataConfig) -> int:
 
 
 def load(cfg: DataConfig) -> Dataset:
-    """The dataset `cfg` describes, normalised as configured."""
-    return _module(cfg).load(cfg)
+    """The dataset `cfg` describes, normalised as configured with its training split's statistics."""
+    raw = _module(cfg).load(cfg)
+    x_train, x_test = normalize(raw.x_train, raw.x_test, cfg.normalize)
+    return dataclasses.replace(raw, x_train=x_train, x_test=x_test)
 
 
 __all__ = ["Dataset", "check", "load", "train_size"]

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from resnet_jax import rules
 from resnet_jax.config import Cifar10Data
-from resnet_jax.data.dataset import NORMALIZATIONS, Dataset, normalize
+from resnet_jax.data.dataset import Dataset
 from resnet_jax.data.safe_pickle import safe_loads
 from resnet_jax.errors import DatasetError
 
@@ -108,7 +108,6 @@ def _to_arrays(batch: dict, name: str) -> tuple[np.ndarray, np.ndarray]:
 
 def check(cfg: Cifar10Data) -> None:
     """Its rules, and a missing archive is an error unless `data.download=true`."""
-    rules.one_of("data.normalize", cfg.normalize, NORMALIZATIONS)
     rules.pattern("data.md5", cfg.md5, "[0-9a-f]{32}", "an MD5 digest: 32 lowercase hex digits")
     path = archive_path(cfg)
     if not path.is_file() and not cfg.download:
@@ -123,7 +122,7 @@ def train_size(_cfg: Cifar10Data) -> int:
 
 
 def load(cfg: Cifar10Data) -> Dataset:
-    """The 50,000/10,000 official split, normalised with training-set statistics."""
+    """The 50,000/10,000 official split."""
     check(cfg)
     path = archive_path(cfg)
     if not path.is_file():
@@ -139,5 +138,4 @@ def load(cfg: Cifar10Data) -> Dataset:
     x_test, y_test = _to_arrays(batches[TEST_BATCH], TEST_BATCH)
     x_train = np.concatenate([x for x, _ in train])
     y_train = np.concatenate([y for _, y in train])
-    x_train, x_test = normalize(x_train, x_test, cfg.normalize)
     return Dataset("cifar10", x_train, y_train, x_test, y_test, num_classes=10)

@@ -12,7 +12,7 @@ NORMALIZATIONS = ("per_channel", "per_pixel_mean")
 @dataclass(frozen=True)
 class Dataset:
     name: str
-    x_train: np.ndarray  # (N, H, W, C) float32, normalised
+    x_train: np.ndarray  # (N, H, W, C) float32 (normalised by data.load)
     y_train: np.ndarray  # (N,) int32
     x_test: np.ndarray
     y_test: np.ndarray

@@ -10,11 +10,10 @@ from sklearn.model_selection import train_test_split
 
 from resnet_jax import rules
 from resnet_jax.config import DigitsData
-from resnet_jax.data.dataset import NORMALIZATIONS, Dataset, normalize
+from resnet_jax.data.dataset import Dataset
 
 
 def check(cfg: DigitsData) -> None:
-    rules.one_of("data.normalize", cfg.normalize, NORMALIZATIONS)
     rules.in_interval("data.test_fraction", cfg.test_fraction, 0, 1, include_low=False)
     rules.seed("data.split_seed", cfg.split_seed)
 
@@ -36,5 +35,4 @@ def train_size(cfg: DigitsData) -> int:
 
 def load(cfg: DigitsData) -> Dataset:
     x_train, x_test, y_train, y_test = _split(cfg.test_fraction, cfg.split_seed)
-    x_train, x_test = normalize(x_train, x_test, cfg.normalize)
     return Dataset("digits", x_train, y_train, x_test, y_test, num_classes=10)

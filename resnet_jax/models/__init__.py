@@ -9,9 +9,10 @@ from flax import nnx
 
 from resnet_jax import rules
 from resnet_jax.config import CifarModel, MlpModel, ModelConfig
+from resnet_jax.errors import ConfigError
 from resnet_jax.models.cifar import BlockSpec, CifarResNet
 from resnet_jax.models.dense import MLP
-from resnet_jax.models.depth import cifar_blocks_per_stage, mlp_blocks
+from resnet_jax.models.depth import BLOCK_LAYERS, cifar_blocks_per_stage, mlp_blocks
 from resnet_jax.models.layers import KERNEL_INIT_SCALES
 from resnet_jax.ops import kernels
 
@@ -21,9 +22,16 @@ AUTO_DEPTH = 110  # unset remat/unroll: remat above this depth, unroll up to it 
 def check(cfg: ModelConfig) -> None:
     """The model's rules: depth per family, its choices, and a kernel that can run here."""
     if isinstance(cfg, CifarModel):
-        cifar_blocks_per_stage(cfg.depth)
+        rules.one_of("model.block", cfg.block, tuple(BLOCK_LAYERS))
+        cifar_blocks_per_stage(cfg.depth, cfg.block)
         rules.one_of("model.norm", cfg.norm, ("batchnorm", "none"))
         rules.one_of("model.shortcut", cfg.shortcut, ("A", "B"))
+        if cfg.zero_init_residual and not cfg.residual:
+            raise ConfigError("model.zero_init_residual=true applies to residual nets only: "
+                              "model.residual=false has no residual branch to start at zero")  # fmt: skip
+        if cfg.zero_init_residual and cfg.norm != "batchnorm":
+            raise ConfigError("model.zero_init_residual=true zeroes each branch's last BatchNorm scale: it "
+                              "needs model.norm=batchnorm")  # fmt: skip
         kernels.check("conv", cfg.conv_impl)
     elif isinstance(cfg, MlpModel):
         mlp_blocks(cfg.depth)
@@ -71,6 +79,8 @@ def build(cfg: ModelConfig, input_shape: tuple[int, ...], num_classes: int, seed
         shortcut=cfg.shortcut,
         preact=cfg.preact,
         conv_impl=cfg.conv_impl,
+        block=cfg.block,
+        zero_init_residual=cfg.zero_init_residual,
     )
     return CifarResNet(
         cfg.depth,

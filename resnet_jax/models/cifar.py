@@ -1,7 +1,8 @@
-"""He et al. 2015's CIFAR ResNet (depth 6n+2) and its plain twin, post- or pre-activation.
+"""He et al.'s CIFAR ResNets and their plain twins: basic blocks (2015, depth 6n+2) or bottleneck blocks
+(2016, depth 9n+2: ResNet-164, ResNet-1001), post- or pre-activation.
 
-`residual` is the only difference between the two: same layers, same parameters, same init. With
-shortcut option A (subsample + zero-pad channels) the shortcut has no parameters at all.
+`residual` is the only difference between a ResNet and its twin: same layers, same parameters, same init.
+With shortcut option A (subsample + zero-pad channels) the shortcut has no parameters at all.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from resnet_jax.models.depth import cifar_blocks_per_stage
 from resnet_jax.models.layers import Conv, Dense, Norm, Probes, branch_ratio, response_std
 from resnet_jax.models.stack import apply_stacked, create_stacked
 
-STAGE_WIDTHS = (16, 32, 64)
+STEM_WIDTH = 16
+# each stage's output width; a bottleneck block works at a quarter of it (16, 32, 64) and expands 4x
+STAGE_WIDTHS = {"basic": (16, 32, 64), "bottleneck": (64, 128, 256)}
+BOTTLENECK_EXPANSION = 4
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,18 @@ class BlockSpec:
     shortcut: str  # "A": subsample + zero-pad; "B": 1x1 projection where the shape changes
     preact: bool
     conv_impl: str
+    block: str = "basic"  # basic: two 3x3 convs | bottleneck: 1x1 down, 3x3, 1x1 up (He et al. 2016)
+    zero_init_residual: bool = (
+        False  # the branch's last BatchNorm scale starts at 0: the block starts as identity
+    )
+
+
+def branch_layers(spec: BlockSpec, cin: int, cout: int, stride: int) -> list[tuple[int, int, int, int]]:
+    """(kernel size, in, out, stride) of each conv of a block's branch, in order."""
+    if spec.block == "basic":
+        return [(3, cin, cout, stride), (3, cout, cout, 1)]
+    inner = cout // BOTTLENECK_EXPANSION
+    return [(1, cin, inner, 1), (3, inner, inner, stride), (1, inner, cout, 1)]
 
 
 def shortcut_a(x: jax.Array, stride: int, cout: int) -> jax.Array:
@@ -40,18 +56,27 @@ def shortcut_a(x: jax.Array, stride: int, cout: int) -> jax.Array:
     return x
 
 
-class BasicBlock(nnx.Module):
-    """Two 3x3 convs; `act(F(x) + shortcut(x))` if residual, else `act(F(x))`."""
+class Block(nnx.Module):
+    """A branch of convs `conv1..convK` with BatchNorms `norm1..normK`; `act(F(x) + shortcut(x))` if residual,
+    else `act(F(x))`."""
 
     def __init__(self, cin: int, cout: int, stride: int, spec: BlockSpec, *, rngs: nnx.Rngs):
         self.spec, self.stride, self.cout = spec, stride, cout
-        self.conv1 = Conv(cin, cout, 3, stride, spec.conv_impl, rngs=rngs)
-        self.norm1 = Norm(cin if spec.preact else cout, spec.norm, rngs=rngs)
-        self.conv2 = Conv(cout, cout, 3, 1, spec.conv_impl, rngs=rngs)
-        self.norm2 = Norm(cout, spec.norm, rngs=rngs)
+        layers = branch_layers(spec, cin, cout, stride)
+        self.depth = len(layers)
+        for i, (size, c_in, c_out, s) in enumerate(layers, start=1):
+            setattr(self, f"conv{i}", Conv(c_in, c_out, size, s, spec.conv_impl, rngs=rngs))
+            last = i == len(layers)
+            zero = spec.zero_init_residual and last  # the branch's last scale, before or after its last conv
+            setattr(
+                self, f"norm{i}", Norm(c_in if spec.preact else c_out, spec.norm, zero_scale=zero, rngs=rngs)
+            )
         projects = spec.residual and spec.shortcut == "B" and (stride != 1 or cin != cout)
         self.projection = Conv(cin, cout, 1, stride, spec.conv_impl, rngs=rngs) if projects else None
         self.projection_norm = Norm(cout, spec.norm and not spec.preact, rngs=rngs) if projects else None
+
+    def convs(self) -> list[Conv]:
+        return [getattr(self, f"conv{i}") for i in range(1, self.depth + 1)]
 
     def shortcut(self, x: jax.Array, train: bool) -> jax.Array:
         if self.projection is not None:
@@ -60,22 +85,25 @@ class BasicBlock(nnx.Module):
 
     def __call__(self, x: jax.Array, train: bool, probe: bool = False) -> tuple[jax.Array, Probes]:
         """The block's output, and with `probe` its layers' response std and its branch ratio."""
-        if self.spec.preact:  # He et al. 2016: BN-ReLU-conv twice, nothing after the addition
-            first = self.conv1(jax.nn.relu(self.norm1(x, train)))
-            branch = self.conv2(jax.nn.relu(self.norm2(first, train)))
-        else:  # responses after BN, before the nonlinearity or the addition
-            first = self.norm1(self.conv1(x), train)
-            branch = self.norm2(self.conv2(jax.nn.relu(first)), train)
-        identity = self.shortcut(x, train)
+        h, responses = x, []
+        for i, conv in enumerate(self.convs(), start=1):
+            norm = getattr(self, f"norm{i}")
+            if self.spec.preact:  # He et al. 2016: BN-ReLU-conv, nothing after the addition
+                h = conv(jax.nn.relu(norm(h, train)))
+                responses.append(h)
+            else:  # conv-BN, ReLU between the layers; responses after BN, before the ReLU or the addition
+                h = norm(conv(h), train)
+                responses.append(h)
+                if i < self.depth:
+                    h = jax.nn.relu(h)
+        branch, identity = h, self.shortcut(x, train)
         out = branch + identity if self.spec.residual else branch
         if not self.spec.preact:
             out = jax.nn.relu(out)
         if not probe:
             return out, {}
-        stats = {
-            "response_std": jnp.stack([response_std(first), response_std(branch)]),
-            "branch_ratio": branch_ratio(branch, identity),
-        }
+        stats = {"response_std": jnp.stack([response_std(r) for r in responses]),
+                 "branch_ratio": branch_ratio(branch, identity)}  # fmt: skip
         return out, stats
 
 
@@ -84,12 +112,10 @@ class Stage(nnx.Module):
 
     def __init__(self, cin: int, cout: int, stride: int, n: int, spec: BlockSpec, *, rngs: nnx.Rngs):
         changes_shape = stride != 1 or cin != cout
-        self.first = BasicBlock(cin, cout, stride, spec, rngs=rngs) if changes_shape else None
+        self.first = Block(cin, cout, stride, spec, rngs=rngs) if changes_shape else None
         repeats = n - 1 if changes_shape else n
         self.blocks = (
-            create_stacked(repeats, lambda r: BasicBlock(cout, cout, 1, spec, rngs=r), rngs)
-            if repeats
-            else None
+            create_stacked(repeats, lambda r: Block(cout, cout, 1, spec, rngs=r), rngs) if repeats else None
         )
 
     def __call__(
@@ -105,9 +131,17 @@ class Stage(nnx.Module):
             stats.append(stacked)
         return x, stats
 
+    def kernels(self) -> list[jax.Array]:
+        """The stage's weighted layers in depth order (stacked blocks unstacked), projections left out."""
+        kernels = [conv.kernel[...] for conv in self.first.convs()] if self.first is not None else []
+        if self.blocks is not None:
+            per_layer = [conv.kernel[...] for conv in self.blocks.convs()]
+            kernels += [layer[b] for b in range(per_layer[0].shape[0]) for layer in per_layer]
+        return kernels
+
 
 class CifarResNet(nnx.Module):
-    """3x3 conv (16) -> 3 stages of 2n 3x3 convs (16/32/64, stride 2 at stages 2, 3) -> GAP -> linear."""
+    """3x3 conv (16) -> 3 stages of n blocks (stride 2 at stages 2, 3) -> GAP -> linear."""
 
     def __init__(
         self,
@@ -120,25 +154,24 @@ class CifarResNet(nnx.Module):
         unroll: bool = False,
         rngs: nnx.Rngs,
     ):
-        n = cifar_blocks_per_stage(depth)
+        n = cifar_blocks_per_stage(depth, spec.block)
+        widths = STAGE_WIDTHS[spec.block]
         self.spec, self.remat, self.unroll = spec, remat, unroll
-        self.stem = Conv(in_channels, STAGE_WIDTHS[0], 3, 1, spec.conv_impl, rngs=rngs)
+        self.stem = Conv(in_channels, STEM_WIDTH, 3, 1, spec.conv_impl, rngs=rngs)
         # Post-activation: BN-ReLU right after the stem. Pre-activation: BN-ReLU before pooling.
-        self.stem_norm = Norm(STAGE_WIDTHS[0], spec.norm and not spec.preact, rngs=rngs)
+        self.stem_norm = Norm(STEM_WIDTH, spec.norm and not spec.preact, rngs=rngs)
         self.stages = nnx.List(
             Stage(cin, cout, 1 if i == 0 else 2, n, spec, rngs=rngs)
-            for i, (cin, cout) in enumerate(
-                zip((STAGE_WIDTHS[0], *STAGE_WIDTHS[:-1]), STAGE_WIDTHS, strict=True)
-            )
+            for i, (cin, cout) in enumerate(zip((STEM_WIDTH, *widths[:-1]), widths, strict=True))
         )
-        self.final_norm = Norm(STAGE_WIDTHS[-1], spec.norm and spec.preact, rngs=rngs)
-        self.head = Dense(STAGE_WIDTHS[-1], num_classes, rngs=rngs)
+        self.final_norm = Norm(widths[-1], spec.norm and spec.preact, rngs=rngs)
+        self.head = Dense(widths[-1], num_classes, rngs=rngs)
 
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         return self.forward(x, train, probe=False)[0]
 
     def forward(self, x: jax.Array, train: bool, probe: bool) -> tuple[jax.Array, Probes]:
-        """Logits; with `probe`, also `response_std` per 3x3 layer (stem first), `branch_ratio` per block."""
+        """Logits; with `probe`, also `response_std` per conv layer (stem first), `branch_ratio` per block."""
         stem = self.stem_norm(self.stem(x), train)
         h = stem if self.spec.preact else jax.nn.relu(stem)
         per_block = []
@@ -160,9 +193,5 @@ class CifarResNet(nnx.Module):
         """Every weighted layer's kernel in depth order (stacked blocks unstacked): stem ... head."""
         kernels = [self.stem.kernel[...]]
         for stage in self.stages:
-            if stage.first is not None:
-                kernels += [stage.first.conv1.kernel[...], stage.first.conv2.kernel[...]]
-            if stage.blocks is not None:
-                pairs = zip(stage.blocks.conv1.kernel[...], stage.blocks.conv2.kernel[...], strict=True)
-                kernels += [k for pair in pairs for k in pair]
+            kernels += stage.kernels()
         return [*kernels, self.head.kernel[...]]

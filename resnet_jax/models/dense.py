@@ -54,7 +54,7 @@ class MLP(nnx.Module):
         remat: bool = False,
         unroll: bool = False,
         dense_impl: str = "auto",
-        init: str = "he",
+        init: str,
         rngs: nnx.Rngs,
     ):
         blocks = mlp_blocks(depth)

@@ -11,9 +11,10 @@ from resnet_jax.ops.conv import conv2d
 # Per-layer and per-block measurements a forward pass can return (see resnet_jax.probes).
 Probes = dict[str, jax.Array]
 
-# He et al. 2015: zero-mean Gaussian with std sqrt(2 / fan_in) (PyTorch's kaiming_normal_). LeCun's
-# std sqrt(1 / fan_in) halves a ReLU net's signal at every layer: the classic vanishing-signal regime.
-KERNEL_INIT_SCALES = {"he": 2.0, "lecun": 1.0}
+# Kernel variance = scale / fan_in. He et al. 2015's 2 / fan_in (PyTorch's kaiming_normal_) keeps a plain
+# ReLU net's signal constant through depth: the critical scale. LeCun's 1 / fan_in halves its variance at
+# every layer (the vanishing regime); twice He's, 4 / fan_in, doubles it (the exploding regime).
+KERNEL_INIT_SCALES = {"he": 2.0, "lecun": 1.0, "double_he": 4.0}
 he_normal = nnx.initializers.variance_scaling(KERNEL_INIT_SCALES["he"], "fan_in", "normal")
 
 # He et al. 2015 / PyTorch: running statistics decay 0.9 per step (NNX defaults to 0.99).
@@ -46,11 +47,17 @@ class Dense(nnx.Module):
 
 
 class Norm(nnx.Module):
-    """BatchNorm after a conv (momentum 0.9), or nothing when `model.norm=none`."""
+    """BatchNorm after a conv (momentum 0.9), or nothing when `model.norm=none`. `zero_scale`: its scale
+    starts at 0 (Goyal et al. 2017: a residual branch that ends in it starts as the zero map)."""
 
-    def __init__(self, features: int, enabled: bool, *, rngs: nnx.Rngs):
+    def __init__(self, features: int, enabled: bool, *, zero_scale: bool = False, rngs: nnx.Rngs):
+        scale_init = nnx.initializers.zeros_init() if zero_scale else nnx.initializers.ones_init()
         self.bn = (
-            nnx.BatchNorm(features, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, rngs=rngs) if enabled else None
+            nnx.BatchNorm(
+                features, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, scale_init=scale_init, rngs=rngs
+            )
+            if enabled
+            else None
         )
 
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:

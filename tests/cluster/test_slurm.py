@@ -183,8 +183,9 @@ def test_two_tasks_are_two_jax_processes_equal_to_one_process_with_two_devices(t
 def test_a_sweep_with_a_diverging_job_exits_non_zero_naming_it(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     out = train(
-        *SLURM, *RUN, *ONE_CPU, "optim.schedule=constant", "optim.lr=0.05,1e6", f"hydra.sweep.dir={sweep}"
-    )
+        *SLURM, *RUN, *ONE_CPU, "optim.schedule=constant", "optim.clip_norm=0", "optim.lr=0.05,1e6",
+        f"hydra.sweep.dir={sweep}"
+    )  # fmt: skip
     assert out.returncode == 3, out.stderr[-3000:]
     lines = [line for line in out.stderr.splitlines() if line.startswith("job ")]
     assert len(lines) == 1 and lines[0].startswith("job optim.lr=1000000.0: diverged at step 5"), lines

@@ -1,0 +1,284 @@
+"""The JAX half of the prepared GPU check (benchmarks/gpu_check.sh runs it): speed, compile time and memory.
+
+    python benchmarks/gpu_check.py --output jax.json --budget-s 200           # the sizes of the GPU check
+    python benchmarks/gpu_check.py --output jax.json --dry-run                 # every step at tiny sizes
+    python benchmarks/gpu_check.py --merge jax.json torch.jsonl --table t.md --json all.json
+
+Sections run in order of importance and each starts only while the budget lasts (a section left out is
+recorded as such, never silently): ResNet training images/s (float32, K steps per call), the paper's recipe
+through the real command line, bfloat16 against float32, K against one step per call, ResNet-1202 with and
+without remat, the dense MLP. `--merge` joins our rows with the PyTorch references' (one JSON line each,
+from the same chip in the same run) into one JSON file and a Markdown table with the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import bench
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+RECIPE_STEPS = 64_000  # He et al. 2015's CIFAR-10 schedule
+
+
+@dataclass(frozen=True)
+class Sizes:
+    depths: tuple[int, ...]  # the ResNets compared with PyTorch
+    very_deep: int  # ResNet-1202
+    batch: int
+    steps_per_call: int
+    calls: int
+    recipe_steps: int
+    recipe_train_size: int
+    mlp_depths: tuple[int, ...]
+
+
+FULL = Sizes((20, 56, 110), 1202, 128, 20, 5, 3000, 50_000, (10, 50))
+DRY = Sizes((8, 14), 20, 8, 2, 1, 20, 256, (4, 6))
+
+
+class Budget:
+    def __init__(self, seconds: float):
+        self.end = time.monotonic() + seconds
+
+    def allows(self, section: str, needs_s: float) -> bool:
+        left = self.end - time.monotonic()
+        if left < needs_s:
+            bench.emit(
+                bench="not_run", section=section, reason=f"budget: {left:.0f} s left, needs ~{needs_s:.0f}"
+            )
+            return False
+        return True
+
+
+def engine_for(depth: int, batch: int, *overrides: str, dtype=jnp.float32) -> bench.Engine:
+    cfg = bench.config(f"model.depth={depth}", *overrides)
+    return bench.make_engine(cfg, (32, 32, 3), batch, dtype=dtype)
+
+
+def timed_rate(engine: bench.Engine, sizes: Sizes, steps_per_call: int) -> tuple[float, float]:
+    """(images/s, compile seconds): the first call's time less one steady call's (a call of K steps)."""
+    calls = sizes.calls if steps_per_call > 1 else sizes.calls * sizes.steps_per_call
+    rate, first = bench.train_rate(engine, sizes.batch, steps_per_call=steps_per_call, calls=calls)
+    return rate * sizes.batch, max(first - steps_per_call / rate, 0.0)
+
+
+def resnets(sizes: Sizes, budget: Budget) -> None:
+    for depth in sizes.depths:
+        if not budget.allows(f"resnet{depth}", 20 + depth / 2):
+            return
+        images, compile_s = timed_rate(engine_for(depth, sizes.batch), sizes, sizes.steps_per_call)
+        bench.emit(bench="cifar_train", depth=depth, batch=sizes.batch, dtype="float32",
+                   steps_per_call=sizes.steps_per_call, images_per_s=round(images, 1),
+                   compile_s=round(compile_s, 1))  # fmt: skip
+
+
+def recipe(sizes: Sizes, budget: Budget) -> None:
+    """`experiment=he2015_cifar10` through the command line, on CIFAR-shaped synthetic data (augmented on
+    device; the schedule's boundaries at the same fractions of the shorter run); the full 64k-step runs
+    projected from its steady speed and, for the deeper nets, from each depth's measured rate."""
+    if not budget.allows("recipe", 60):
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        steps = sizes.recipe_steps
+        overrides = ["experiment=he2015_cifar10", "data=synthetic", "data.test_size=1000",
+                     f"data.train_size={sizes.recipe_train_size}", f"trainer.steps={steps}",
+                     "logger=none", f"optim.boundaries=[{steps // 2},{steps * 3 // 4}]",
+                     "trainer.progress=false", f"trainer.eval_every={sizes.recipe_steps // 2}",
+                     f"hydra.run.dir={tmp}/run"]  # fmt: skip
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "resnet_jax.train", *overrides], check=True,
+                       env={**os.environ, "WANDB_MODE": "disabled",  # this process holds its own share
+                            "XLA_PYTHON_CLIENT_PREALLOCATE": "false"})  # fmt: skip
+        wall = time.perf_counter() - start
+        summary = json.loads((Path(tmp) / "run" / "summary.json").read_text())
+    rate = summary["steps_per_s"]
+    row = bench.emit(bench="recipe", depth=20, steps=sizes.recipe_steps, process_wall_s=round(wall, 1),
+                     steps_per_s=rate, projected_64k_min=round(RECIPE_STEPS / rate / 60, 2))  # fmt: skip
+    measured = {r["depth"]: r["images_per_s"] for r in bench.RESULTS if r.get("bench") == "cifar_train"}
+    for depth, images in measured.items():  # the deeper nets at the recipe's speed per image of ResNet-20
+        if depth != 20 and 20 in measured:
+            scaled = row["steps_per_s"] * images / measured[20]
+            bench.emit(bench="recipe_projection", depth=depth, from_depth=20,
+                       projected_64k_min=round(RECIPE_STEPS / scaled / 60, 2))  # fmt: skip
+
+
+def precision(sizes: Sizes, budget: Budget) -> None:
+    depth = sizes.depths[1]  # ResNet-56
+    if not budget.allows("bfloat16", 60):
+        return
+    for name, dtype in (("float32", jnp.float32), ("bfloat16", jnp.bfloat16)):
+        images, _ = timed_rate(engine_for(depth, sizes.batch, dtype=dtype), sizes, sizes.steps_per_call)
+        bench.emit(bench="dtype", depth=depth, batch=sizes.batch, dtype=name, images_per_s=round(images, 1))
+
+
+def steps_per_call(sizes: Sizes, budget: Budget) -> None:
+    depth = sizes.depths[0]
+    if not budget.allows("steps_per_call", 30):
+        return
+    engine = engine_for(depth, sizes.batch)
+    for k in (1, sizes.steps_per_call):
+        images, _ = timed_rate(engine, sizes, k)
+        bench.emit(bench="steps_per_call", depth=depth, batch=sizes.batch, steps_per_call=k,
+                   images_per_s=round(images, 1))  # fmt: skip
+
+
+def very_deep(sizes: Sizes, budget: Budget) -> None:
+    """ResNet-1202, scanned blocks, with and without remat: compile time, XLA's temporary memory, speed."""
+    for remat in (True, False):
+        if not budget.allows(f"resnet{sizes.very_deep}_remat_{remat}", 90):
+            return
+        engine = engine_for(
+            sizes.very_deep, sizes.batch, "model.unroll=false", f"model.remat={str(remat).lower()}"
+        )
+        indices = np.zeros((1, sizes.batch), np.int32)
+        start = time.perf_counter()
+        compiled = engine.compiled_chunk.lower(
+            engine.initial_state(), engine.place_indices(indices)
+        ).compile()
+        compile_s = time.perf_counter() - start
+        temp = compiled.memory_analysis().temp_size_in_bytes / 2**30
+        state = engine.initial_state()
+        state, rows = compiled(state, engine.place_indices(indices))
+        rows.block_until_ready()
+        start = time.perf_counter()
+        for _ in range(sizes.calls):
+            state, rows = compiled(state, engine.place_indices(indices))
+        rows.block_until_ready()
+        images = sizes.calls * sizes.batch / (time.perf_counter() - start)
+        bench.emit(bench="very_deep", depth=sizes.very_deep, batch=sizes.batch, remat=remat,
+                   compile_s=round(compile_s, 1), temp_gib=round(temp, 2),
+                   images_per_s=round(images, 1))  # fmt: skip
+
+
+def mlp(sizes: Sizes, budget: Budget) -> None:
+    for depth in sizes.mlp_depths:
+        if not budget.allows(f"mlp{depth}", 20):
+            return
+        cfg = bench.config("model=mlp", f"model.depth={depth}", "model.width=64")
+        engine = bench.make_engine(cfg, (8, 8, 1), 128)
+        rate, _ = bench.train_rate(engine, 128, steps_per_call=100, calls=sizes.calls)
+        bench.emit(bench="mlp_train", depth=depth, width=64, batch=128, steps_per_s=round(rate, 1))
+
+
+SECTIONS = (resnets, recipe, precision, steps_per_call, very_deep, mlp)
+
+
+def ratio(ours: float | None, theirs: float | None) -> str:
+    return f"{ours / theirs:.2f}" if ours and theirs else "-"
+
+
+def merged_table(rows: list[dict]) -> list[str]:
+    """Our rows beside the PyTorch references' (eager, torch.compile modes) with the ratios."""
+
+    def find(**match) -> list[dict]:
+        return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
+
+    def torch_rate(depth: int, mode: str) -> float | None:
+        found = [r for r in find(framework="torch", depth=depth) if (r.get("compile") or "eager") == mode]
+        return found[-1].get("images_per_s") if found else None
+
+    modes = ["eager", *dict.fromkeys(r["compile"] for r in find(framework="torch") if r.get("compile"))]
+    head = " | ".join(f"torch {m}" for m in modes)
+    lines = [f"| ResNet, batch 128, float32 (images/s) | resnet_jax | {head} | vs eager | vs best compiled |",
+             "| --- " * (len(modes) + 4) + "|"]  # fmt: skip
+    for r in find(bench="cifar_train"):
+        theirs = {m: torch_rate(r["depth"], m) for m in modes}
+        compiled = max((v for m, v in theirs.items() if m != "eager" and v), default=None)
+        cells = " | ".join(str(theirs[m] or "-") for m in modes)
+        ours = r["images_per_s"]
+        lines.append(f"| ResNet-{r['depth']} | {ours} | {cells} | "
+                     f"{ratio(ours, theirs['eager'])} | {ratio(ours, compiled)} |")  # fmt: skip
+    for r in find(framework="torch", error=True):
+        lines.append(
+            f"| torch {r.get('compile') or 'eager'} ResNet-{r['depth']}: {r['reason']} |"
+            + " |" * (len(modes) + 3)
+        )
+    lines += ["", "| measurement | value |", "| --- | --- |"]
+    for r in find(bench="cifar_train"):
+        lines.append(
+            f"| compile time, ResNet-{r['depth']}, K = {r['steps_per_call']} (s) | {r['compile_s']} |"
+        )
+    for r in find(bench="recipe"):
+        lines.append(f"| he2015 recipe, ResNet-20, {r['steps']} steps (steps/s) | {r['steps_per_s']} |")
+        lines.append(f"| projected 64k-step ResNet-20 (min) | {r['projected_64k_min']} |")
+    for r in find(bench="recipe_projection"):
+        lines.append(
+            f"| projected 64k-step ResNet-{r['depth']} (min, scaled by images/s) | {r['projected_64k_min']} |"
+        )
+    dtypes = {r["dtype"]: r["images_per_s"] for r in find(bench="dtype")}
+    for name, images in dtypes.items():
+        lines.append(f"| ResNet-{find(bench='dtype')[0]['depth']} {name} (images/s) | {images} |")
+    if len(dtypes) == 2:
+        lines.append(f"| bfloat16 / float32 | {ratio(dtypes['bfloat16'], dtypes['float32'])} |")
+    for r in find(bench="steps_per_call"):
+        lines.append(
+            f"| ResNet-{r['depth']}, K = {r['steps_per_call']} steps per call (images/s) "
+            f"| {r['images_per_s']} |"
+        )
+    for r in find(bench="very_deep"):
+        lines.append(f"| ResNet-{r['depth']} remat={r['remat']}: images/s, compile s, temporary GiB | "
+                     f"{r['images_per_s']}, {r['compile_s']}, {r['temp_gib']} |")  # fmt: skip
+    for r in find(bench="mlp_train"):
+        lines.append(f"| MLP depth {r['depth']}, width 64, batch 128 (steps/s) | {r['steps_per_s']} |")
+    for r in find(bench="not_run") + find(bench="failed"):
+        lines.append(f"| {r['bench'].replace('_', ' ')}: {r['section']} | {r['reason']} |")
+    return lines
+
+
+def merge(ours: Path, torch_rows: Path, table: Path, combined: Path) -> None:
+    rows = json.loads(ours.read_text())
+    if torch_rows.exists():
+        rows += [json.loads(line) for line in torch_rows.read_text().splitlines() if line.strip()]
+    combined.write_text(json.dumps(rows, indent=1))
+    lines = merged_table(rows)
+    table.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--dry-run", action="store_true", help="every section at tiny sizes (CI, on CPU)")
+    parser.add_argument("--budget-s", type=float, default=240)
+    parser.add_argument("--only", nargs="*", choices=[s.__name__ for s in SECTIONS], help="some sections")
+    parser.add_argument("--output", type=Path)
+    parser.add_argument("--merge", nargs=2, type=Path, metavar=("JAX_JSON", "TORCH_JSONL"))
+    parser.add_argument("--table", type=Path)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    if args.merge:
+        merge(*args.merge, args.table, args.json)
+        return
+    sizes, budget = (DRY if args.dry_run else FULL), Budget(args.budget_s)
+    bench.emit(bench="environment", jax=jax.__version__, devices=[str(d) for d in jax.devices()],
+               date=time.strftime("%Y-%m-%d"))  # fmt: skip
+    failed = []
+    for section in SECTIONS:
+        if args.only and section.__name__ not in args.only:
+            continue
+        try:
+            section(sizes, budget)
+        except Exception as err:  # one broken section must not cost the others' numbers
+            failed.append(section.__name__)
+            bench.emit(bench="failed", section=section.__name__, reason=f"{type(err).__name__}: {err}"[:500])
+        args.output.write_text(
+            json.dumps(bench.RESULTS, indent=1)
+        )  # after each: a cut-off run keeps its rows
+    if failed:
+        sys.exit(f"error: sections failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()
