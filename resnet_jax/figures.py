@@ -124,24 +124,36 @@ def plot_error_vs_depth(table: list[dict[str, object]], path: Path) -> None:
 
 
 def plot_per_layer(runs: list[RunRecord], key: str, which: tuple[str, ...], path: Path, ylabel: str) -> None:
-    """(d) a per-layer probe on a log scale, plain | residual panels, one line per run and `which` moment."""
+    """(d) a per-layer probe on a log scale: one row per variant other than depth and seed (e.g. init, L2),
+    plain | residual columns, one line per depth and moment, the geometric mean over seeds (readable where a
+    sweep has dozens of runs; zeros, a signal that died, are left out of the log scale)."""
     keys = varying(runs)
-    names = {id(r): label(r, keys) for r in runs}
-    colour = colours(names.values())
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-    styles = {"first": ":", "last": "-"}
-    for ax, (title, residual) in zip(axes, KINDS, strict=True):
-        for run in _by_kind(runs, residual):
-            for moment in which:
-                values = run.probe(key, moment)
-                if values:
-                    when = {"first": "init", "last": "end"}[moment]
-                    ax.plot(range(1, len(values) + 1), values, styles[moment], color=colour[names[id(run)]],
-                            label=f"{names[id(run)]}, {when}")  # fmt: skip
-        ax.set_title(title)
-        ax.set_xlabel("layer index (input side first)")
-        ax.set_yscale("log")
-    _save(fig, axes, path, ylabel)
+    facet_keys = [k for k in keys if k not in ("model.depth", "seed")]
+    facets: dict[str, list[RunRecord]] = defaultdict(list)
+    for run in runs:
+        facets[", ".join(VARIANT_KEYS[k](run.get(k)) for k in facet_keys)].append(run)
+    seeds = " (geometric mean over seeds)" if "seed" in keys else ""
+    fig, axes = plt.subplots(len(facets), 2, figsize=(11, 3.6 * len(facets)), sharey=True, squeeze=False)
+    styles, moments = {"first": ":", "last": "-"}, {"first": "init", "last": "end"}
+    for row, (facet, members) in zip(axes, facets.items(), strict=True):
+        for ax, (title, residual) in zip(row, KINDS, strict=True):
+            lines: dict[tuple[str, str], list[list[float]]] = defaultdict(list)
+            for run in _by_kind(members, residual):
+                for moment in which:
+                    if values := run.probe(key, moment):
+                        lines[(label(run, ["model.depth"]), moment)].append(values)
+            colour = colours(name for name, _ in lines)
+            for (name, moment), series in lines.items():
+                by_layer = zip(*series, strict=True)  # the seeds of one depth: as many layers each
+                points = [(i, statistics.geometric_mean(p)) for i, layer in enumerate(by_layer, start=1)
+                          if (p := [v for v in layer if v > 0])]  # fmt: skip
+                if points:
+                    ax.plot(*zip(*points, strict=True), styles[moment], color=colour[name],
+                            label=f"{name}, {moments[moment]}")  # fmt: skip
+            ax.set_title(", ".join(filter(None, [title, facet])) + seeds, fontsize=9)
+            ax.set_xlabel("layer index (input side first)")
+            ax.set_yscale("log")
+    _save(fig, axes.ravel(), path, ylabel)
 
 
 def plot_response_std(runs: list[RunRecord], path: Path) -> None:

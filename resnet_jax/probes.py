@@ -21,8 +21,15 @@ from resnet_jax.engine import cross_entropy_and_errors
 
 
 def kernel_norms(kernels: list[jax.Array]) -> jax.Array:
-    """Frobenius norm of each kernel."""
-    return jnp.stack([jnp.sqrt(jnp.sum(jnp.square(k.astype(jnp.float32)))) for k in kernels])
+    """Frobenius norm of each kernel, each scaled by its largest entry first: the squares of a vanishing
+    gradient (entries below ~1e-19) underflow float32 to 0, and its norm would read as exactly zero."""
+
+    def norm(kernel: jax.Array) -> jax.Array:
+        kernel = kernel.astype(jnp.float32)
+        scale = jnp.max(jnp.abs(kernel))
+        return scale * jnp.sqrt(jnp.sum(jnp.square(kernel / jnp.where(scale > 0, scale, 1.0))))
+
+    return jnp.stack([norm(k) for k in kernels])
 
 
 def measure(

@@ -58,8 +58,10 @@ def _probe_function(cfg: Config, engine: Engine, data: datasets.Dataset):
 
     def measure_state(state: TrainState) -> dict[str, list[float]]:
         values = measure(state.params, state.model_state, x, y)
+        # six significant digits, not decimals: a vanishing gradient's 1e-9 must not be recorded as 0
         return {
-            f"probe/{key}": distributed.host_copy(value).round(6).tolist() for key, value in values.items()
+            f"probe/{key}": [float(f"{v:.6g}") for v in distributed.host_copy(value).tolist()]
+            for key, value in values.items()
         }
 
     return measure_state

@@ -127,3 +127,21 @@ def test_offline_wandb_run_holds_config_group_and_probes(tmp_path: Path, monkeyp
     config = {item.key: json.loads(item.value_json) for item in record.config.update}
     assert config["model"]["depth"] == 6 and config["optim"]["l2"] == 1e-4
     assert {"mlp", "residual", "depth=6", "l2=0.0001"} <= set(record.tags)
+
+
+def test_a_vanishing_gradients_norm_is_measured_not_rounded_to_zero() -> None:
+    # entries of 1e-25 (a plain LeCun net 50 layers deep): their squares underflow float32
+    tiny = jnp.full((64, 64), 1e-25, jnp.float32)
+    norms = probes.kernel_norms([tiny, jnp.zeros((3, 3)), jnp.ones((2, 2))])
+    np.testing.assert_allclose(norms, [64e-25, 0.0, 2.0], rtol=1e-6)
+
+
+def test_a_vanishing_gradient_is_recorded_to_six_significant_digits(tmp_path: Path) -> None:
+    # a plain LeCun MLP 50 layers deep: its input layer's gradient at init is far below 1e-6
+    cfg = tiny_config("model=mlp", "model.depth=50", "model.residual=false", "model.init=lecun",
+                      "trainer.steps=10", "probe.every=10")  # fmt: skip
+    run(cfg, tmp_path / "run")
+    first = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
+    norms = first["probe/grad_norm"]
+    assert first["step"] == 0 and 0 < norms[0] < 1e-6, norms[:3]
+    assert all(v > 0 for v in norms)
