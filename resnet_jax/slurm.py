@@ -8,6 +8,9 @@
   reported in one line with the reason and the overrides to change, and the sweep's jobs are cancelled.
 - **Completion is final.** Once a job's run is complete, a late preemption or time-limit signal is ignored, so
   SLURM cannot record a finished job as failed or requeue it.
+- **One signal, one requeue.** submitit acts on the first USR2 (checkpoint, requeue, exit); a second one while
+  the task exits (Python restores default handlers as it shuts down) would kill it by the signal, and SLURM
+  then records the requeued job as FAILED: further USR2s are ignored.
 """
 
 from __future__ import annotations
@@ -121,6 +124,20 @@ class PendingWatch(threading.Thread):
             self._stop_event.wait(WATCH_EVERY_S)
 
 
+def act_once(signum: int) -> None:
+    """The signal's handler (submitit's, installed before the job runs) acts on its first delivery only;
+    later ones are ignored, also while the interpreter shuts down."""
+    handler = signal.getsignal(signum)
+    if not callable(handler):
+        return
+
+    def once(number: int, frame: Any) -> None:
+        signal.signal(number, signal.SIG_IGN)
+        handler(number, frame)
+
+    signal.signal(signum, once)
+
+
 class SlurmLauncher(SubmititSlurmLauncher):
     """Hydra's submitit SLURM launcher with resources that fit, a pending watch, and final completion."""
 
@@ -160,6 +177,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """One job, inside SLURM: its run, then a late preemption or time-limit signal is ignored."""
+        act_once(signal.SIGUSR2)
         result = super().__call__(*args, **kwargs)
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
         faults.point("job_completed")
