@@ -17,9 +17,11 @@ from resnet_jax.slurm import fitting_defaults
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
+
 def hydra_config(*overrides: str):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return compose("config", overrides=list(overrides), return_hydra_config=True)
+
 
 def test_joblib_preset_runs_jobs_in_parallel_with_one_thread_each() -> None:
     cfg = hydra_config("launcher=joblib")
@@ -27,8 +29,10 @@ def test_joblib_preset_runs_jobs_in_parallel_with_one_thread_each() -> None:
     env = cfg.hydra.job.env_set
     assert "intra_op_parallelism_threads=1" in env.XLA_FLAGS and env.OMP_NUM_THREADS == "1"
 
+
 class _Rendered(Exception):
     """Stops the launch once the submission script exists."""
+
 
 def test_slurm_preset_renders_the_expected_sbatch_submission(tmp_path: Path, monkeypatch) -> None:
     cfg = hydra_config(
@@ -77,6 +81,7 @@ def test_slurm_preset_renders_the_expected_sbatch_submission(tmp_path: Path, mon
     assert f"{tmp_path}/.submitit/" in script
     assert rendered["jobs"] == 3 and rendered["max_num_timeout"] == 5
 
+
 def fake_sinfo(tmp_path: Path, monkeypatch, lines: str) -> None:
     """`sinfo` on PATH answering `lines` (one node per line: CPUs and memory in MB)."""
     fake_bin = tmp_path / "bin"
@@ -84,6 +89,7 @@ def fake_sinfo(tmp_path: Path, monkeypatch, lines: str) -> None:
     (fake_bin / "sinfo").write_text(f"#!/bin/sh\nprintf '{lines}'\n")
     (fake_bin / "sinfo").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
+
 
 def test_unset_cpus_and_memory_fit_the_partitions_smallest_node_and_no_gpu_is_asked_for(
     tmp_path: Path, monkeypatch
@@ -102,10 +108,12 @@ def test_unset_cpus_and_memory_fit_the_partitions_smallest_node_and_no_gpu_is_as
     asked = fitting_defaults({"cpus_per_task": 4, "mem_gb": 2, "setup": []})
     assert (asked["cpus_per_task"], asked["mem_gb"]) == (4, 2)  # what is asked for stays
 
+
 def test_without_sinfo_nothing_is_guessed(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no sinfo at all
     filled = fitting_defaults({"cpus_per_task": None, "mem_gb": None, "setup": []})
     assert (filled["cpus_per_task"], filled["mem_gb"]) == (None, None)
+
 
 def test_a_jobs_signal_handler_acts_on_the_first_usr2_only_and_the_rest_are_ignored() -> None:
     # SLURM's time-limit USR2 makes submitit requeue the job; a second one while the task exits must not
