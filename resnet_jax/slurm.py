@@ -6,11 +6,11 @@
 - **No silent wait.** While the jobs are queued, a watcher reads `squeue`: a job pending for a reason that
   waiting cannot clear (the request does not fit the partition, a node that is not available, a limit) is
   reported in one line with the reason and the overrides to change, and the sweep's jobs are cancelled.
+- **The run directories decide.** A job that SLURM reports without a result (cancelled, or requeued after a
+  time limit while accounting still shows the first attempt as FAILED) is waited for until the sweep's jobs
+  have left the queue; then the sweep's outcome is read from the run directories.
 - **Completion is final.** Once a job's run is complete, a late preemption or time-limit signal is ignored, so
   SLURM cannot record a finished job as failed or requeue it.
-- **One signal, one requeue.** submitit acts on the first USR2 (checkpoint, requeue, exit); a second one while
-  the task exits (Python restores default handlers as it shuts down) would kill it by the signal, and SLURM
-  then records the requeued job as FAILED: further USR2s are ignored.
 """
 
 from __future__ import annotations
@@ -124,20 +124,6 @@ class PendingWatch(threading.Thread):
             self._stop_event.wait(WATCH_EVERY_S)
 
 
-def act_once(signum: int) -> None:
-    """The signal's handler (submitit's, installed before the job runs) acts on its first delivery only;
-    later ones are ignored, also while the interpreter shuts down."""
-    handler = signal.getsignal(signum)
-    if not callable(handler):
-        return
-
-    def once(number: int, frame: Any) -> None:
-        signal.signal(number, signal.SIG_IGN)
-        handler(number, frame)
-
-    signal.signal(signum, once)
-
-
 class SlurmLauncher(SubmititSlurmLauncher):
     """Hydra's submitit SLURM launcher with resources that fit, a pending watch, and final completion."""
 
@@ -168,16 +154,18 @@ class SlurmLauncher(SubmititSlurmLauncher):
         ) as exc:  # a job ended without a result (e.g. cancelled)
             if watch.stuck is not None:  # said and cancelled; the run directories tell the rest
                 raise SystemExit(2) from None
+            # not necessarily the end: after a time limit submitit requeues the job, and until the new
+            # attempt starts, accounting may still show the first one as FAILED. The run directories decide,
+            # once every job of the sweep has left the queue (train.main reads them, names what is unfinished)
             said = " ".join(str(exc).strip().splitlines()[:2])  # the job, its result's path, its state
-            print(f"error: {said}", file=sys.stderr)
-            watch.wait_until_gone()  # the other jobs finish first: the sweep's outcome is read from them
-            raise SystemExit(1) from None
+            print(f"note: {said}; waiting for the sweep's jobs to leave the queue", file=sys.stderr)
+            watch.wait_until_gone()
+            return []
         finally:
             watch.stop()
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """One job, inside SLURM: its run, then a late preemption or time-limit signal is ignored."""
-        act_once(signal.SIGUSR2)
         result = super().__call__(*args, **kwargs)
         signal.signal(signal.SIGUSR2, signal.SIG_IGN)
         faults.point("job_completed")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -113,21 +112,3 @@ def test_without_sinfo_nothing_is_guessed(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no sinfo at all
     filled = fitting_defaults({"cpus_per_task": None, "mem_gb": None, "setup": []})
     assert (filled["cpus_per_task"], filled["mem_gb"]) == (None, None)
-
-
-def test_a_jobs_signal_handler_acts_on_the_first_usr2_only_and_the_rest_are_ignored() -> None:
-    # SLURM's time-limit USR2 makes submitit requeue the job; a second one while the task exits must not
-    # kill it (SLURM would record the requeued job as FAILED). Run in a child: it changes signal handlers.
-    code = """
-import os, signal
-from resnet_jax.slurm import act_once
-calls = []
-signal.signal(signal.SIGUSR2, lambda number, frame: calls.append(number))
-act_once(signal.SIGUSR2)
-for _ in range(3):
-    os.kill(os.getpid(), signal.SIGUSR2)
-print(len(calls))
-"""
-
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout.strip() == "1", done.stderr[-2000:]
