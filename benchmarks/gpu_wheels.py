@@ -91,14 +91,14 @@ def download(dest: Path, python_version: str) -> None:
 def check_site(site: Path) -> None:
     """Exit non-zero unless each dependency the image lacks was installed under `site` (the dry run's proof
     that the wheelhouse is complete, run with `site` first on the path)."""
-    wrong = []
-    for name in missing_on_image():
+    wrong, carried = [], missing_on_image()
+    for name in carried:
         located = Path(distribution(name).locate_file("")).resolve()
         if not located.is_relative_to(site.resolve()):
             wrong.append(f"{name} (from {located})")
     if wrong:
         sys.exit(f"error: not installed from the wheelhouse: {', '.join(wrong)}")
-    print(f"all {len(missing_on_image())} packages the GPU image lacks came from the wheelhouse")
+    print(f"all {len(carried)} packages the GPU image lacks came from the wheelhouse")
 
 
 def main() -> None:

@@ -327,8 +327,9 @@ def composition_error(exc: HydraException) -> ConfigError:
             f"{text.strip().splitlines()[0]} {foreign_key_message(f'{group}.{foreign.group(1)}', schema)}"
         )
     said = [line.strip() for line in text.strip().splitlines() if line.strip()][:2]
-    if cause is not None and str(cause).strip() and str(cause).strip().splitlines()[0] not in said:
-        said.append(str(cause).strip().splitlines()[0])
+    because = str(cause).strip().splitlines()[0] if cause is not None and str(cause).strip() else None
+    if because and because not in said:
+        said.append(because)
     message = said[0]
     for line in said[1:]:
         message += (" " if message.endswith(":") else ": ") + line
