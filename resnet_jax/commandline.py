@@ -24,7 +24,7 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from resnet_jax import checks
+from resnet_jax import checks, population_launcher
 from resnet_jax.config import CONF_DIR, Config, as_dict, composition_error, register, to_config
 from resnet_jax.errors import ConfigError
 from resnet_jax.rundir import CONFIG_FILE, check_same_run, read_yaml
@@ -46,6 +46,7 @@ class Plan:
 
     jobs: list[Job]
     multirun: bool
+    launcher: dict  # hydra.launcher's settings
 
 
 def _parse(argv: list[str]):
@@ -116,7 +117,8 @@ def planned_jobs(argv: list[str]) -> Plan | None:
                 job_cfg.hydra.job.num = number
             dirname = str(job_cfg.hydra.job.override_dirname)
             jobs.append(Job(tuple(overrides), to_config(job_cfg), _run_dir(job_cfg, multirun), dirname))
-        return Plan(jobs, multirun)
+        launcher = OmegaConf.to_container(master.hydra.launcher, resolve=False)
+        return Plan(jobs, multirun, launcher)
     except HydraException as exc:
         raise composition_error(exc) from exc
     finally:
@@ -141,6 +143,7 @@ def check(argv: list[str]) -> Plan | None:
     plan = planned_jobs(argv)
     if plan is None:
         return None
+    population_launcher.check(plan.launcher)
     owners: dict[Path, Job] = {}
     for job in plan.jobs:
         checks.check(job.config)

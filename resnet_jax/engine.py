@@ -99,34 +99,34 @@ class Engine:
         logits = model(x.astype(self.dtype), train)
         return logits, nnx.state(model, nnx.Not(nnx.Param))
 
-    def _loss(self, params, model_state, x, y):
+    def _loss(self, params, model_state, x, y, l2):
         logits, new_model_state = self.apply(params, model_state, x, train=True)
         loss, errors = cross_entropy_and_errors(logits, y)
         data_loss = loss.mean()
-        total = data_loss + 0.5 * self.l2 * l2_penalty(params, self.l2_scope) if self.l2 else data_loss
+        # a traced l2 (one member of a population) is always added: 0 * penalty changes nothing
+        regularised = isinstance(l2, jax.Array) or l2 != 0
+        total = data_loss + 0.5 * l2 * l2_penalty(params, self.l2_scope) if regularised else data_loss
         return total, (data_loss, errors.mean(), new_model_state)
 
-    def _train_step(self, state: TrainState, indices: jax.Array):
+    def step_with(self, tx: optax.GradientTransformation, l2, augment_key: jax.Array, state: TrainState,
+                  indices: jax.Array) -> tuple[TrainState, jax.Array]:  # fmt: skip
+        """One SGD step with this optimiser, L2 factor and augmentation key: what a population's members
+        (`resnet_jax.population`) hold each their own of, as traced values."""
         x, y = self.x_train[indices], self.y_train[indices]
         if self.augment:
-            x = pad_crop_flip(jax.random.fold_in(self.augment_key, state.step), x)
+            x = pad_crop_flip(jax.random.fold_in(augment_key, state.step), x)
         grads, (loss, error, model_state) = jax.grad(self._loss, has_aux=True)(
-            state.params, state.model_state, x, y
+            state.params, state.model_state, x, y, l2
         )
-        updates, opt_state = self.tx.update(grads, state.opt_state, state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         return TrainState(state.step + 1, params, model_state, opt_state), jnp.stack([loss, error])
 
-    def _train_chunk(self, state: TrainState, indices: jax.Array):
-        """`indices` (K, B): K steps in one call; returns the state and per-step (loss, error) rows.
+    def _train_step(self, state: TrainState, indices: jax.Array):
+        return self.step_with(self.tx, self.l2, self.augment_key, state, indices)
 
-        K = 1 compiles without any loop, for XLA's native CPU convolution, which is fast only outside
-        loops (jax-ml/jax#12868); with the default CPU convolution (oneDNN), K > 1 is faster.
-        """
-        if indices.shape[0] == 1:
-            state, row = self._train_step(state, indices[0])
-            return state, row[None]
-        return jax.lax.scan(self._train_step, state, indices)
+    def _train_chunk(self, state: TrainState, indices: jax.Array):
+        return run_steps(self._train_step, state, indices)
 
     def _eval_batch(self, params, model_state, x, y, mask):
         logits, _ = self.apply(params, model_state, x, train=False)
@@ -135,6 +135,11 @@ class Engine:
 
     def evaluate(self, state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int) -> dict[str, float]:
         """Mean loss and error (%) over a whole split, in fixed-size (padded, masked) sharded batches."""
+        loss, error = self.evaluation_sums(state, x, y, batch_size)
+        return {"loss": float(loss) / x.shape[0], "error": 100.0 * float(error) / x.shape[0]}
+
+    def evaluation_sums(self, state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int):
+        """Summed loss and errors over a split (per member for a population's stacked state)."""
         n = x.shape[0]
         batch_size = -(-min(batch_size, n) // self.devices) * self.devices  # a multiple of the devices
         sharded = distributed.batch_sharded(self.mesh)
@@ -148,9 +153,21 @@ class Engine:
                 yb = np.pad(yb, (0, batch_size - valid))
             xb, yb, mask = (distributed.put(a, sharded) for a in (xb, yb, mask))
             loss, errors = self.eval_batch(state.params, state.model_state, xb, yb, mask)
-            loss_sum += float(distributed.host_copy(loss))
-            error_sum += float(distributed.host_copy(errors))
-        return {"loss": loss_sum / n, "error": 100.0 * error_sum / n}
+            loss_sum = loss_sum + distributed.host_copy(loss).astype(np.float64)
+            error_sum = error_sum + distributed.host_copy(errors).astype(np.float64)
+        return loss_sum, error_sum
+
+
+def run_steps(step, state, indices: jax.Array):
+    """`indices` (K, ...): K steps of `step` in one call; returns the state and per-step rows.
+
+    K = 1 compiles without any loop, for XLA's native CPU convolution, which is fast only outside
+    loops (jax-ml/jax#12868); with the default CPU convolution (oneDNN), K > 1 is faster.
+    """
+    if indices.shape[0] == 1:
+        state, row = step(state, indices[0])
+        return state, row[None]
+    return jax.lax.scan(step, state, indices)
 
 
 class EpochSampler:

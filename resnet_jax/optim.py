@@ -89,7 +89,9 @@ def build(cfg: OptimConfig, steps: int) -> tuple[optax.GradientTransformation, o
         tx = optax.adamw(lr, weight_decay=cfg.weight_decay,
                          mask=lambda params: jax.tree_util.tree_map_with_path(chosen, params))  # fmt: skip
     else:
-        tx = optax.sgd(lr, momentum=cfg.momentum or None, nesterov=cfg.nesterov)
+        # a traced momentum (a population member's) is used as it is: momentum 0 and > 0 never share a program
+        momentum = cfg.momentum if isinstance(cfg.momentum, jax.Array) else cfg.momentum or None
+        tx = optax.sgd(lr, momentum=momentum, nesterov=cfg.nesterov)
     if cfg.clip_norm:
         tx = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), tx)
     return tx, lr

@@ -48,7 +48,7 @@ class Setup:
     probe: Callable[[TrainState], dict[str, list[float]]] | None
 
 
-def _probe_function(cfg: Config, engine: Engine, data: datasets.Dataset):
+def probe_function(cfg: Config, engine: Engine, data: datasets.Dataset):
     """Probes on a fixed batch (the first `probe.batch_size` training examples), as JSON-ready lists."""
     if not cfg.probe.every:
         return None
@@ -77,7 +77,7 @@ def set_up(cfg: Config) -> Setup:
     engine = Engine(model, tx, x_train=data.x_train, y_train=data.y_train, l2=cfg.optim.l2,
                     l2_scope=cfg.optim.l2_scope, augment=cfg.data.augment, dtype=jnp.dtype(cfg.trainer.dtype),
                     seed=cfg.seed, mesh=mesh)  # fmt: skip
-    return Setup(cfg, data, engine, lr_at, models.count_params(model), _probe_function(cfg, engine, data))
+    return Setup(cfg, data, engine, lr_at, models.count_params(model), probe_function(cfg, engine, data))
 
 
 @dataclass
@@ -103,16 +103,17 @@ def start_or_resume(setup: Setup, directory: RunDir, restored: Restored | None) 
     return Start(setup.engine.place_state(state), restored.step, Record.resumed(restored.meta["record"]))
 
 
+def chunk_metrics(lr_at: optax.Schedule, step: int, rows: Any) -> dict[str, Any]:
+    """A chunk's mean train loss and error (from its (K, 2) rows) and the lr of its last step."""
+    loss, error = (float(v) for v in distributed.host_copy(rows).mean(axis=0))
+    return {"train/loss": loss, "train/error": 100.0 * error, "lr": float(lr_at(step - 1))}
+
+
 def step_record(setup: Setup, state: TrainState, step: int, rows: jax.Array) -> dict[str, Any]:
     """One chunk's line of `metrics.jsonl`: mean train loss and error, lr, and at its cadence evaluation."""
     t = setup.cfg.trainer
-    loss, error = (float(v) for v in distributed.host_copy(rows).mean(axis=0))
-    record: dict[str, Any] = {
-        "train/loss": loss,
-        "train/error": 100.0 * error,
-        "lr": float(setup.lr_at(step - 1)),
-    }
-    if not math.isfinite(loss):
+    record = chunk_metrics(setup.lr_at, step, rows)
+    if not math.isfinite(record["train/loss"]):
         return record
     if due(step, t.eval_every, t.steps):
         evaluated = setup.engine.evaluate(state, setup.data.x_test, setup.data.y_test, t.eval_batch_size)

@@ -101,8 +101,10 @@ def open_tracker(
     group: str,
     name: str,
     config: dict[str, Any],
+    concurrent: bool = False,
 ) -> Tracker:
-    """Open the sinks. `wandb_dir` may be shared by a sweep's runs so `wandb leet` shows them together."""
+    """Open the sinks. `wandb_dir` may be shared by a sweep's runs so `wandb leet` shows them together;
+    `concurrent`: other runs of this process stay open (a population's members)."""
     mode = os.environ.get("WANDB_MODE", getattr(cfg, "mode", "disabled"))
     if not isinstance(cfg, WandbLogger) or not directory.primary or mode == "disabled":
         return Tracker(directory)
@@ -129,7 +131,7 @@ def open_tracker(
             job_type="train",
             tags=tags,
             config=config,
-            reinit="finish_previous",
+            reinit="create_new" if concurrent else "finish_previous",
             settings=wandb.Settings(console="off", silent=True, init_timeout=cfg.init_timeout),
         )
         for split in ("train", "test"):

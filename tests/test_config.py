@@ -140,10 +140,16 @@ def test_nan_is_parsed_as_float_not_string() -> None:
 def test_each_family_brings_its_recipe_and_an_explicit_value_wins() -> None:
     mlp, cifar = compose("model=mlp"), compose()
     assert (mlp.optim.lr, mlp.optim.clip_norm, mlp.model.init) == (0.01, 1.0, "lecun")
-    assert (cifar.optim.lr, cifar.optim.clip_norm) == (0.1, 0.0)
+    assert (cifar.optim.lr, cifar.optim.clip_norm) == (0.1, 1.0)
     assert compose("model=mlp", "optim.lr=0.05", "optim.clip_norm=0").optim.lr == 0.05
     assert compose("model=mlp", "optim=adamw").optim.lr == 1e-3  # AdamW's own default
     assert compose("model=mlp", "optim=adamw").optim.clip_norm == 1.0
+
+
+@pytest.mark.parametrize("experiment", ["he2015_cifar10", "degradation", "identity_l2"])
+def test_presets_of_the_papers_recipe_keep_it_unclipped(experiment: str) -> None:
+    """The CIFAR family clips by default; the paper's recipe and the studies recorded with it do not."""
+    assert compose(f"experiment={experiment}").optim.clip_norm == 0.0
 
 
 def test_a_config_file_setting_a_key_the_option_lacks_is_one_line_naming_the_file_and_the_keys() -> None:

@@ -1,0 +1,397 @@
+"""Populations: a sweep's runs that differ only in traced scalars, trained as one compiled program.
+
+The members of a population share the network's structure, the data and every static setting; each has its
+own seed (initial parameters, data order, augmentation) and its own optimiser hyperparameters, which enter the
+compiled step as arrays with a leading member axis (`jax.vmap`). Each member writes exactly the run directory
+a single run of its config writes (`resnet_jax.runner`), so the report, W&B and resume cannot tell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from resnet_jax import checks, distributed, faults, models, optim
+from resnet_jax import data as datasets
+from resnet_jax.checkpoint import DamagedCheckpoint, as_tree
+from resnet_jax.config import Config, OptimConfig, as_dict
+from resnet_jax.engine import Engine, EpochSampler, TrainState, run_steps
+from resnet_jax.errors import CheckpointError
+from resnet_jax.loop import Diverged, Record, chunk_boundaries, due
+from resnet_jax.rundir import Restored, RunDir
+from resnet_jax.runner import Setup, checkpoint, chunk_metrics, outcome_of, probe_function, summary_at
+from resnet_jax.tracking import Tracker, open_tracker
+
+log = logging.getLogger(__name__)
+
+# the optimiser's keys that may differ within a population: scalars the compiled step takes as arrays
+TRACED_OPTIM_KEYS = ("lr", "l2", "momentum", "weight_decay", "warmup_lr")
+POPULATION_KEYS = ("seed", *(f"optim.{key}" for key in TRACED_OPTIM_KEYS))
+
+
+@dataclass(frozen=True)
+class MemberJob:
+    """One run of a population: its config, its run directory and its names (those of a single run)."""
+
+    config: Config
+    run_dir: Path
+    overrides: tuple[str, ...] = ()
+    name: str = "default"  # the W&B run's name: Hydra's override_dirname, as for a single run
+
+
+def group_key(cfg: Config) -> str:
+    """What the members of one program share: the config without the population keys' values (whether
+    momentum is used at all stays: it changes the optimiser's state)."""
+    shared = as_dict(cfg)
+    shared.pop("seed")
+    for key in TRACED_OPTIM_KEYS:
+        if key in shared["optim"]:
+            shared["optim"][key] = bool(shared["optim"][key]) if key == "momentum" else None
+    return json.dumps(shared, sort_keys=True, default=str)
+
+
+def form_groups(jobs: Sequence[MemberJob], max_members: int) -> list[list[MemberJob]]:
+    """The jobs in populations: same group key, in the sweep's order, at most `max_members` each."""
+    by_key: dict[str, list[MemberJob]] = {}
+    for job in jobs:
+        by_key.setdefault(group_key(job.config), []).append(job)
+    return [
+        members[i : i + max_members]
+        for members in by_key.values()
+        for i in range(0, len(members), max_members)
+    ]
+
+
+def populations(jobs: Sequence[MemberJob], max_members: int | None) -> list[list[MemberJob]]:
+    """The sweep's populations; without `max_members`, each as large as fits (`members_that_fit`)."""
+    groups = form_groups(jobs, len(jobs))
+    if max_members is not None:
+        return [split for members in groups for split in form_groups(members, max_members)]
+    return [
+        split for members in groups for split in form_groups(members, members_that_fit(members[0].config))
+    ]
+
+
+def device_free_bytes() -> int:
+    """Free memory of the first device: the accelerator's allocator limit, or the host's available RAM."""
+    stats = jax.local_devices()[0].memory_stats() or {}
+    if "bytes_limit" in stats:
+        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
+def members_that_fit(cfg: Config, fraction: float = 0.8) -> int:
+    """How many members of `cfg`'s population fit in `fraction` of the device's free memory: one member's
+    compiled chunk, as XLA's memory analysis sizes it (arguments, outputs and temporaries; the dataset,
+    which the members share, once)."""
+    data = datasets.load(cfg.data)
+    network = models.build(cfg.model, data.image_shape, data.num_classes, cfg.seed)
+    engine = PopulationEngine([network], [cfg.optim], cfg.trainer.steps, seeds=[cfg.seed],
+                              x_train=data.x_train, y_train=data.y_train, augment=cfg.data.augment,
+                              dtype=jnp.dtype(cfg.trainer.dtype))  # fmt: skip
+    steps = min(cfg.trainer.log_every, cfg.trainer.steps)
+    indices = np.zeros((steps, 1, cfg.trainer.batch_size), np.int32)
+    state = engine.stacked(engine.member_initial)
+    placed = (distributed.put(a, engine.replicated) for a in (indices, np.ones(1, bool)))
+    memory = engine.compiled_chunk.lower(state, *placed).compile().memory_analysis()
+    shared = data.x_train.nbytes + data.y_train.nbytes
+    one = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
+    one = max(one - memory.alias_size_in_bytes - shared, 1)
+    fit = max(1, int((fraction * device_free_bytes() - shared) // one))
+    log.info("one member needs %.1f MiB; %d fit in %.0f %% of the free device memory", one / 2**20, fit,
+             100 * fraction)  # fmt: skip
+    return fit
+
+
+def _stack(trees: Sequence[Any]) -> Any:
+    return jax.tree.map(lambda *leaves: np.stack([np.asarray(leaf) for leaf in leaves]), *trees)
+
+
+class PopulationEngine(Engine):
+    """The engine of `resnet_jax.engine`, for M members at once: every state leaf has a leading member axis,
+    one compiled call runs K steps of every member (the vmapped step inside the K-step scan), and a member
+    whose `alive` flag is off keeps its state unchanged (diverged, finished, or ahead after a resume)."""
+
+    def __init__(self, networks: Sequence[nnx.Module], optim_cfgs: Sequence[OptimConfig], steps: int, *,
+                 seeds: Sequence[int], x_train: np.ndarray, y_train: np.ndarray, augment: bool, dtype: Any,
+                 mesh=None):  # fmt: skip
+        self.optim_cfg, self.steps = optim_cfgs[0], steps
+        tx, _ = optim.build(self.optim_cfg, steps)
+        super().__init__(networks[0], tx, x_train=x_train, y_train=y_train, l2=self.optim_cfg.l2,
+                         l2_scope=self.optim_cfg.l2_scope, augment=augment, dtype=dtype, seed=seeds[0],
+                         mesh=mesh)  # fmt: skip
+        self.members = len(networks)
+        self.member_initial = []
+        for network in networks:
+            _, params, model_state = nnx.split(network, nnx.Param, ...)
+            self.member_initial.append(
+                jax.device_get(TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params)))
+            )
+        keys = [key for key in TRACED_OPTIM_KEYS if hasattr(self.optim_cfg, key)]
+        hyper = {key: np.array([getattr(c, key) for c in optim_cfgs], np.float32) for key in keys}
+        self.hyper = distributed.put_tree(hyper, self.replicated)
+        self.augment_keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.int32) + 1)
+        self.compiled_chunk = jax.jit(self._population_chunk, donate_argnums=0)
+        self.eval_batch = jax.jit(jax.vmap(self._eval_batch, in_axes=(0, 0, None, None, None)))
+
+    def stacked(self, states: Sequence[TrainState]) -> TrainState:
+        """The members' host states, stacked and placed on the devices."""
+        return self.place_state(_stack(states))
+
+    def _member_step(self, state: TrainState, indices: jax.Array, hyper: dict, augment_key: jax.Array):
+        cfg = replace(self.optim_cfg, **hyper)
+        tx, _ = optim.build(cfg, self.steps)
+        return self.step_with(tx, cfg.l2, augment_key, state, indices)
+
+    def _population_chunk(self, state: TrainState, indices: jax.Array, alive: jax.Array):
+        step = jax.vmap(self._member_step)
+
+        def masked(current: TrainState, batch: jax.Array):
+            new, rows = step(current, batch, self.hyper, self.augment_keys)
+            keep = jax.tree.map(
+                lambda n, o: jnp.where(alive.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, current
+            )
+            return keep, rows
+
+        return run_steps(masked, state, indices)
+
+    def train_members(self, state: TrainState, indices: np.ndarray, alive: np.ndarray):
+        """K steps of every alive member: `indices` (K, M, B); returns the state and (K, M, 2) rows."""
+        placed = (distributed.put(a, self.replicated) for a in (indices, alive))
+        return self.compiled_chunk(state, *placed)
+
+    def evaluate_members(self, state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int):
+        """Each member's mean loss and error (%) over a split."""
+        loss, error = self.evaluation_sums(state, x, y, batch_size)
+        return [
+            {"loss": float(a) / len(y), "error": 100.0 * float(b) / len(y)}
+            for a, b in zip(loss, error, strict=True)
+        ]
+
+
+def member_state(state: TrainState, k: int) -> TrainState:
+    return jax.tree.map(lambda leaf: leaf[k], state)
+
+
+@dataclass
+class Member:
+    """One member's run: its directory, where it stands and what it has recorded."""
+
+    job: MemberJob
+    directory: RunDir
+    restored: Restored | None
+    setup: Setup | None = None
+    step: int = 0
+    start_step: int = 0
+    record: Record | None = None
+    tracker: Tracker | None = None
+    summary: dict[str, Any] | None = None
+    live: bool = True  # still training: not complete, not diverged
+
+    @property
+    def cfg(self) -> Config:
+        return self.job.config
+
+
+def _start(
+    member: Member, engine: PopulationEngine, k: int, *, group: str, wandb_dir: Path | None
+) -> TrainState:
+    """The member's host state (fresh or restored), its metrics so far, tracker and first summary."""
+    restored, directory = member.restored, member.directory
+    if not member.live:  # complete: frozen in the program at its final state
+        member.step = restored.step
+        return as_tree(restored.arrays, engine.member_initial[k])
+    if restored is None:
+        state, member.record = engine.member_initial[k], Record()
+        directory.start_metrics([])
+    else:
+        try:
+            state = as_tree(restored.arrays, engine.member_initial[k])
+        except DamagedCheckpoint as exc:
+            raise CheckpointError(f"{directory.path} holds a checkpoint this run cannot use: {exc}") from None
+        log.info("resuming from the checkpoint at step %d in %s", restored.step, directory.path)
+        directory.start_metrics(restored.meta["metrics"])
+        member.record = Record.resumed(restored.meta["record"])
+        member.step = member.start_step = restored.step
+    member.tracker = open_tracker(member.cfg.logger, directory, wandb_dir=wandb_dir or directory.path,
+                                  group=group, name=member.job.name, config=as_dict(member.cfg),
+                                  concurrent=True)  # fmt: skip
+    member.summary = {"status": "running", "step": member.step, "params": member.setup.params,
+                      "devices": engine.devices, "processes": jax.process_count(),
+                      "run_dir": str(directory.path)}  # fmt: skip
+    directory.restart_summary(summary_at(member.summary, member.record, 0))
+    return state
+
+
+def _finish(member: Member, status: str | None = None, error: BaseException | None = None) -> None:
+    """Close the member's tracker; with `error`, its summary says how the run ended."""
+    if member.summary is None:
+        return
+    if error is not None:
+        status, code = outcome_of(error)
+        member.summary = summary_at({**member.summary, "status": status, "exit_code": code,
+                                     "error": f"{type(error).__name__}: {error}"},
+                                    member.record, member.step - member.start_step)  # fmt: skip
+        member.directory.write_summary(member.summary)
+    if member.tracker is not None:
+        member.tracker.summarise(member.summary)
+        member.tracker.close(0 if member.summary["status"] == "completed" else 1)
+        member.tracker = None
+    member.live = False
+
+
+def _train(
+    members: list[Member], engine: PopulationEngine, state: TrainState, data: datasets.Dataset
+) -> None:
+    """The chunk loop of `runner.train_chunks`, for every member at once."""
+    cfg = members[0].cfg
+    t = cfg.trainer
+    samplers = [EpochSampler(len(data.y_train), t.batch_size, m.cfg.seed) for m in members]
+    start = min(m.step for m in members if m.live)
+    probe = members[0].setup.probe
+    if probe is not None and start == 0:
+        for k, m in enumerate(members):
+            if m.live and m.step == 0:
+                m.tracker.log(0, probe(member_state(state, k)))
+    cadences = (t.log_every, t.eval_every, cfg.probe.every, t.checkpoint_every)
+    for index, (first, count) in enumerate(chunk_boundaries(start, t.steps, cadences)):
+        active = [k for k, m in enumerate(members) if m.live and m.step == first]
+        if not active:
+            continue
+        alive = np.array([k in active for k in range(len(members))])
+        indices = np.stack([s.indices(first, count) for s in samplers], axis=1)
+        chunk_start = time.perf_counter()
+        state, rows = engine.train_members(state, indices, alive)
+        rows = distributed.host_copy(rows)
+        step = first + count
+        evaluated = None
+        if due(step, t.eval_every, t.steps):
+            evaluated = engine.evaluate_members(state, data.x_test, data.y_test, t.eval_batch_size)
+        elapsed = time.perf_counter() - chunk_start
+        for k in active:
+            _after_chunk(members[k], k, state, step, rows[:, k], evaluated, elapsed if index > 0 else None)
+
+
+def _after_chunk(member: Member, k: int, state: TrainState, step: int, rows: np.ndarray,
+                 evaluated: list[dict[str, float]] | None, elapsed: float | None) -> None:  # fmt: skip
+    """What a single run does after a chunk, for one member: record, log, probe, checkpoint."""
+    cfg, record, setup = member.cfg, member.record, member.setup
+    count = step - member.step
+    metrics = chunk_metrics(setup.lr_at, step, rows)
+    if elapsed is not None:
+        record.time_chunk(count, elapsed)
+    member.step = member.summary["step"] = step
+    if not math.isfinite(metrics["train/loss"]):
+        member.tracker.log(step, metrics)
+        log.error(
+            "diverged: member %s: training loss became %s at step %d",
+            member.job.name,
+            metrics["train/loss"],
+            step,
+        )
+        _finish(member, error=Diverged(f"training loss became {metrics['train/loss']} at step {step}; "
+                                             "lower optim.lr or check the data"))  # fmt: skip
+        return
+    if evaluated is not None:
+        metrics.update({"test/loss": evaluated[k]["loss"], "test/error": evaluated[k]["error"]})
+    record.add(metrics)
+    if setup.probe is not None and due(step, cfg.probe.every, cfg.trainer.steps):
+        metrics.update(setup.probe(member_state(state, k)))
+    member.tracker.log(step, metrics)
+    faults.point("after_log", step)
+    if due(step, cfg.trainer.checkpoint_every, cfg.trainer.steps):
+        checkpoint(setup, member.directory, member_state(state, k), record, member.summary, member.start_step)
+    if step == cfg.trainer.steps:
+        _finish(member)
+
+
+def train_population(
+    jobs: Sequence[MemberJob], *, group: str, wandb_dir: Path | None = None
+) -> list[dict[str, Any]]:
+    """Train the members of one population (configs equal but for `POPULATION_KEYS`) as one program; each
+    member's run directory ends as that of the single run with its config. Returns the members' summaries.
+
+    A member whose final checkpoint exists is reported, not retrained (it stays in the program, frozen, so the
+    others compute exactly as before); one that diverges is frozen and recorded as `diverged`.
+    """
+    distributed.initialize_multihost()
+    keys = {group_key(job.config) for job in jobs}
+    if len(keys) != 1:
+        raise ValueError("a population's members must differ only in " + ", ".join(POPULATION_KEYS))
+    for job in jobs:
+        checks.check(job.config)
+    primary = distributed.is_primary()
+    with contextlib.ExitStack() as stack:
+        members = []
+        for job in jobs:
+            directory = RunDir(job.run_dir, primary=primary, keep=job.config.trainer.keep_checkpoints)
+            stack.enter_context(directory.owned())
+            directory.claim(as_dict(job.config), list(job.overrides))
+            members.append(Member(job, directory, None))
+        try:
+            _prepare(members)
+            if not any(m.live for m in members):
+                return [m.summary for m in members]
+            engine, data = _set_up(members)
+            states = [_start(m, engine, k, group=group, wandb_dir=wandb_dir) for k, m in enumerate(members)]
+        except BaseException as exc:
+            for m in members:
+                if m.live:
+                    status, code = outcome_of(exc)
+                    m.directory.record_failure({"status": status, "step": 0, "exit_code": code,
+                                                "run_dir": str(m.directory.path),
+                                                "error": f"{type(exc).__name__}: {exc}"})  # fmt: skip
+                    _finish(m)
+            raise
+        try:
+            _train(members, engine, engine.stacked(states), data)
+        except BaseException as exc:
+            for m in members:
+                if m.live:
+                    _finish(m, error=exc)
+            raise
+        return [m.summary for m in members]
+
+
+def _prepare(members: list[Member]) -> None:
+    """Each member's newest intact checkpoint; completed members are reported as they are."""
+    for m in members:
+        m.restored = m.directory.restore_newest()
+        if m.restored is not None and m.restored.step >= m.cfg.trainer.steps:
+            log.info(
+                "run already completed at step %d in %s; nothing to do", m.restored.step, m.directory.path
+            )
+            m.summary, m.live = m.directory.complete_from(m.restored), False
+
+
+def _set_up(members: list[Member]) -> tuple[PopulationEngine, datasets.Dataset]:
+    """The data (once), every member's network from its own seed, the population engine and each member's
+    `Setup` (its learning-rate schedule for the logs, and the probes)."""
+    cfg = members[0].cfg
+    mesh = distributed.make_mesh()
+    distributed.check_batch_divides(cfg.trainer.batch_size, mesh)
+    data = datasets.load(cfg.data)
+    networks = [models.build(m.cfg.model, data.image_shape, data.num_classes, m.cfg.seed) for m in members]
+    engine = PopulationEngine(networks, [m.cfg.optim for m in members], cfg.trainer.steps,
+                              seeds=[m.cfg.seed for m in members], x_train=data.x_train,
+                              y_train=data.y_train, augment=cfg.data.augment,
+                              dtype=jnp.dtype(cfg.trainer.dtype), mesh=mesh)  # fmt: skip
+    probe = probe_function(cfg, engine, data)
+    params = models.count_params(networks[0])
+    for m in members:
+        _, lr_at = optim.build(m.cfg.optim, cfg.trainer.steps)
+        m.setup = Setup(m.cfg, data, engine, lr_at, params, probe)
+    return engine, data

@@ -1,0 +1,214 @@
+"""Populations (`launcher=population`): a sweep's runs that differ only in traced scalars train as one
+compiled program, and every member's run directory is the one the single run with its overrides writes."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import assert_same_record, final_arrays, metric_rows, tiny_config, train
+
+from resnet_jax import population
+from resnet_jax.config import compose
+from resnet_jax.population import MemberJob, form_groups, train_population
+from resnet_jax.runner import run
+
+# Why a tolerance: a single run's hyperparameters are constants of its program, a member's are arrays, and the
+# vmapped convolutions and reductions may sum in another order; float32 rounding then differs in the last
+# bits (1e-7) and training amplifies it. Measured over 20 steps: the MLP and the unclipped CIFAR nets stay
+# within 3e-7 (relative). One member of the BatchNorm ResNet with the family's clipping drifted from step 7
+# on, to 7e-4 in the loss and 2e-3 in a BatchNorm mean after 20 steps (the MLP, clipped alike, does not:
+# the clipping is the same maths, this trajectory is just more chaotic). One example more or less changes a
+# test error by 100/360 %.
+ERROR_ATOL = 0.7  # percentage points: two examples of a 320-example chunk, or of the 360 test images
+
+MEMBERS = [("seed=0", "optim.l2=1e-4", "optim.lr=0.05"), ("seed=1", "optim.l2=0", "optim.lr=0.02"),
+           ("seed=2", "optim.l2=1e-3", "optim.lr=0.05")]  # fmt: skip
+
+
+def assert_close_rows(ours: list[dict], theirs: list[dict], loss_rtol: float) -> None:
+    assert [r.keys() for r in ours] == [r.keys() for r in theirs]
+    for a, b in zip(ours, theirs, strict=True):
+        assert a["step"] == b["step"]
+        for key, value in b.items():
+            if key.endswith("/error"):
+                assert abs(a[key] - value) <= ERROR_ATOL, (key, a, b)
+            elif isinstance(value, float):
+                np.testing.assert_allclose(a[key], value, rtol=loss_rtol, err_msg=key)
+
+
+# (the net, the tolerance of the losses, that of the final parameters: ||a - b|| / ||b|| per array)
+NETS = [
+    (("model=mlp",), 1e-5, 1e-5),  # clipped (its recipe) and unnormalised: 2e-7
+    (("model.depth=8", "optim.clip_norm=0"), 1e-5, 1e-5),
+    (("model.depth=8", "model.residual=false", "data.augment=true"), 1e-5, 1e-5),
+    (("model.depth=8",), 3e-3, 0.1),  # the CIFAR default: member 0's chaotic drift (see above)
+]
+
+
+@pytest.mark.parametrize(("net", "loss_rtol", "array_rtol"), NETS)
+def test_each_member_equals_the_single_run_with_its_overrides(
+    net: tuple[str, ...], loss_rtol: float, array_rtol: float, tmp_path: Path
+) -> None:
+    configs = [tiny_config(*net, *member) for member in MEMBERS]
+    summaries = train_population(
+        [MemberJob(c, tmp_path / f"member{k}") for k, c in enumerate(configs)], group="g"
+    )
+    assert [s["status"] for s in summaries] == ["completed"] * 3
+    for k, cfg in enumerate(configs):
+        single = run(cfg, tmp_path / f"single{k}")
+        member = tmp_path / f"member{k}"
+        assert_close_rows(metric_rows(member), metric_rows(tmp_path / f"single{k}"), loss_rtol)
+        assert summaries[k]["params"] == single["params"] and summaries[k]["step"] == single["step"] == 20
+        ours, theirs = final_arrays(member), final_arrays(tmp_path / f"single{k}")
+        assert ours.keys() == theirs.keys()
+        for key in (k for k in theirs if not k.startswith("opt_state")):  # parameters, BatchNorm statistics
+            difference = np.linalg.norm(ours[key] - theirs[key]) / max(np.linalg.norm(theirs[key]), 1e-6)
+            assert difference <= array_rtol, (key, difference)
+
+
+def test_members_differing_in_anything_but_the_population_keys_form_separate_programs() -> None:
+    def job(*overrides: str) -> MemberJob:
+        return MemberJob(compose("model=mlp", *overrides), Path("/x").joinpath(*overrides))
+
+    jobs = [job("seed=0"), job("seed=1", "optim.lr=0.1", "optim.l2=0.01", "optim.warmup_lr=0.05"),
+            job("model.depth=20"), job("model.residual=false"), job("trainer.batch_size=64"),
+            job("optim.momentum=0.5"), job("optim.momentum=0"), job("seed=3", "model.depth=20")]  # fmt: skip
+    groups = [[j.run_dir.name for j in g] for g in form_groups(jobs, max_members=10)]
+    assert groups == [["seed=0", "optim.warmup_lr=0.05", "optim.momentum=0.5"],
+                      ["model.depth=20", "model.depth=20"], ["model.residual=false"],
+                      ["trainer.batch_size=64"], ["optim.momentum=0"]]  # fmt: skip
+    assert [len(g) for g in form_groups(jobs[:2] * 3, max_members=4)] == [4, 2]
+
+
+def test_the_members_that_fit_follow_the_device_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tiny_config("model=mlp")
+    monkeypatch.setattr(population, "device_free_bytes", lambda: 10**12)
+    many = population.members_that_fit(cfg)
+    monkeypatch.setattr(population, "device_free_bytes", lambda: 10**12 // 100)
+    fewer = population.members_that_fit(cfg)
+    monkeypatch.setattr(population, "device_free_bytes", lambda: 1)
+    assert many > fewer > 1 and population.members_that_fit(cfg) == 1
+    assert abs(many / fewer - 100) < 1
+
+
+ARGS = ("-m", "model=mlp", "model.depth=4", "model.width=16", "trainer.steps=20", "trainer.batch_size=32",
+        "trainer.log_every=5", "trainer.eval_every=10", "trainer.checkpoint_every=10", "probe.every=10",
+        "logger=none", "optim.l2=0,1e-3", "seed=0,1")  # fmt: skip
+POPULATION = (*ARGS, "launcher=population")
+
+
+def sweep(directory: Path, *args: str, env: dict | None = None):
+    return train(*args, f"hydra.sweep.dir={directory}", env=env)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = tmp_path_factory.mktemp("population") / "sweep"
+    out = sweep(directory, *POPULATION)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "population of 4:" in out.stderr
+    return directory
+
+
+def run_dirs(sweep_dir: Path) -> list[Path]:
+    return sorted(p.parent for p in sweep_dir.glob("*/summary.json"))
+
+
+def test_a_population_sweep_writes_the_run_directories_of_the_basic_launcher(
+    uninterrupted: Path, tmp_path: Path
+) -> None:
+    basic = tmp_path / "basic"
+    out = sweep(basic, *ARGS)
+    assert out.returncode == 0, out.stderr[-3000:]
+    ours, theirs = run_dirs(uninterrupted), run_dirs(basic)
+    assert [p.name for p in ours] == [p.name for p in theirs] and len(ours) == 4
+    for a, b in zip(ours, theirs, strict=True):
+        assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+        assert (a / "config.yaml").read_text() == (b / "config.yaml").read_text()
+        assert sorted(p.name for p in (a / "checkpoints").iterdir()) == sorted(
+            p.name for p in (b / "checkpoints").iterdir()
+        )
+        summary_a, summary_b = (json.loads((d / "summary.json").read_text()) for d in (a, b))
+        assert summary_a.keys() == summary_b.keys() and summary_a["status"] == "completed"
+        assert_close_rows(metric_rows(a), metric_rows(b), loss_rtol=1e-5)
+    for directory in (uninterrupted, basic):  # the report reads both alike
+        assert train_report(directory).returncode == 0
+    csv_a, csv_b = ((d / "runs.csv").read_text().splitlines() for d in (uninterrupted, basic))
+    assert [line.split(",")[:8] for line in csv_a] == [line.split(",")[:8] for line in csv_b]
+
+
+def train_report(directory: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "resnet_jax.report", str(directory)], capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        "after_checkpoint@10",  # the first member's checkpoint at 10 saved, the others' not: they disagree
+        "after_final_checkpoint@20",  # the first member complete, the others at step 10
+    ],
+)
+def test_a_killed_population_resumes_every_member_bit_identically(
+    fault: str, uninterrupted: Path, tmp_path: Path
+) -> None:
+    directory = tmp_path / "sweep"
+    killed = sweep(directory, *POPULATION, env={"RESNET_JAX_FAULT": fault})
+    assert killed.returncode != 0
+    out = sweep(directory, *POPULATION)
+    assert out.returncode == 0, out.stderr[-3000:]
+    if fault.startswith("after_final_checkpoint"):
+        assert out.stderr.count("run already completed at step 20") == 1  # reported, not retrained
+    for reference, resumed in zip(run_dirs(uninterrupted), run_dirs(directory), strict=True):
+        assert_same_record(reference, resumed)
+        assert not (resumed / ".lock").exists()
+
+
+def test_a_members_directory_resumes_alone_with_the_basic_launcher(
+    uninterrupted: Path, tmp_path: Path
+) -> None:
+    directory = tmp_path / "sweep"
+    assert sweep(directory, *POPULATION, env={"RESNET_JAX_FAULT": "after_log@15"}).returncode != 0
+    member = run_dirs(directory)[1]
+    own = [kv for kv in member.name.split(",") if kv.startswith(("optim.l2=", "seed="))]
+    single = (*ARGS[1:-2], *own)
+    out = train(*single, f"hydra.run.dir='{member}'")
+    assert out.returncode == 0 and "resuming from the checkpoint at step 10" in out.stderr, out.stderr[-3000:]
+    reference = run_dirs(uninterrupted)[1]
+    rows, expected = metric_rows(member), metric_rows(reference)
+    assert [r for r in rows if r["step"] <= 10] == [r for r in expected if r["step"] <= 10]  # the same bits
+    assert_close_rows(rows, expected, loss_rtol=1e-5)
+
+
+def test_max_members_splits_a_population_and_changes_no_result(uninterrupted: Path, tmp_path: Path) -> None:
+    directory = tmp_path / "sweep"
+    out = sweep(directory, *POPULATION, "hydra.launcher.max_members=3")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "population of 3:" in out.stderr and "population of 1:" in out.stderr
+    for reference, split in zip(run_dirs(uninterrupted), run_dirs(directory), strict=True):
+        assert_close_rows(metric_rows(split), metric_rows(reference), loss_rtol=1e-5)
+
+
+def test_bad_launcher_settings_are_one_line_and_write_nothing(tmp_path: Path) -> None:
+    directory = tmp_path / "sweep"
+    out = sweep(directory, *POPULATION, "hydra.launcher.max_members=0")
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "error: hydra.launcher.max_members=0 is not allowed; it must be a finite number > 0"
+    ]
+    assert not directory.exists()
+
+
+def test_a_completed_population_is_reported_not_retrained(uninterrupted: Path, tmp_path: Path) -> None:
+    """A completed population sweep run again is reported, not retrained, and changes nothing."""
+    directory = tmp_path / "sweep"
+    shutil.copytree(uninterrupted, directory)
+    before = {p: p.stat().st_mtime_ns for p in directory.rglob("checkpoints/*/*") if p.is_file()}
+    out = sweep(directory, *POPULATION)
+    assert out.returncode == 0 and out.stderr.count("run already completed at step 20") == 4
+    assert {p: p.stat().st_mtime_ns for p in directory.rglob("checkpoints/*/*") if p.is_file()} == before
