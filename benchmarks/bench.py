@@ -6,7 +6,8 @@
 
 Sections: cifar (training images/s, ResNet-20/56/110, batch 128, CIFAR shapes), scan (scanned vs
 unrolled blocks, chunked vs one step per call), mlp (steps/s on digits shapes), compile (compile time
-by depth), memory (temporary memory with and without remat), probes (probe overhead at the default cadence).
+by depth), memory (temporary memory with and without remat), probes (probe overhead at the default
+cadence), population (member-steps/s of populations beside one run; 16 runs, population vs basic launcher).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -27,6 +29,7 @@ import numpy as np
 from resnet_jax import models, optim
 from resnet_jax.config import Config, compose
 from resnet_jax.engine import Engine
+from resnet_jax.population import PopulationEngine
 
 REFERENCES = Path(__file__).resolve().parents[2] / "shared" / "bench"
 RESULTS: list[dict] = []
@@ -77,6 +80,40 @@ def train_rate(engine: Engine, batch: int, steps_per_call: int, calls: int) -> t
     return calls * steps_per_call / (time.perf_counter() - start), first
 
 
+def make_population(cfg: Config, shape: tuple[int, int, int], members: int, examples: int = 1024,
+                    dtype: jnp.dtype = jnp.float32) -> PopulationEngine:  # fmt: skip
+    """`members` copies of `cfg` (seeds 0, 1, ...) as one population on random data."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(examples, *shape)).astype(np.float32)
+    y = rng.integers(0, 10, size=examples).astype(np.int32)
+    networks = [models.build(cfg.model, shape, 10, seed) for seed in range(members)]
+    return PopulationEngine(networks, [cfg.optim] * members, 10_000, seeds=list(range(members)), x_train=x,
+                            y_train=y, augment=False, dtype=dtype)  # fmt: skip
+
+
+def population_rate(
+    engine: PopulationEngine, batch: int, steps_per_call: int, calls: int
+) -> tuple[float, float]:
+    """(member-steps/s: steps/s summed over the members, first-call seconds), as `train_rate` measures one run."""
+    rng = np.random.default_rng(1)
+    n, members = engine.x_train.shape[0], engine.members
+    alive = np.ones(members, bool)
+
+    def indices() -> np.ndarray:
+        return rng.integers(0, n, size=(steps_per_call, members, batch)).astype(np.int32)
+
+    state = engine.stacked(engine.member_initial)
+    start = time.perf_counter()
+    state, rows = engine.train_members(state, indices(), alive)
+    rows.block_until_ready()
+    first = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(calls):
+        state, rows = engine.train_members(state, indices(), alive)
+    rows.block_until_ready()
+    return members * calls * steps_per_call / (time.perf_counter() - start), first
+
+
 def bench_cifar(depths: tuple[int, ...], batch: int, steps: int) -> None:
     for depth in depths:
         engine = make_engine(config(f"model.depth={depth}"), (32, 32, 3), batch)
@@ -85,11 +122,13 @@ def bench_cifar(depths: tuple[int, ...], batch: int, steps: int) -> None:
 
 
 def interleaved_rates(runs: list[tuple[str, Engine, int, int, int]], rounds: int = 3) -> dict:
-    """Median steps/s per (name, K) over `rounds`, the variants taking turns so machine noise hits all."""
+    """Median steps/s per (name, K) over `rounds`, the variants taking turns so machine noise hits all (a
+    population's: member-steps/s)."""
     rates: dict[tuple[str, int], list[float]] = defaultdict(list)
     for _ in range(rounds):
         for name, engine, batch, k, calls in runs:
-            rates[(name, k)].append(train_rate(engine, batch, steps_per_call=k, calls=calls)[0])
+            rate = population_rate if isinstance(engine, PopulationEngine) else train_rate
+            rates[(name, k)].append(rate(engine, batch, steps_per_call=k, calls=calls)[0])
     return {key: statistics.median(values) for key, values in rates.items()}
 
 
@@ -240,6 +279,45 @@ def bench_torch(python: str, batch: int) -> None:
                  ratio=round(ours[-1]["steps_per_s"] / ref, 3))  # fmt: skip
 
 
+def bench_population(sweep_steps: tuple[int, ...] = (300, 3000)) -> None:
+    """Member-steps/s of populations beside one run's steps/s (interleaved), and a sweep of 16 short MLP
+    runs end to end: `launcher=population` against the basic launcher, in the same invocation."""
+    mlp = config("model=mlp", "model.depth=10", "model.width=64")
+    runs = [("single", make_engine(mlp, (8, 8, 1), 128), 128, 100, 3)]
+    runs += [(f"members_{m}", make_population(mlp, (8, 8, 1), m), 128, 100, 3) for m in (1, 8, 16)]
+    rates = interleaved_rates(runs)
+    for (name, _), rate in rates.items():
+        emit(bench="population_mlp", variant=name, depth=10, width=64, batch=128,
+             member_steps_per_s=round(rate, 1), vs_single=round(rate / rates[("single", 100)], 3),
+             statistic="median of 3 interleaved rounds")  # fmt: skip
+    resnet = config("model.depth=20")
+    runs = [("single", make_engine(resnet, (32, 32, 3), 128), 128, 5, 2),
+            ("members_4", make_population(resnet, (32, 32, 3), 4), 128, 5, 2)]  # fmt: skip
+    rates = interleaved_rates(runs, rounds=2)
+    for (name, _), rate in rates.items():
+        emit(bench="population_resnet", variant=name, depth=20, batch=128,
+             member_images_per_s=round(rate * 128, 1), vs_single=round(rate / rates[("single", 5)], 3),
+             statistic="median of 2 interleaved rounds")  # fmt: skip
+    for steps in sweep_steps:
+        seconds = {launcher: sweep_seconds(launcher, steps) for launcher in ("basic", "population")}
+        emit(bench="population_sweep", runs=16, steps=steps, basic_s=round(seconds["basic"], 1),
+             population_s=round(seconds["population"], 1),
+             speedup=round(seconds["basic"] / seconds["population"], 2))  # fmt: skip
+
+
+def sweep_seconds(launcher: str, steps: int) -> float:
+    """Wall time of `python -m resnet_jax.train -m` over 16 MLP runs (4 L2 values x 4 seeds), as a user runs
+    it (defaults otherwise: evaluation, probes and checkpoints every 100 steps)."""
+    chosen = [f"launcher={launcher}"] if launcher != "basic" else []
+    with tempfile.TemporaryDirectory() as directory:
+        args = ["-m", "model=mlp", "model.depth=10", "model.width=64", f"trainer.steps={steps}",
+                "logger=none", "trainer.progress=false", "optim.l2=0,1e-4,1e-3,1e-2", "seed=0,1,2,3",
+                f"hydra.sweep.dir={directory}/sweep", *chosen]  # fmt: skip
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "resnet_jax.train", *args], check=True, capture_output=True)
+        return time.perf_counter() - start
+
+
 def summary_table() -> list[str]:
     """The measurements as a Markdown table: ours, PyTorch's where it ran, and the ratio."""
     lines = ["| measurement | resnet_jax | PyTorch | ratio |", "| --- | --- | --- | --- |"]
@@ -270,10 +348,18 @@ def summary_table() -> list[str]:
         lines.append(f"| temporary memory, depth {r['depth']}, {r['variant']} (GiB) | {r['temp_gib']} | | |")
     for r in find(bench="probe_overhead"):
         lines.append(f"| probe overhead, {r['model']} depth {r['depth']} (%) | {r['overhead_pct']} | | |")
+    for r in find(bench="population_mlp") + find(bench="population_resnet"):
+        what = "member-steps/s" if "member_steps_per_s" in r else "member-images/s"
+        rate = r.get("member_steps_per_s", r.get("member_images_per_s"))
+        name = f"{'MLP depth 10' if r['bench'] == 'population_mlp' else 'ResNet-20'}, {r['variant']} ({what})"
+        lines.append(f"| {name}, vs one run | {rate} | | {r['vs_single']} |")
+    for r in find(bench="population_sweep"):
+        lines.append(f"| sweep of 16 MLP runs, {r['steps']} steps: basic / population launcher (s) | "
+                     f"{r['basic_s']} / {r['population_s']} | | {r['speedup']} |")  # fmt: skip
     return lines
 
 
-SECTIONS = ("cifar", "scan", "mlp", "compile", "memory", "probes")
+SECTIONS = ("cifar", "scan", "mlp", "compile", "memory", "probes", "population")
 
 
 def main() -> None:
@@ -307,6 +393,8 @@ def main() -> None:
         bench_memory((56, 110, 1202), args.batch)
     if "probes" in args.only:
         bench_probes(args.batch)
+    if "population" in args.only:
+        bench_population()
     if args.torch:
         bench_torch(args.torch, args.batch)
     print("\n".join(summary_table()), flush=True)

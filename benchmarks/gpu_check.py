@@ -7,8 +7,9 @@
 Sections run in order of importance and each starts only while the budget lasts (a section left out is
 recorded as such, never silently): ResNet training images/s (float32, K steps per call), the paper's recipe
 through the real command line, bfloat16 against float32, K against one step per call, ResNet-1202 with and
-without remat, the dense MLP. `--merge` joins our rows with the PyTorch references' (one JSON line each,
-from the same chip in the same run) into one JSON file and a Markdown table with the ratios.
+without remat, the dense MLP, populations (`launcher=population`) beside one run. `--merge` joins our rows
+with the PyTorch references' (one JSON line each, from the same chip in the same run) into one JSON file and
+a Markdown table with the ratios.
 """
 
 from __future__ import annotations
@@ -41,10 +42,11 @@ class Sizes:
     recipe_steps: int
     recipe_train_size: int
     mlp_depths: tuple[int, ...]
+    members: int  # a population's members
 
 
-FULL = Sizes((20, 56, 110), 1202, 128, 20, 5, 3000, 50_000, (10, 50))
-DRY = Sizes((8, 14), 20, 8, 2, 1, 20, 256, (4, 6))
+FULL = Sizes((20, 56, 110), 1202, 128, 20, 5, 3000, 50_000, (10, 50), 8)
+DRY = Sizes((8, 14), 20, 8, 2, 1, 20, 256, (4, 6), 2)
 
 
 class Budget:
@@ -171,7 +173,36 @@ def mlp(sizes: Sizes, budget: Budget) -> None:
         bench.emit(bench="mlp_train", depth=depth, width=64, batch=128, steps_per_s=round(rate, 1))
 
 
-SECTIONS = (resnets, recipe, precision, steps_per_call, very_deep, mlp)
+def population(sizes: Sizes, budget: Budget) -> None:
+    """One run beside a population of `sizes.members` (`launcher=population`'s program), interleaved: a small
+    net at batch 128 leaves most of the chip idle, a population fills it."""
+    depth = sizes.depths[0]
+    if not budget.allows(f"population_resnet{depth}", 90):
+        return
+    cfg = bench.config(f"model.depth={depth}")
+    runs = [("single", bench.make_engine(cfg, (32, 32, 3), sizes.batch), sizes.batch, sizes.steps_per_call,
+             sizes.calls),
+            (f"members_{sizes.members}", bench.make_population(cfg, (32, 32, 3), sizes.members), sizes.batch,
+             sizes.steps_per_call, sizes.calls)]  # fmt: skip
+    rates = bench.interleaved_rates(runs, rounds=2)
+    single = rates[("single", sizes.steps_per_call)]
+    for (name, _), rate in rates.items():
+        bench.emit(bench="population_resnet", variant=name, depth=depth, batch=sizes.batch,
+                   member_images_per_s=round(rate * sizes.batch, 1),
+                   images_vs_single=round(rate / single, 2))  # fmt: skip
+    if not budget.allows("population_mlp", 30):
+        return
+    mlp_cfg = bench.config("model=mlp", f"model.depth={sizes.mlp_depths[0]}", "model.width=64")
+    runs = [("single", bench.make_engine(mlp_cfg, (8, 8, 1), 128), 128, 100, sizes.calls),
+            ("members_16", bench.make_population(mlp_cfg, (8, 8, 1), 16), 128, 100, sizes.calls)]  # fmt: skip
+    rates = bench.interleaved_rates(runs, rounds=2)
+    for (name, _), rate in rates.items():
+        bench.emit(bench="population_mlp", variant=name, depth=sizes.mlp_depths[0], width=64, batch=128,
+                   member_steps_per_s=round(rate, 1),
+                   steps_vs_single=round(rate / rates[("single", 100)], 2))  # fmt: skip
+
+
+SECTIONS = (resnets, recipe, precision, steps_per_call, very_deep, mlp, population)
 
 
 def ratio(ours: float | None, theirs: float | None) -> str:
@@ -231,6 +262,13 @@ def merged_table(rows: list[dict]) -> list[str]:
                      f"{r['images_per_s']}, {r['compile_s']}, {r['temp_gib']} |")  # fmt: skip
     for r in find(bench="mlp_train"):
         lines.append(f"| MLP depth {r['depth']}, width 64, batch 128 (steps/s) | {r['steps_per_s']} |")
+    for r in find(bench="population_resnet"):
+        name = f"ResNet-{r['depth']}, batch {r['batch']}, {r['variant']}"
+        lines.append(f"| {name}: images/s, all members (× one run) "
+                     f"| {r['member_images_per_s']} ({r['images_vs_single']}x) |")  # fmt: skip
+    for r in find(bench="population_mlp"):
+        lines.append(f"| MLP depth {r['depth']}, {r['variant']}: steps/s, all members (× one run) "
+                     f"| {r['member_steps_per_s']} ({r['steps_vs_single']}x) |")  # fmt: skip
     for r in find(bench="not_run") + find(bench="failed"):
         lines.append(f"| {r['bench'].replace('_', ' ')}: {r['section']} | {r['reason']} |")
     return lines

@@ -80,7 +80,8 @@ done
 step "the device-independent tests on this backend"
 if [ -n "$dry" ]; then tests=(tests/test_config.py); else
   tests=(tests/test_models.py tests/test_optim.py tests/test_probes.py tests/test_training.py tests/test_resume.py
-         tests/test_data.py tests/test_report.py); fi
+         tests/test_data.py tests/test_report.py tests/test_population.py); fi
+[ -n "${GPU_CHECK_TESTS:-}" ] && read -r -a tests <<< "$GPU_CHECK_TESTS"  # e.g. "tests/test_population.py"
 test_limit=$(( deadline - SECONDS > 30 ? deadline - SECONDS : 30 ))
 # SIGINT at the limit: pytest stops and still prints what passed and failed
 XLA_PYTHON_CLIENT_PREALLOCATE=false timeout -s INT "$test_limit" "$python" -m pytest -q -p no:cacheprovider \
