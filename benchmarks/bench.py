@@ -94,7 +94,7 @@ def make_population(cfg: Config, shape: tuple[int, int, int], members: int, exam
 def population_rate(
     engine: PopulationEngine, batch: int, steps_per_call: int, calls: int
 ) -> tuple[float, float]:
-    """(member-steps/s: steps/s summed over the members, first-call seconds), as `train_rate` measures one run."""
+    """(member-steps/s: steps/s summed over the members, first-call seconds), as `train_rate` measures."""
     rng = np.random.default_rng(1)
     n, members = engine.x_train.shape[0], engine.members
     alive = np.ones(members, bool)
