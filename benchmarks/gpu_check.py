@@ -174,18 +174,20 @@ def mlp(sizes: Sizes, budget: Budget) -> None:
 
 
 def population(sizes: Sizes, budget: Budget) -> None:
-    """One run beside a population of `sizes.members` (`launcher=population`'s program), interleaved: a small
-    net at batch 128 leaves most of the chip idle, a population fills it."""
+    """One run beside a population of `sizes.members` (`launcher=population`'s program), interleaved, with
+    XLA's convolution (under vmap a grouped convolution) and the shifted-matmul one (batched matmuls)."""
     depth = sizes.depths[0]
-    if not budget.allows(f"population_resnet{depth}", 90):
+    if not budget.allows(f"population_resnet{depth}", 150):
         return
-    cfg = bench.config(f"model.depth={depth}")
-    runs = [("single", bench.make_engine(cfg, (32, 32, 3), sizes.batch), sizes.batch, sizes.steps_per_call,
-             sizes.calls),
-            (f"members_{sizes.members}", bench.make_population(cfg, (32, 32, 3), sizes.members), sizes.batch,
-             sizes.steps_per_call, sizes.calls)]  # fmt: skip
+    runs = []
+    for conv in ("xla", "shifted"):
+        cfg = bench.config(f"model.depth={depth}", f"model.conv_impl={conv}")
+        runs += [(f"single_{conv}", bench.make_engine(cfg, (32, 32, 3), sizes.batch), sizes.batch,
+                  sizes.steps_per_call, sizes.calls),
+                 (f"members_{sizes.members}_{conv}", bench.make_population(cfg, (32, 32, 3), sizes.members),
+                  sizes.batch, sizes.steps_per_call, sizes.calls)]  # fmt: skip
     rates = bench.interleaved_rates(runs, rounds=2)
-    single = rates[("single", sizes.steps_per_call)]
+    single = rates[("single_xla", sizes.steps_per_call)]
     for (name, _), rate in rates.items():
         bench.emit(bench="population_resnet", variant=name, depth=depth, batch=sizes.batch,
                    member_images_per_s=round(rate * sizes.batch, 1),

@@ -9,9 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
 import pytest
 from helpers import assert_same_record, final_arrays, metric_rows, tiny_config, train
+from wandb_records import history, run_record
 
 from resnet_jax import population
 from resnet_jax.config import compose
@@ -21,10 +23,10 @@ from resnet_jax.runner import run
 # Why a tolerance: a single run's hyperparameters are constants of its program, a member's are arrays, and the
 # vmapped convolutions and reductions may sum in another order; float32 rounding then differs in the last
 # bits (1e-7) and training amplifies it. Measured over 20 steps: the MLP and the unclipped CIFAR nets stay
-# within 3e-7 (relative). One member of the BatchNorm ResNet with the family's clipping drifted from step 7
-# on, to 7e-4 in the loss and 2e-3 in a BatchNorm mean after 20 steps (the MLP, clipped alike, does not:
-# the clipping is the same maths, this trajectory is just more chaotic). One example more or less changes a
-# test error by 100/360 %.
+# within 3e-7 (relative) on CPU and 1.1e-5 on an H200 (float32 at "highest" precision, not TF32). One member
+# of the BatchNorm ResNet with the family's clipping drifted from step 7 on, to 7e-4 in the loss and 2e-3 in a
+# BatchNorm mean after 20 steps (the MLP, clipped alike, does not: the clipping is the same maths, this
+# trajectory is just more chaotic). One example more or less changes a test error by 100/360 %.
 ERROR_ATOL = 0.7  # percentage points: two examples of a 320-example chunk, or of the 360 test images
 
 MEMBERS = [("seed=0", "optim.l2=1e-4", "optim.lr=0.05"), ("seed=1", "optim.l2=0", "optim.lr=0.02"),
@@ -44,9 +46,9 @@ def assert_close_rows(ours: list[dict], theirs: list[dict], loss_rtol: float) ->
 
 # (the net, the tolerance of the losses, that of the final parameters: ||a - b|| / ||b|| per array)
 NETS = [
-    (("model=mlp",), 1e-5, 1e-5),  # clipped (its recipe) and unnormalised: 2e-7
-    (("model.depth=8", "optim.clip_norm=0"), 1e-5, 1e-5),
-    (("model.depth=8", "model.residual=false", "data.augment=true"), 1e-5, 1e-5),
+    (("model=mlp",), 1e-4, 1e-4),  # clipped (its recipe) and unnormalised
+    (("model.depth=8", "optim.clip_norm=0"), 1e-4, 1e-4),
+    (("model.depth=8", "model.residual=false", "data.augment=true"), 1e-4, 1e-4),
     (("model.depth=8",), 3e-3, 0.1),  # the CIFAR default: member 0's chaotic drift (see above)
 ]
 
@@ -56,12 +58,13 @@ def test_each_member_equals_the_single_run_with_its_overrides(
     net: tuple[str, ...], loss_rtol: float, array_rtol: float, tmp_path: Path
 ) -> None:
     configs = [tiny_config(*net, *member) for member in MEMBERS]
-    summaries = train_population(
-        [MemberJob(c, tmp_path / f"member{k}") for k, c in enumerate(configs)], group="g"
-    )
+    with jax.default_matmul_precision("highest"):  # on GPUs XLA's default float32 is TF32 (~3 digits)
+        summaries = train_population(
+            [MemberJob(c, tmp_path / f"member{k}") for k, c in enumerate(configs)], group="g"
+        )
+        singles = [run(cfg, tmp_path / f"single{k}") for k, cfg in enumerate(configs)]
     assert [s["status"] for s in summaries] == ["completed"] * 3
-    for k, cfg in enumerate(configs):
-        single = run(cfg, tmp_path / f"single{k}")
+    for k, single in enumerate(singles):
         member = tmp_path / f"member{k}"
         assert_close_rows(metric_rows(member), metric_rows(tmp_path / f"single{k}"), loss_rtol)
         assert summaries[k]["params"] == single["params"] and summaries[k]["step"] == single["step"] == 20
@@ -70,6 +73,23 @@ def test_each_member_equals_the_single_run_with_its_overrides(
         for key in (k for k in theirs if not k.startswith("opt_state")):  # parameters, BatchNorm statistics
             difference = np.linalg.norm(ours[key] - theirs[key]) / max(np.linalg.norm(theirs[key]), 1e-6)
             assert difference <= array_rtol, (key, difference)
+
+
+def test_each_member_has_its_own_wandb_run_named_as_its_single_run(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    configs = [tiny_config("model=mlp", "logger=wandb", f"seed={seed}") for seed in (0, 1)]
+    jobs = [MemberJob(c, tmp_path / f"seed={k}", name=f"seed={k}") for k, c in enumerate(configs)]
+    train_population(jobs, group="my-sweep", wandb_dir=tmp_path / "sweep")
+    logs = sorted((tmp_path / "sweep" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(logs) == 2  # side by side for `wandb leet`, as a sweep's single runs are
+    records = sorted(((run_record(log), log) for log in logs), key=lambda pair: pair[0].display_name)
+    for k, (record, log) in enumerate(records):
+        assert (record.run_group, record.display_name) == ("my-sweep", f"seed={k}")
+        assert {"mlp", "residual", "depth=10", "l2=0.0001"} <= set(record.tags)
+        logged = [r["train/loss"] for r in history(log) if "train/loss" in r]
+        assert logged == pytest.approx(
+            [r["train/loss"] for r in metric_rows(tmp_path / f"seed={k}") if "train/loss" in r]
+        )
 
 
 def test_members_differing_in_anything_but_the_population_keys_form_separate_programs() -> None:
