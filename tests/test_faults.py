@@ -263,7 +263,7 @@ SWEEP = ("-m", "model=mlp", "model.depth=4", "model.width=16", "trainer.steps=20
          "optim.schedule=constant", "optim.clip_norm=0", "optim.lr=0.05,1e6")  # fmt: skip
 
 
-@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local"])
+@pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local", "population"])
 def test_a_sweep_with_a_diverged_job_exits_non_zero_naming_it(launcher: str, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     chosen = () if launcher == "basic" else (f"launcher={launcher}",)
