@@ -290,9 +290,10 @@ def bench_population(sweep_steps: tuple[int, ...] = (300, 3000)) -> None:
         emit(bench="population_mlp", variant=name, depth=10, width=64, batch=128,
              member_steps_per_s=round(rate, 1), vs_single=round(rate / rates[("single", 100)], 3),
              statistic="median of 3 interleaved rounds")  # fmt: skip
-    resnet = config("model.depth=20")
+    resnet, shifted = config("model.depth=20"), config("model.depth=20", "model.conv_impl=shifted")
     runs = [("single", make_engine(resnet, (32, 32, 3), 128), 128, 5, 2),
-            ("members_4", make_population(resnet, (32, 32, 3), 4), 128, 5, 2)]  # fmt: skip
+            ("members_4", make_population(resnet, (32, 32, 3), 4), 128, 5, 2),  # oneDNN: members in turn
+            ("members_4_shifted_conv", make_population(shifted, (32, 32, 3), 4), 128, 5, 2)]  # fmt: skip
     rates = interleaved_rates(runs, rounds=2)
     for (name, _), rate in rates.items():
         emit(bench="population_resnet", variant=name, depth=20, batch=128,
