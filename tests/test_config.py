@@ -10,6 +10,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from resnet_jax import commandline
 from resnet_jax.checks import check
 from resnet_jax.config import (
     GROUP_OPTIONS,
@@ -72,6 +73,17 @@ def test_every_experiment_preset_composes(experiment: str) -> None:
     assert isinstance(cfg, Config)
     if cfg.data.name != "cifar10":
         check(cfg)
+
+
+def test_the_very_deep_study_sweeps_five_nets_over_three_seeds_each_in_its_own_directory() -> None:
+    plan = commandline.check(["-m", "experiment=very_deep"])
+    nets = {(j.config.model.depth, j.config.model.residual, j.config.model.block, j.config.model.preact,
+             j.config.model.zero_init_residual) for j in plan.jobs}  # fmt: skip
+    assert nets == {(110, True, "basic", False, False), (110, False, "basic", False, False),
+                    (1202, True, "basic", False, False), (1202, True, "basic", False, True),
+                    (1001, True, "bottleneck", True, False)}  # fmt: skip
+    assert len(plan.jobs) == len({j.run_dir for j in plan.jobs}) == 15
+    assert {j.config.seed for j in plan.jobs} == {0, 1, 2}
 
 
 def test_paper_preset_is_the_paper_recipe() -> None:
