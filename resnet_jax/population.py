@@ -77,11 +77,10 @@ def form_groups(jobs: Sequence[MemberJob], max_members: int) -> list[list[Member
 
 def populations(jobs: Sequence[MemberJob], max_members: int | None) -> list[list[MemberJob]]:
     """The sweep's populations; without `max_members`, each as large as fits (`members_that_fit`)."""
-    groups = form_groups(jobs, len(jobs))
-    if max_members is not None:
-        return [split for members in groups for split in form_groups(members, max_members)]
     return [
-        split for members in groups for split in form_groups(members, members_that_fit(members[0].config))
+        split
+        for members in form_groups(jobs, len(jobs))
+        for split in form_groups(members, max_members or members_that_fit(members[0].config))
     ]
 
 
