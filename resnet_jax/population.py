@@ -156,16 +156,14 @@ class PopulationEngine(Engine):
         return self.step_with(tx, cfg.l2, augment_key, state, indices)
 
     def _population_chunk(self, state: TrainState, indices: jax.Array, alive: jax.Array):
+        """Every member trains the chunk's K steps; a member not `alive` then gets its state back. Masking
+        once per chunk, not per step: a select over the whole state each step cost a fifth of the speed."""
         step = jax.vmap(self._member_step)
-
-        def masked(current: TrainState, batch: jax.Array):
-            new, rows = step(current, batch, self.hyper, self.augment_keys)
-            keep = jax.tree.map(
-                lambda n, o: jnp.where(alive.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, current
-            )
-            return keep, rows
-
-        return run_steps(masked, state, indices)
+        new, rows = run_steps(lambda s, batch: step(s, batch, self.hyper, self.augment_keys), state, indices)
+        kept = jax.tree.map(
+            lambda n, o: jnp.where(alive.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, state
+        )
+        return kept, rows
 
     def train_members(self, state: TrainState, indices: np.ndarray, alive: np.ndarray):
         """K steps of every alive member: `indices` (K, M, B); returns the state and (K, M, 2) rows."""

@@ -37,18 +37,25 @@ FORWARD_RULE = "b i, l i j, l j, l j k, l k -> l b j, l b k"
 BACKWARD_RULE = "b k, b i, l b j, l b k, l i j, l j k -> b i, l i j, l j, l j k, l k, l b j, l b k"
 
 
+def _with_members(rule: str) -> str:
+    """`rule` with a population's member axis `m` leading every operand and result."""
+    return " -> ".join(", ".join(f"m {term.strip()}" for term in side.split(",")) for side in rule.split("->"))
+
+
 def _local(name: str, residual: bool) -> Callable[..., tuple[jax.Array, ...]]:
-    """The handler on one device's operands (its share of the batch)."""
+    """The handler on one device's operands (its share of the batch, or of a population's members, whose
+    operands have a leading member axis)."""
 
     def call(*args: jax.Array) -> tuple[jax.Array, ...]:
         onednn.register()
         a0, w1 = (args[0], args[1]) if name == "DenseStackForward" else (args[1], args[4])
-        (batch, width), blocks = a0.shape, w1.shape[0]
-        act = jax.ShapeDtypeStruct((blocks, batch, width), jnp.float32)
+        members = a0.shape[:-2]
+        (batch, width), (blocks, *kernel) = a0.shape[-2:], w1.shape[len(members) :]
+        act = jax.ShapeDtypeStruct((*members, blocks, batch, width), jnp.float32)
         if name == "DenseStackForward":
             results = (act, act)
         else:
-            vec = jax.ShapeDtypeStruct((blocks, width), jnp.float32)
+            vec = jax.ShapeDtypeStruct((*members, blocks, width), jnp.float32)
             ker = jax.ShapeDtypeStruct(w1.shape, jnp.float32)
             results = (jax.ShapeDtypeStruct(a0.shape, jnp.float32), ker, vec, ker, vec, act, act)
         handler = jax.ffi.ffi_call(onednn.PREFIX + name, results, vmap_method="sequential")
@@ -58,18 +65,30 @@ def _local(name: str, residual: bool) -> Callable[..., tuple[jax.Array, ...]]:
 
 
 @functools.cache
-def _op(name: str, residual: bool) -> Callable[..., tuple[jax.Array, ...]]:
-    """Handler `name`, split along the batch across devices (`onednn.batch_partitioned`: each device runs
-    its shard, the parameter gradients are summed over the shards), member by member under `vmap`."""
+def _op(name: str, residual: bool, members: bool = False) -> Callable[..., tuple[jax.Array, ...]]:
+    """Handler `name`, split across devices along the batch (one net: `onednn.batch_partitioned`, the
+    parameter gradients summed over the shards) or along the members (`members`: every operand has a
+    leading member axis). Under `vmap` the members go through one call, the kernel looping over them; a
+    `vmap` of members folds into their axis."""
     rule = FORWARD_RULE if name == "DenseStackForward" else BACKWARD_RULE
-    op = jax.custom_batching.custom_vmap(onednn.batch_partitioned(_local(name, residual), rule))
+    local = _local(name, residual)
+    partitioned = (
+        onednn.batch_partitioned(local, _with_members(rule), factor="m")
+        if members
+        else onednn.batch_partitioned(local, rule)
+    )
+    op = jax.custom_batching.custom_vmap(partitioned)
 
     @op.def_vmap
-    def one_member_at_a_time(axis_size: int, batched: list[bool], *args: jax.Array):
-        members = [
+    def all_members_in_one_call(axis_size: int, batched: list[bool], *args: jax.Array):
+        stacked = [
             x if b else jnp.broadcast_to(x, (axis_size, *x.shape)) for x, b in zip(args, batched, strict=True)
         ]
-        outs = jax.lax.map(lambda member: op(*member), tuple(members))
+        if not members:
+            outs = _op(name, residual, members=True)(*stacked)
+            return outs, (True,) * len(outs)
+        folded = [x.reshape(-1, *x.shape[2:]) for x in stacked]  # (vmap axis, members, ...) -> one axis
+        outs = tuple(x.reshape(axis_size, -1, *x.shape[1:]) for x in op(*folded))
         return outs, (True,) * len(outs)
 
     return op

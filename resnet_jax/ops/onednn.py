@@ -197,34 +197,34 @@ def _call(name: str, shape: tuple[int, ...], *args: jax.Array, stride: int) -> j
     return jax.ffi.ffi_call(PREFIX + name, out, vmap_method="sequential")(*args, stride=np.int64(stride))
 
 
-def batch_partitioned(local: Callable[..., Any], rule: str) -> Callable[..., Any]:
+def batch_partitioned(local: Callable[..., Any], rule: str, factor: str = "b") -> Callable[..., Any]:
     """`local`, one device's call, as an op that XLA's partitioner splits along the batch.
 
-    `rule` names the operands' and results' axes in Shardy's notation, `b` the batch, the one factor split
-    across devices; everything else is whole on every device. A result without `b` is a sum over the batch
-    (a parameter gradient): each device computes its shard's share and the shares are all-reduced.
-    Why: left alone, XLA's partitioner gathers the whole batch onto every device before a custom call, so
-    each device would compute every example.
+    `rule` names the operands' and results' axes in Shardy's notation, `factor` (`b`, the batch, or `m`, a
+    population's members) the one factor split across devices; everything else is whole on every device. A
+    result without it is a sum over it (a parameter gradient): each device computes its shard's share and
+    the shares are all-reduced. Why: left alone, XLA's partitioner gathers the whole batch onto every device
+    before a custom call, so each device would compute every example.
     """
     operands, results = ([term.split() for term in side.split(",")] for side in rule.split("->"))
-    operand_axes = [axes.index("b") if "b" in axes else None for axes in operands]
-    result_axes = [axes.index("b") if "b" in axes else None for axes in results]
+    operand_axes = [axes.index(factor) if factor in axes else None for axes in operands]
+    result_axes = [axes.index(factor) if factor in axes else None for axes in results]
     single = len(results) == 1  # `local` returns an array, else a tuple
 
     def partition(mesh, arg_shapes, result_shape):
         first = next(i for i, axis in enumerate(operand_axes) if axis is not None)
         spec = arg_shapes[first].sharding.spec
-        batch = spec[operand_axes[first]] if len(spec) > operand_axes[first] else None  # a mesh axis, or None
+        split = spec[operand_axes[first]] if len(spec) > operand_axes[first] else None  # a mesh axis, or None
 
         def sharding(axis: int | None) -> NamedSharding:
-            placement = PartitionSpec() if axis is None else PartitionSpec(*[None] * axis, batch)
+            placement = PartitionSpec() if axis is None else PartitionSpec(*[None] * axis, split)
             return NamedSharding(mesh, placement)
 
         def lower(*args: jax.Array):
             out = local(*args)
-            if batch is None:
+            if split is None:
                 return out
-            outs = [jax.lax.psum(x, batch) if axis is None else x
+            outs = [jax.lax.psum(x, split) if axis is None else x
                     for x, axis in zip([out] if single else out, result_axes, strict=True)]  # fmt: skip
             return outs[0] if single else tuple(outs)
 
@@ -232,12 +232,12 @@ def batch_partitioned(local: Callable[..., Any], rule: str) -> Callable[..., Any
         return mesh, lower, shardings[0] if single else shardings, tuple(sharding(a) for a in operand_axes)
 
     partitioned = custom_partitioning(local)
-    # every factor but the batch, in the order of first appearance (Shardy wants them so)
-    others = dict.fromkeys(f for axes in operands + results for f in axes if f != "b")
+    # every factor but the split one, in the order of first appearance (Shardy wants them so)
+    others = dict.fromkeys(f for axes in operands + results for f in axes if f != factor)
     partitioned.def_partition(
         partition,
         sharding_rule=rule,
-        reduction_factors=() if any("b" in axes for axes in results) else ("b",),
+        reduction_factors=() if any(factor in axes for axes in results) else (factor,),
         need_replication_factors=tuple(others),
     )
     return partitioned

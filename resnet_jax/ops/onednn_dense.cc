@@ -7,6 +7,8 @@
 // Here every thread takes a slice of the batch through all blocks (rows are independent, so the
 // threads never wait for each other); the kernel gradients, sums over the batch, come after, one
 // block per thread. The products are oneDNN's sgemm, single-threaded inside each thread.
+// A population's members (every operand with a leading member axis M) go through in the same call, their
+// chunks shared among the threads: under `vmap` the members cost one call, not M calls in an XLA loop.
 #include <immintrin.h>
 #include <omp.h>
 #include <pthread.h>
@@ -71,30 +73,46 @@ void column_sums(const float* x, float* sums, int64_t rows, int64_t width) {
 }
 
 struct Shape {
-  int64_t blocks, batch, width;
+  int64_t members, blocks, batch, width;  // members: a population's (1 for one net), each with its own everything
   int64_t act() const { return batch * width; }
   int64_t ker() const { return width * width; }
 };
 
-// a0 [B, W]; W1, W2 [L, W, W]; b1, b2 [L, W].
+// The leading member axis of `dims` when it has one (rank `rank` + 1), else 0; the rest must be `rank`-D.
+int64_t leading_members(ffi::Span<const int64_t> dims, size_t rank) {
+  if (dims.size() == rank + 1) return dims[0];
+  if (dims.size() == rank) return 0;
+  throw std::invalid_argument("expected every operand with or without one leading member axis");
+}
+
+// a0 [(M,) B, W]; W1, W2 [(M,) L, W, W]; b1, b2 [(M,) L, W]: all with the member axis or none.
 Shape stack_shape(ffi::Span<const int64_t> a0, ffi::Span<const int64_t> w1, ffi::Span<const int64_t> b1,
                   ffi::Span<const int64_t> w2, ffi::Span<const int64_t> b2) {
-  if (a0.size() != 2 || w1.size() != 3 || b1.size() != 2 || w2.size() != 3 || b2.size() != 2) {
-    throw std::invalid_argument("expected a [B, W] input, [L, W, W] kernels and [L, W] biases");
+  const int64_t members = leading_members(a0, 2);
+  const size_t lead = members > 0 ? 1 : 0;
+  for (auto [dims, rank] : {std::pair{w1, 3}, {b1, 2}, {w2, 3}, {b2, 2}}) {
+    if (leading_members(dims, rank) != members) {
+      throw std::invalid_argument("every operand must have the same leading member axis, or none");
+    }
   }
-  const Shape s{w1[0], a0[0], a0[1]};
-  for (auto dims : {w1, w2}) {
+  auto tail = [&](ffi::Span<const int64_t> dims) { return std::vector<int64_t>(dims.begin() + lead, dims.end()); };
+  const auto a = tail(a0), k1 = tail(w1), v1 = tail(b1), k2 = tail(w2), v2 = tail(b2);
+  const Shape s{std::max<int64_t>(members, 1), k1[0], a[0], a[1]};
+  for (const auto& dims : {k1, k2}) {
     if (dims[0] != s.blocks || dims[1] != s.width || dims[2] != s.width) {
       throw std::invalid_argument("kernels must be [L, W, W] with the input's width W");
     }
   }
-  for (auto dims : {b1, b2}) {
+  for (const auto& dims : {v1, v2}) {
     if (dims[0] != s.blocks || dims[1] != s.width) throw std::invalid_argument("biases must be [L, W]");
   }
   return s;
 }
 
-void expect_dims(ffi::Span<const int64_t> dims, std::vector<int64_t> wanted, const char* what) {
+// `dims` must be `wanted`, after the member axis when the operands have one.
+void expect_dims(ffi::Span<const int64_t> dims, const Shape& s, bool with_members, std::vector<int64_t> wanted,
+                 const char* what) {
+  if (with_members) wanted.insert(wanted.begin(), s.members);
   if (std::vector<int64_t>(dims.begin(), dims.end()) != wanted) throw std::invalid_argument(what);
 }
 
@@ -191,11 +209,14 @@ class Pool {
 // devices or processes share the work) keep every result bit-identical, however busy the pool is.
 constexpr int64_t kChunkRows = 64;
 
-// body(begin, end) for this thread's chunks [begin, end) of `batch` rows.
+// body(member, begin, end) for this thread's chunks [begin, end) of every member's `batch` rows; with one
+// member, thread t takes chunks t, t + threads, ...
 template <typename Body>
-void for_each_chunk(int64_t batch, int thread, int threads, Body&& body) {
-  for (int64_t begin = thread * kChunkRows; begin < batch; begin += int64_t{threads} * kChunkRows) {
-    body(begin, std::min(batch, begin + kChunkRows));
+void for_each_chunk(const Shape& s, int thread, int threads, Body&& body) {
+  const int64_t chunks = (s.batch + kChunkRows - 1) / kChunkRows;
+  for (int64_t item = thread; item < s.members * chunks; item += threads) {
+    const int64_t begin = (item % chunks) * kChunkRows;
+    body(item / chunks, begin, std::min(s.batch, begin + kChunkRows));
   }
 }
 
@@ -212,20 +233,22 @@ ffi::Error DenseStackForwardImpl(ffi::Buffer<ffi::F32> a0, ffi::Buffer<ffi::F32>
   return resnet_jax::guarded("oneDNN dense stack", [&] {
     const Shape s = stack_shape(a0.dimensions(), w1.dimensions(), b1.dimensions(), w2.dimensions(),
                                 b2.dimensions());
+    const bool with_members = a0.dimensions().size() == 3;
     for (auto dims : {h->dimensions(), out->dimensions()}) {
-      expect_dims(dims, {s.blocks, s.batch, s.width}, "saved activations must be [L, B, W]");
+      expect_dims(dims, s, with_members, {s.blocks, s.batch, s.width}, "saved activations must be [L, B, W]");
     }
     Pool::instance().run([&](int thread, int threads) {
-      for_each_chunk(s.batch, thread, threads, [&](int64_t begin, int64_t end) {
+      for_each_chunk(s, thread, threads, [&](int64_t m, int64_t begin, int64_t end) {
         const int64_t rows = end - begin, offset = begin * s.width;
-        const float* a = a0.typed_data() + offset;
+        const int64_t acts = m * s.blocks * s.act(), kers = m * s.blocks * s.ker(), vecs = m * s.blocks * s.width;
+        const float* a = a0.typed_data() + m * s.act() + offset;
         for (int64_t l = 0; l < s.blocks; ++l) {
-          float* hl = h->typed_data() + l * s.act() + offset;
-          float* outl = out->typed_data() + l * s.act() + offset;
-          gemm(false, false, rows, s.width, s.width, a, w1.typed_data() + l * s.ker(), 0.0f, hl);
-          add_bias_relu(hl, b1.typed_data() + l * s.width, nullptr, rows, s.width);
-          gemm(false, false, rows, s.width, s.width, hl, w2.typed_data() + l * s.ker(), 0.0f, outl);
-          add_bias_relu(outl, b2.typed_data() + l * s.width, residual ? a : nullptr, rows, s.width);
+          float* hl = h->typed_data() + acts + l * s.act() + offset;
+          float* outl = out->typed_data() + acts + l * s.act() + offset;
+          gemm(false, false, rows, s.width, s.width, a, w1.typed_data() + kers + l * s.ker(), 0.0f, hl);
+          add_bias_relu(hl, b1.typed_data() + vecs + l * s.width, nullptr, rows, s.width);
+          gemm(false, false, rows, s.width, s.width, hl, w2.typed_data() + kers + l * s.ker(), 0.0f, outl);
+          add_bias_relu(outl, b2.typed_data() + vecs + l * s.width, residual ? a : nullptr, rows, s.width);
           a = outl;
         }
       });
@@ -243,47 +266,53 @@ ffi::Error DenseStackBackwardImpl(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32>
   return resnet_jax::guarded("oneDNN dense stack", [&] {
     const Shape s = stack_shape(a0.dimensions(), w1.dimensions(), db1->dimensions(), w2.dimensions(),
                                 db2->dimensions());
+    const bool with_members = a0.dimensions().size() == 3;
     for (auto dims : {h.dimensions(), out.dimensions(), g_z1_buffer->dimensions(), g_z2_buffer->dimensions()}) {
-      expect_dims(dims, {s.blocks, s.batch, s.width}, "saved activations must be [L, B, W]");
+      expect_dims(dims, s, with_members, {s.blocks, s.batch, s.width}, "saved activations must be [L, B, W]");
     }
     for (auto dims : {g.dimensions(), da0->dimensions()}) {
-      expect_dims(dims, {s.batch, s.width}, "gradients of the stack's input and output must be [B, W]");
+      expect_dims(dims, s, with_members, {s.batch, s.width},
+                  "gradients of the stack's input and output must be [B, W]");
     }
-    // the gradients w.r.t. every block's two pre-activations, [L, B, W] each: scratch results, so that
+    // the gradients w.r.t. every block's two pre-activations, [(M,) L, B, W] each: scratch results, so that
     // XLA places them in its (reused) temporary memory instead of fresh pages every call
     float* g_z1 = g_z1_buffer->typed_data();
     float* g_z2 = g_z2_buffer->typed_data();
     // 1. back through the blocks, chunk by chunk of rows (the gradient w.r.t. the input lands in da0)
     Pool::instance().run([&](int thread, int threads) {
-      for_each_chunk(s.batch, thread, threads, [&](int64_t begin, int64_t end) {
+      for_each_chunk(s, thread, threads, [&](int64_t m, int64_t begin, int64_t end) {
         const int64_t rows = end - begin, offset = begin * s.width, n = rows * s.width;
-        float* g_a = da0->typed_data() + offset;
-        std::copy(g.typed_data() + offset, g.typed_data() + offset + n, g_a);
+        const int64_t acts = m * s.blocks * s.act(), kers = m * s.blocks * s.ker();
+        float* g_a = da0->typed_data() + m * s.act() + offset;
+        const float* g_m = g.typed_data() + m * s.act() + offset;
+        std::copy(g_m, g_m + n, g_a);
         for (int64_t l = s.blocks - 1; l >= 0; --l) {
-          float* gz2 = g_z2 + l * s.act() + offset;
-          float* gz1 = g_z1 + l * s.act() + offset;
+          float* gz2 = g_z2 + acts + l * s.act() + offset;
+          float* gz1 = g_z1 + acts + l * s.act() + offset;
           // g_a becomes the gradient at block l's output pre-activation: kept as gz2 for the kernel
           // gradient and, in a residual block, the identity path's share of the input's gradient
-          relu_grad(g_a, out.typed_data() + l * s.act() + offset, gz2, n);
-          gemm(false, true, rows, s.width, s.width, gz2, w2.typed_data() + l * s.ker(), 0.0f, gz1);
-          relu_grad(gz1, h.typed_data() + l * s.act() + offset, nullptr, n);
-          gemm(false, true, rows, s.width, s.width, gz1, w1.typed_data() + l * s.ker(),
+          relu_grad(g_a, out.typed_data() + acts + l * s.act() + offset, gz2, n);
+          gemm(false, true, rows, s.width, s.width, gz2, w2.typed_data() + kers + l * s.ker(), 0.0f, gz1);
+          relu_grad(gz1, h.typed_data() + acts + l * s.act() + offset, nullptr, n);
+          gemm(false, true, rows, s.width, s.width, gz1, w1.typed_data() + kers + l * s.ker(),
                residual ? 1.0f : 0.0f, g_a);
         }
       });
     });
-    // 2. the kernel and bias gradients, sums over the whole batch: one (block, layer) per thread at a time
+    // 2. the kernel and bias gradients, sums over the whole batch: one (member, block, layer) per thread at a time
     Pool::instance().run([&](int thread, int threads) {
-      const auto [begin, end] = share(2 * s.blocks, thread, threads);
+      const auto [begin, end] = share(s.members * 2 * s.blocks, thread, threads);
       for (int64_t job = begin; job < end; ++job) {
-        const int64_t l = job / 2;
+        const int64_t m = job / (2 * s.blocks), l = job / 2 % s.blocks;
         const bool second = job % 2 == 1;
-        const float* in = second ? h.typed_data() + l * s.act()
-                                 : (l == 0 ? a0.typed_data() : out.typed_data() + (l - 1) * s.act());
-        const float* grad = (second ? g_z2 : g_z1) + l * s.act();
+        const int64_t acts = m * s.blocks * s.act(), block = (m * s.blocks + l);
+        const float* in = second ? h.typed_data() + acts + l * s.act()
+                                 : (l == 0 ? a0.typed_data() + m * s.act()
+                                           : out.typed_data() + acts + (l - 1) * s.act());
+        const float* grad = (second ? g_z2 : g_z1) + acts + l * s.act();
         gemm(true, false, s.width, s.width, s.batch, in, grad, 0.0f,
-             (second ? dw2 : dw1)->typed_data() + l * s.ker());
-        column_sums(grad, (second ? db2 : db1)->typed_data() + l * s.width, s.batch, s.width);
+             (second ? dw2 : dw1)->typed_data() + block * s.ker());
+        column_sums(grad, (second ? db2 : db1)->typed_data() + block * s.width, s.batch, s.width);
       }
     });
   });
