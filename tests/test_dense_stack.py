@@ -103,8 +103,9 @@ def test_a_population_of_stacks_is_one_call_with_each_members_own_bits() -> None
             np.testing.assert_array_equal(x[k], y)
     lowered = jax.jit(jax.vmap(value_and_grad)).lower(a, params).as_text()
     assert "while" not in lowered  # no loop over the members around the kernel
-    nested = jax.vmap(jax.vmap(value_and_grad))(a.reshape(2, 2, 70, 16),
-                                                jax.tree.map(lambda x: x.reshape(2, 2, *x.shape[1:]), params))
+    nested = jax.vmap(jax.vmap(value_and_grad))(
+        a.reshape(2, 2, 70, 16), jax.tree.map(lambda x: x.reshape(2, 2, *x.shape[1:]), params)
+    )
     for x, y in zip(jax.tree.leaves(nested), jax.tree.leaves(together), strict=True):
         np.testing.assert_array_equal(x.reshape(y.shape), y)
 

@@ -39,7 +39,8 @@ BACKWARD_RULE = "b k, b i, l b j, l b k, l i j, l j k -> b i, l i j, l j, l j k,
 
 def _with_members(rule: str) -> str:
     """`rule` with a population's member axis `m` leading every operand and result."""
-    return " -> ".join(", ".join(f"m {term.strip()}" for term in side.split(",")) for side in rule.split("->"))
+    sides = (", ".join(f"m {term.strip()}" for term in side.split(",")) for side in rule.split("->"))
+    return " -> ".join(sides)
 
 
 def _local(name: str, residual: bool) -> Callable[..., tuple[jax.Array, ...]]:
@@ -50,7 +51,7 @@ def _local(name: str, residual: bool) -> Callable[..., tuple[jax.Array, ...]]:
         onednn.register()
         a0, w1 = (args[0], args[1]) if name == "DenseStackForward" else (args[1], args[4])
         members = a0.shape[:-2]
-        (batch, width), (blocks, *kernel) = a0.shape[-2:], w1.shape[len(members) :]
+        (batch, width), blocks = a0.shape[-2:], w1.shape[len(members)]
         act = jax.ShapeDtypeStruct((*members, blocks, batch, width), jnp.float32)
         if name == "DenseStackForward":
             results = (act, act)
