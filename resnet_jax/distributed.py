@@ -66,7 +66,7 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 
 def batch_sharded(mesh: Mesh, axis: int = 0) -> NamedSharding:
-    """Shard dimension `axis` (the batch) over the data axis."""
+    """Shard dimension `axis` (the batch, or a population's members) over the data axis."""
     return NamedSharding(mesh, PartitionSpec(*([None] * axis), DATA_AXIS))
 
 

@@ -57,6 +57,10 @@ class Engine:
         self.tx = tx
         self.mesh = mesh or distributed.make_mesh()
         self.replicated = distributed.replicated(self.mesh)
+        # where the state lives and how an evaluation batch is split: data parallelism (a population may
+        # split its members over the devices instead)
+        self.state_sharding = self.replicated
+        self.eval_sharding = distributed.batch_sharded(self.mesh)
         # the whole dataset on every device, once; batches are gathered by index on device
         self.x_train = distributed.put(np.asarray(x_train), self.replicated)
         self.y_train = distributed.put(np.asarray(y_train), self.replicated)
@@ -73,8 +77,8 @@ class Engine:
         return self.mesh.devices.size
 
     def place_state(self, state: TrainState) -> TrainState:
-        """Replicate a host-side state (fresh or restored) on every device of the mesh."""
-        return distributed.put_tree(state, self.replicated)
+        """Place a host-side state (fresh or restored) on the devices of the mesh."""
+        return distributed.put_tree(state, self.state_sharding)
 
     @property
     def host_initial_state(self) -> TrainState:
@@ -142,7 +146,6 @@ class Engine:
         """Summed loss and errors over a split (per member for a population's stacked state)."""
         n = x.shape[0]
         batch_size = -(-min(batch_size, n) // self.devices) * self.devices  # a multiple of the devices
-        sharded = distributed.batch_sharded(self.mesh)
         loss_sum = error_sum = 0.0
         for start in range(0, n, batch_size):
             xb, yb = x[start : start + batch_size], y[start : start + batch_size]
@@ -151,7 +154,7 @@ class Engine:
             if valid < batch_size:
                 xb = np.pad(xb, ((0, batch_size - valid),) + ((0, 0),) * (x.ndim - 1))
                 yb = np.pad(yb, (0, batch_size - valid))
-            xb, yb, mask = (distributed.put(a, sharded) for a in (xb, yb, mask))
+            xb, yb, mask = (distributed.put(a, self.eval_sharding) for a in (xb, yb, mask))
             loss, errors = self.eval_batch(state.params, state.model_state, xb, yb, mask)
             loss_sum = loss_sum + distributed.host_copy(loss).astype(np.float64)
             error_sum = error_sum + distributed.host_copy(errors).astype(np.float64)

@@ -23,6 +23,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import Mesh
 
 from resnet_jax import checks, distributed, faults, models, optim
 from resnet_jax import data as datasets
@@ -94,13 +95,14 @@ def device_free_bytes() -> int:
 
 def members_that_fit(cfg: Config, fraction: float = 0.8) -> int:
     """How many members of `cfg`'s population fit in `fraction` of the device's free memory: one member's
-    compiled chunk, as XLA's memory analysis sizes it (arguments, outputs and temporaries; the dataset,
-    which the members share, once)."""
+    compiled chunk on one device, as XLA's memory analysis sizes it (arguments, outputs and temporaries; the
+    dataset, which the members share, once), times the devices the members are split over."""
     data = datasets.load(cfg.data)
     network = models.build(cfg.model, data.image_shape, data.num_classes, cfg.seed)
+    one_device = Mesh(np.asarray(jax.devices()[:1]), (distributed.DATA_AXIS,))
     engine = PopulationEngine([network], [cfg.optim], cfg.trainer.steps, seeds=[cfg.seed],
                               x_train=data.x_train, y_train=data.y_train, augment=cfg.data.augment,
-                              dtype=jnp.dtype(cfg.trainer.dtype))  # fmt: skip
+                              dtype=jnp.dtype(cfg.trainer.dtype), mesh=one_device)  # fmt: skip
     steps = min(cfg.trainer.log_every, cfg.trainer.steps)
     indices = np.zeros((steps, 1, cfg.trainer.batch_size), np.int32)
     state = engine.stacked(engine.member_initial)
@@ -110,9 +112,9 @@ def members_that_fit(cfg: Config, fraction: float = 0.8) -> int:
     one = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
     one = max(one - memory.alias_size_in_bytes - shared, 1)
     fit = max(1, int((fraction * device_free_bytes() - shared) // one))
-    log.info("one member needs %.1f MiB; %d fit in %.0f %% of the free device memory", one / 2**20, fit,
+    log.info("one member needs %.1f MiB; %d fit in %.0f %% of a device's free memory", one / 2**20, fit,
              100 * fraction)  # fmt: skip
-    return fit
+    return fit * len(jax.devices())  # with several devices, each holds its share of the members
 
 
 def _stack(trees: Sequence[Any]) -> Any:
@@ -122,7 +124,12 @@ def _stack(trees: Sequence[Any]) -> Any:
 class PopulationEngine(Engine):
     """The engine of `resnet_jax.engine`, for M members at once: every state leaf has a leading member axis,
     one compiled call runs K steps of every member (the vmapped step inside the K-step scan), and a member
-    whose `alive` flag is off keeps its state unchanged (diverged, finished, or ahead after a resume)."""
+    whose `alive` flag is off keeps its state unchanged (diverged, finished, or ahead after a resume).
+
+    With at least as many members as devices, the members are split over the devices (each device trains
+    whole members; no gradient crosses devices), their number padded to a multiple of the devices with
+    copies of the first member that never train and are never reported. With fewer, every member's batch is
+    split over the devices, as a single run's."""
 
     def __init__(self, networks: Sequence[nnx.Module], optim_cfgs: Sequence[OptimConfig], steps: int, *,
                  seeds: Sequence[int], x_train: np.ndarray, y_train: np.ndarray, augment: bool, dtype: Any,
@@ -133,6 +140,14 @@ class PopulationEngine(Engine):
                          l2_scope=self.optim_cfg.l2_scope, augment=augment, dtype=dtype, seed=seeds[0],
                          mesh=mesh)  # fmt: skip
         self.members = len(networks)
+        self.members_split = self.devices > 1 and self.members >= self.devices
+        self.slots = -(-self.members // self.devices) * self.devices if self.members_split else self.members
+        if self.members_split:
+            self.state_sharding = distributed.batch_sharded(self.mesh)  # axis 0: the members
+            self.eval_sharding = self.replicated
+            self.indices_sharding = distributed.batch_sharded(self.mesh, axis=1)  # (K, members, B)
+        else:
+            self.indices_sharding = distributed.batch_sharded(self.mesh, axis=2)
         self.member_initial = []
         for network in networks:
             _, params, model_state = nnx.split(network, nnx.Param, ...)
@@ -140,15 +155,27 @@ class PopulationEngine(Engine):
                 jax.device_get(TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params)))
             )
         keys = [key for key in TRACED_OPTIM_KEYS if hasattr(self.optim_cfg, key)]
-        hyper = {key: np.array([getattr(c, key) for c in optim_cfgs], np.float32) for key in keys}
-        self.hyper = distributed.put_tree(hyper, self.replicated)
-        self.augment_keys = jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.int32) + 1)
+        values = {key: np.array([getattr(c, key) for c in optim_cfgs], np.float32) for key in keys}
+        hyper = {key: self._padded(array) for key, array in values.items()}
+        self.hyper = distributed.put_tree(hyper, self.state_sharding)
+        seeds = self._padded(np.asarray(seeds, np.int32))
+        self.augment_keys = jax.jit(jax.vmap(jax.random.key), out_shardings=self.state_sharding)(seeds + 1)
         self.compiled_chunk = jax.jit(self._population_chunk, donate_argnums=0)
-        self.eval_batch = jax.jit(jax.vmap(self._eval_batch, in_axes=(0, 0, None, None, None)))
+        self.eval_batch = jax.jit(self._population_eval_batch)
+
+    def _population_eval_batch(self, params, model_state, x, y, mask):
+        sums = jax.vmap(self._eval_batch, in_axes=(0, 0, None, None, None))(params, model_state, x, y, mask)
+        return jax.lax.with_sharding_constraint(sums, self.replicated)  # every process reads every member
+
+    def _padded(self, per_member: np.ndarray, fill: Any = None) -> np.ndarray:
+        """`per_member` (members on axis 0) with the padding slots: copies of the first member, or `fill`."""
+        extra = self.slots - self.members
+        pad = np.repeat(per_member[:1], extra, axis=0) if fill is None else np.full(extra, fill)
+        return np.concatenate([per_member, pad.astype(per_member.dtype)])
 
     def stacked(self, states: Sequence[TrainState]) -> TrainState:
-        """The members' host states, stacked and placed on the devices."""
-        return self.place_state(_stack(states))
+        """The members' host states, stacked (with the padding slots) and placed on the devices."""
+        return self.place_state(jax.tree.map(self._padded, _stack(states)))
 
     def _member_step(self, state: TrainState, indices: jax.Array, hyper: dict, augment_key: jax.Array):
         cfg = replace(self.optim_cfg, **hyper)
@@ -163,19 +190,22 @@ class PopulationEngine(Engine):
         kept = jax.tree.map(
             lambda n, o: jnp.where(alive.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, state
         )
-        return kept, rows
+        return kept, jax.lax.with_sharding_constraint(rows, self.replicated)
 
     def train_members(self, state: TrainState, indices: np.ndarray, alive: np.ndarray):
         """K steps of every alive member: `indices` (K, M, B); returns the state and (K, M, 2) rows."""
-        placed = (distributed.put(a, self.replicated) for a in (indices, alive))
-        return self.compiled_chunk(state, *placed)
+        indices = np.moveaxis(self._padded(np.moveaxis(indices, 1, 0)), 0, 1)
+        alive = self._padded(np.asarray(alive, bool), fill=False)
+        state, rows = self.compiled_chunk(state, distributed.put(indices, self.indices_sharding),
+                                          distributed.put(alive, self.state_sharding))  # fmt: skip
+        return state, rows[:, : self.members]
 
     def evaluate_members(self, state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int):
         """Each member's mean loss and error (%) over a split."""
         loss, error = self.evaluation_sums(state, x, y, batch_size)
         return [
             {"loss": float(a) / len(y), "error": 100.0 * float(b) / len(y)}
-            for a, b in zip(loss, error, strict=True)
+            for a, b in zip(loss[: self.members], error[: self.members], strict=True)
         ]
 
 
@@ -379,13 +409,16 @@ def _set_up(members: list[Member]) -> tuple[PopulationEngine, datasets.Dataset]:
     `Setup` (its learning-rate schedule for the logs, and the probes)."""
     cfg = members[0].cfg
     mesh = distributed.make_mesh()
-    distributed.check_batch_divides(cfg.trainer.batch_size, mesh)
+    if len(members) < mesh.devices.size:  # each member's batch is split over the devices
+        distributed.check_batch_divides(cfg.trainer.batch_size, mesh)
     data = datasets.load(cfg.data)
     networks = [models.build(m.cfg.model, data.image_shape, data.num_classes, m.cfg.seed) for m in members]
     engine = PopulationEngine(networks, [m.cfg.optim for m in members], cfg.trainer.steps,
                               seeds=[m.cfg.seed for m in members], x_train=data.x_train,
                               y_train=data.y_train, augment=cfg.data.augment,
                               dtype=jnp.dtype(cfg.trainer.dtype), mesh=mesh)  # fmt: skip
+    if engine.members_split:
+        log.info("%d members split over %d devices (%d slots)", engine.members, engine.devices, engine.slots)
     probe = probe_function(cfg, engine, data)
     params = models.count_params(networks[0])
     for m in members:

@@ -232,3 +232,21 @@ def test_a_completed_population_is_reported_not_retrained(uninterrupted: Path, t
     out = sweep(directory, *POPULATION)
     assert out.returncode == 0 and out.stderr.count("run already completed at step 20") == 4
     assert {p: p.stat().st_mtime_ns for p in directory.rglob("checkpoints/*/*") if p.is_file()} == before
+
+
+def test_members_split_over_devices_compute_what_one_device_computes(
+    uninterrupted: Path, tmp_path: Path
+) -> None:
+    """Four members on three (CPU host) devices: each device trains whole members, padded to six slots (a
+    batch of 32 need not divide 3), with the numbers of one device; the padding is never reported."""
+    directory = tmp_path / "sweep"
+    out = sweep(directory, *POPULATION, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=3"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "4 members split over 3 devices (6 slots)" in out.stderr
+    assert len(run_dirs(directory)) == 4
+    for reference, split in zip(run_dirs(uninterrupted), run_dirs(directory), strict=True):
+        assert json.loads((split / "summary.json").read_text())["devices"] == 3
+        assert_close_rows(metric_rows(split), metric_rows(reference), loss_rtol=1e-5)
+        ours, theirs = final_arrays(split), final_arrays(reference)
+        for key in theirs:
+            np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-5, atol=1e-6, err_msg=key)
