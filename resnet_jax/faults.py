@@ -3,8 +3,9 @@
 `RESNET_JAX_FAULT=<point>[@<step>][:<action>]` makes the process act when it reaches that point (at that
 step): `kill` (the default) SIGKILLs itself, as a preemption, an OOM kill or a node failure does there;
 `pause` waits there (up to 10 minutes) so that a test can deliver a scheduler's signal at a known moment;
-`usr2` sends itself SIGUSR2, as SLURM does at a time limit. Unset, every point is a no-op. The points, in a
-run's order:
+`usr2` sends itself SIGUSR2, as SLURM does at a time limit. With `RESNET_JAX_FAULT_ONCE=<file>` the fault
+happens only where that file does not exist yet, and creates it: a requeued job, or a population's next
+member, passes the point again unharmed. Unset, every point is a no-op. The points, in a run's order:
   after_log                the step's metrics row is written, its checkpoint (if one is due) not yet
   during_checkpoint_save   a checkpoint's files are written, its final rename (the commit) has not happened
   after_final_checkpoint   the final checkpoint is committed, summary.json not yet rewritten as completed
@@ -22,6 +23,7 @@ import time
 from collections.abc import Iterator
 
 ENV = "RESNET_JAX_FAULT"
+ONCE_ENV = "RESNET_JAX_FAULT_ONCE"
 PAUSE_S = 600
 
 
@@ -31,6 +33,13 @@ def _armed(name: str, step: int | None) -> str | None:
     point, _, at = wanted.partition("@")
     if point != name or (at and (step is None or int(at) != step)):
         return None
+    once = os.environ.get(ONCE_ENV)
+    if once:
+        try:
+            with open(once, "x"):
+                pass
+        except FileExistsError:  # it happened before
+            return None
     return action or "kill"
 
 

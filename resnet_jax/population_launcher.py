@@ -1,8 +1,11 @@
 """The sweep's population launcher (`launcher=population`): a sweep's jobs that differ only in
-`resnet_jax.population.POPULATION_KEYS` are trained as one compiled program each, in the launching process.
+`resnet_jax.population.POPULATION_KEYS` are trained as one compiled program each.
 
 Each job's config and run directory are the ones the basic launcher would give it (Hydra's own sweep config
 and `hydra.sweep.dir`/`hydra.sweep.subdir`), so the run directories cannot tell which launcher wrote them.
+`hydra.launcher.backend` says where the programs run: one after another in the launching process (`local`),
+or each group of jobs as one submitit job (`submitit_local`, `submitit_slurm`), requeued on preemption or
+time limit and resumed from its members' checkpoints, as single runs are (`resnet_jax.slurm`).
 """
 
 from __future__ import annotations
@@ -10,29 +13,38 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import submitit
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, open_dict
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
-from resnet_jax import population, rules
+from resnet_jax import population, rules, slurm
 from resnet_jax.config import to_config
 from resnet_jax.errors import UserError
 
 log = logging.getLogger(__name__)
 
 
+BACKENDS = ("local", "submitit_local", "submitit_slurm")
+
+
 @dataclass
 class PopulationLauncherConf:
     _target_: str = "hydra_plugins.resnet_jax_launchers.PopulationLauncher"
     # members per compiled program; null: as many as fit in 80 % of the device's free memory, from XLA's
-    # memory analysis of one member's compiled chunk
+    # memory analysis of one member's compiled chunk (measured where the program runs)
     max_members: int | None = None
+    backend: str = "local"  # one of BACKENDS
+    # the submitit backends' settings, the keys of launcher=submitit_slurm (submitit_local: its resources)
+    executor: dict[str, Any] = field(default_factory=dict)
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="population", node=PopulationLauncherConf)
@@ -40,14 +52,54 @@ ConfigStore.instance().store(group="hydra/launcher", name="population", node=Pop
 
 def check(launcher: dict) -> None:
     """The population launcher's settings (any other launcher's are its own business)."""
-    ours = launcher.get("_target_") == PopulationLauncherConf._target_
-    if ours and launcher.get("max_members") is not None:
+    if launcher.get("_target_") != PopulationLauncherConf._target_:
+        return
+    if launcher.get("max_members") is not None:
         rules.positive("hydra.launcher.max_members", launcher["max_members"])
+    rules.one_of("hydra.launcher.backend", launcher.get("backend"), BACKENDS)
+
+
+def make_executor(backend: str, settings: dict[str, Any]) -> tuple[submitit.AutoExecutor, dict[str, Any]]:
+    """The submitit executor of `backend` with `settings` (unset ones fitted to the SLURM partition, as
+    `launcher=submitit_slurm` does), and the settings it got. Keys are mapped as Hydra's submitit launcher
+    maps them: the common queue keys as they are, the others as SLURM's (ignored by the local executor)."""
+    cluster = backend.removeprefix("submitit_")
+    params = slurm.fitting_defaults(settings) if cluster == "slurm" else dict(settings)
+    given = {key: value for key, value in params.items() if value is not None}
+    folder, timeouts = given.pop("submitit_folder"), given.pop("max_num_timeout", 3)
+    executor = submitit.AutoExecutor(folder, cluster=cluster, **{f"{cluster}_max_num_timeout": timeouts})
+    common = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in common else f"slurm_{k}": v for k, v in given.items()})
+    return executor, params
+
+
+@dataclass
+class PopulationJob:
+    """One submitit job: a group's populations, one after another, sized where the job runs when
+    `max_members` is unset. Preempted or out of time, submitit calls `checkpoint` and requeues the same
+    call, which resumes every member from its run directory."""
+
+    sweep_dir: Path
+    max_members: int | None
+    job_logging: dict[str, Any]
+    verbose: Any = False
+
+    def __call__(self, members: list[population.MemberJob]) -> int:
+        configure_log(OmegaConf.create(self.job_logging), self.verbose)
+        codes = [_train(split, self.sweep_dir) for split in population.populations(members, self.max_members)]
+        return slurm.completed(max(codes))
+
+    def checkpoint(self, members: list[population.MemberJob]) -> submitit.helpers.DelayedSubmission:
+        return submitit.helpers.DelayedSubmission(self, members)
 
 
 class PopulationLauncher(Launcher):
-    def __init__(self, max_members: int | None = None) -> None:
-        self.max_members = max_members
+    def __init__(self, max_members: int | None = None, backend: str = "local",
+                 executor: dict[str, Any] | None = None) -> None:  # fmt: skip
+        self.max_members, self.backend = max_members, backend
+        if OmegaConf.is_config(executor):
+            executor = OmegaConf.to_container(executor, resolve=True)
+        self.executor: dict[str, Any] = dict(executor or {})
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
 
@@ -75,21 +127,51 @@ class PopulationLauncher(Launcher):
         sweep_dir.mkdir(parents=True, exist_ok=True)
         jobs = self._member_jobs(job_overrides, initial_job_idx)
         configure_log(self.config.hydra.job_logging, self.config.hydra.verbose)  # what a single job logs
-        codes: dict[Path, int] = {}
-        for members in population.populations(jobs, self.max_members):
-            log.info("population of %d: %s", len(members), "; ".join(m.name for m in members))
-            code = _train(members, sweep_dir)
-            codes.update({m.run_dir: code for m in members})
+        if self.backend == "local":
+            codes: dict[Path, int] = {}
+            for members in population.populations(jobs, self.max_members):
+                code = _train(members, sweep_dir)
+                codes.update({m.run_dir: code for m in members})
+        else:
+            codes = self._submit(jobs, sweep_dir)
+        # a job without a code ended without a result (cancelled, requeued, killed): its run directory says
+        # where it stands, and the sweep's outcome is read from the run directories (resnet_jax.train)
         return [
             JobReturn(
-                overrides=list(job.overrides), _return_value=codes[job.run_dir], status=JobStatus.COMPLETED
-            )
+                overrides=list(job.overrides),
+                _return_value=codes.get(job.run_dir, 1),
+                status=JobStatus.COMPLETED,
+            )  # fmt: skip
             for job in jobs
         ]
+
+    def _submit(self, jobs: list[population.MemberJob], sweep_dir: Path) -> dict[Path, int]:
+        """One submitit job per group (split by `max_members` here when it is set, so that the parts run at
+        once), each group's exit code by its members' run directories."""
+        groups = population.form_groups(jobs, self.max_members or len(jobs))
+        settings = {**self.executor, "submitit_folder": self.executor.get("submitit_folder")
+                    or str(sweep_dir / ".submitit" / "%j")}  # fmt: skip
+        executor, params = make_executor(self.backend, settings)
+        task = PopulationJob(sweep_dir, self.max_members,
+                             OmegaConf.to_container(self.config.hydra.job_logging, resolve=True),
+                             self.config.hydra.verbose)  # fmt: skip
+        for members in groups:
+            log.info("population job of %d: %s", len(members), "; ".join(m.name for m in members))
+
+        def submit_and_wait() -> list[tuple[list[population.MemberJob], int]]:
+            submitted = executor.map_array(task, groups)
+            return [(members, job.result()) for members, job in zip(groups, submitted, strict=True)]
+
+        if self.backend == "submitit_slurm":
+            results = slurm.watched(params, submit_and_wait)
+        else:
+            results = submit_and_wait()
+        return {m.run_dir: code for members, code in results for m in members}
 
 
 def _train(members: list[population.MemberJob], sweep_dir: Path) -> int:
     """One population; its failure is recorded in its members' directories and the sweep goes on."""
+    log.info("population of %d: %s", len(members), "; ".join(m.name for m in members))
     try:
         summaries = population.train_population(members, group=members[0].config.name, wandb_dir=sweep_dir)
     except UserError as exc:

@@ -21,8 +21,9 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import submitit
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
@@ -43,6 +44,7 @@ NEVER_CLEARS = (
 CPUS_PER_TASK_MAX = 8
 MEM_GB_MAX = 32
 WATCH_EVERY_S = 5.0
+T = TypeVar("T")
 
 
 def partition_nodes(partition: str | None) -> tuple[int, int] | None:
@@ -124,6 +126,50 @@ class PendingWatch(threading.Thread):
             self._stop_event.wait(WATCH_EVERY_S)
 
 
+def request(params: dict[str, Any]) -> str:
+    """What the jobs ask for, in one phrase (for the lines that say why they cannot run)."""
+    node = partition_nodes(params.get("partition"))
+    there = f" (its nodes: {node[0]} CPUs, {node[1]} MB)" if node else ""
+    return (f"partition {params.get('partition') or '(default)'}{there}: {params.get('tasks_per_node', 1)} "
+            f"task(s) of {params.get('cpus_per_task')} CPUs, {params.get('mem_gb')} GB, "
+            f"{params.get('gpus_per_node') or 0} GPUs per node, {params.get('timeout_min')} min")  # fmt: skip
+
+
+def watched(params: dict[str, Any], submit_and_wait: Callable[[], list[T]]) -> list[T]:
+    """`submit_and_wait()` (submit the jobs, wait for their results) with the pending watch: a refused
+    submission or a request that never fits is one line and exit 2; a job that ends without a result is
+    waited for until the sweep's jobs have left the queue, and the run directories decide (`[]`)."""
+    watch = PendingWatch(Path(str(params["submitit_folder"])).parent, request(params))
+    watch.start()
+    try:
+        return submit_and_wait()
+    except submitit.core.utils.FailedJobError as exc:  # sbatch refused the submission
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"error: SLURM refused the sweep's jobs ({first}); they asked for {request(params)}",
+              file=sys.stderr)  # fmt: skip
+        raise SystemExit(2) from None
+    except submitit.core.utils.UncompletedJobError as exc:  # a job ended without a result (e.g. cancelled)
+        if watch.stuck is not None:  # said and cancelled; the run directories tell the rest
+            raise SystemExit(2) from None
+        # not necessarily the end: after a time limit submitit requeues the job, and until the new
+        # attempt starts, accounting may still show the first one as FAILED. The run directories decide,
+        # once every job of the sweep has left the queue (train.main reads them, names what is unfinished)
+        said = " ".join(str(exc).strip().splitlines()[:2])  # the job, its result's path, its state
+        print(f"note: {said}; waiting for the sweep's jobs to leave the queue", file=sys.stderr)
+        watch.wait_until_gone()
+        return []
+    finally:
+        watch.stop()
+
+
+def completed(result: T) -> T:
+    """A job's result, after which a late preemption or time-limit signal is ignored: SLURM cannot record
+    a finished job as failed or requeue it."""
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+    faults.point("job_completed")
+    return result
+
+
 class SlurmLauncher(SubmititSlurmLauncher):
     """Hydra's submitit SLURM launcher with resources that fit, a pending watch, and final completion."""
 
@@ -131,42 +177,10 @@ class SlurmLauncher(SubmititSlurmLauncher):
         super().__init__(**params)
         self.params = fitting_defaults(self.params)
 
-    def _request(self) -> str:
-        p = self.params
-        node = partition_nodes(p.get("partition"))
-        there = f" (its nodes: {node[0]} CPUs, {node[1]} MB)" if node else ""
-        return (f"partition {p.get('partition') or '(default)'}{there}: {p.get('tasks_per_node')} task(s) "
-                f"of {p.get('cpus_per_task')} CPUs, {p.get('mem_gb')} GB, {p.get('gpus_per_node') or 0} GPUs "
-                f"per node, {p.get('timeout_min')} min")  # fmt: skip
-
     def launch(self, job_overrides, initial_job_idx):
-        watch = PendingWatch(Path(str(self.params["submitit_folder"])).parent, self._request())
-        watch.start()
-        try:
-            return super().launch(job_overrides, initial_job_idx)
-        except submitit.core.utils.FailedJobError as exc:  # sbatch refused the submission
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            print(f"error: SLURM refused the sweep's jobs ({first}); they asked for {self._request()}",
-                  file=sys.stderr)  # fmt: skip
-            raise SystemExit(2) from None
-        except (
-            submitit.core.utils.UncompletedJobError
-        ) as exc:  # a job ended without a result (e.g. cancelled)
-            if watch.stuck is not None:  # said and cancelled; the run directories tell the rest
-                raise SystemExit(2) from None
-            # not necessarily the end: after a time limit submitit requeues the job, and until the new
-            # attempt starts, accounting may still show the first one as FAILED. The run directories decide,
-            # once every job of the sweep has left the queue (train.main reads them, names what is unfinished)
-            said = " ".join(str(exc).strip().splitlines()[:2])  # the job, its result's path, its state
-            print(f"note: {said}; waiting for the sweep's jobs to leave the queue", file=sys.stderr)
-            watch.wait_until_gone()
-            return []
-        finally:
-            watch.stop()
+        launch = super().launch
+        return watched(self.params, lambda: launch(job_overrides, initial_job_idx))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        """One job, inside SLURM: its run, then a late preemption or time-limit signal is ignored."""
-        result = super().__call__(*args, **kwargs)
-        signal.signal(signal.SIGUSR2, signal.SIG_IGN)
-        faults.point("job_completed")
-        return result
+        """One job, inside SLURM: its run, then `completed`."""
+        return completed(super().__call__(*args, **kwargs))

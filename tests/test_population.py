@@ -221,6 +221,11 @@ def test_bad_launcher_settings_are_one_line_and_write_nothing(tmp_path: Path) ->
     assert out.returncode == 2 and out.stderr.strip().splitlines() == [
         "error: hydra.launcher.max_members=0 is not allowed; it must be a finite number > 0"
     ]
+    out = sweep(directory, *POPULATION, "hydra.launcher.backend=slurm")
+    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
+        "error: hydra.launcher.backend='slurm' is not allowed; choose one of: local, submitit_local, "
+        "submitit_slurm"
+    ]
     assert not directory.exists()
 
 
@@ -250,3 +255,24 @@ def test_members_split_over_devices_compute_what_one_device_computes(
         ours, theirs = final_arrays(split), final_arrays(reference)
         for key in theirs:
             np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_a_population_job_preempted_under_submitit_is_requeued_and_resumes_bit_identically(
+    uninterrupted: Path, tmp_path: Path
+) -> None:
+    """`backend=submitit_local`: the group is one submitit job; submitit's preemption signal (USR2, sent by
+    the job itself after the first member's step-10 checkpoint) requeues it, and the requeued job resumes
+    every member from its run directory: the records of the uninterrupted population, bit for bit."""
+    directory, signalled = tmp_path / "sweep", tmp_path / "signalled"
+    fault = {"RESNET_JAX_FAULT": "after_checkpoint@10:usr2", "RESNET_JAX_FAULT_ONCE": str(signalled)}
+    out = sweep(directory, *POPULATION, "hydra.launcher.backend=submitit_local", env=fault)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert signalled.exists() and "population job of 4:" in out.stderr
+    job_folders = [p for p in (directory / ".submitit").iterdir() if p.name[:1].isdigit()]
+    assert len(job_folders) == 1  # one group, one job
+    job_logs = "".join(p.read_text() for p in job_folders[0].glob("*_log.err"))
+    assert "this job is preempted" in job_logs and "Requeued job" in job_logs, job_logs[-3000:]
+    first = run_dirs(directory)[0]
+    assert "resuming from the checkpoint at step 10" in (first / "train.log").read_text()
+    for reference, resumed in zip(run_dirs(uninterrupted), run_dirs(directory), strict=True):
+        assert_same_record(reference, resumed)
