@@ -12,6 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 import resnet_jax.train  # noqa: F401  (registers the schema and the run_name resolver)
+from resnet_jax.population_launcher import make_executor
 from resnet_jax.slurm import fitting_defaults
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
@@ -79,6 +80,30 @@ def test_slurm_preset_renders_the_expected_sbatch_submission(tmp_path: Path, mon
         assert line in script, line
     assert f"{tmp_path}/.submitit/" in script
     assert rendered["jobs"] == 3 and rendered["max_num_timeout"] == 5
+
+
+def test_a_population_group_as_a_slurm_job_gets_the_slurm_launchers_submission(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """`launcher=population hydra.launcher.backend=submitit_slurm`: the executor settings map to the same
+    sbatch lines as `launcher=submitit_slurm`'s (the preset's defaults included)."""
+    executor_settings = ("partition=a100", "gpus_per_node=1", "cpus_per_task=8", "mem_gb=32")
+    backend = "hydra.launcher.backend=submitit_slurm"
+    cfg = hydra_config("launcher=population", f"hydra.sweep.dir={tmp_path}", backend,
+                       *(f"hydra.launcher.executor.{kv}" for kv in executor_settings))  # fmt: skip
+    fake_bin = tmp_path / "bin"  # submitit looks for `srun` before it renders anything
+    fake_bin.mkdir()
+    (fake_bin / "srun").write_text("#!/bin/sh\nexit 1\n")
+    (fake_bin / "srun").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
+    launcher = instantiate(cfg.hydra.launcher)
+    executor, _ = make_executor(launcher.backend, launcher.executor)
+    script = executor._executor._make_submission_file_text("python -m resnet_jax.train", "job")
+    for line in ("#SBATCH --partition=a100", "#SBATCH --gpus-per-node=1", "#SBATCH --cpus-per-task=8",
+                 "#SBATCH --mem=32GB", "#SBATCH --time=720", "#SBATCH --signal=USR2@120",
+                 f"source {Path(sys.prefix) / 'bin' / 'activate'}"):  # fmt: skip
+        assert line in script, line
+    assert f"{tmp_path}/.submitit/" in script and executor._executor.max_num_timeout == 5
 
 
 def fake_sinfo(tmp_path: Path, monkeypatch, lines: str) -> None:

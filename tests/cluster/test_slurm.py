@@ -223,3 +223,28 @@ def test_a_multi_task_allocation_started_without_srun_says_so_and_trains_alone(t
     said = [line for line in out.stderr.splitlines() if "not started by srun" in line]
     assert len(said) == 1 and "this SLURM allocation has 2 tasks" in said[0]
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["processes"] == 1
+
+
+def test_a_population_is_one_slurm_job_per_group_preempted_requeued_and_resumed(tmp_path: Path) -> None:
+    """`launcher=population hydra.launcher.backend=submitit_slurm`: the two seeds of each depth are one job;
+    the first job preempted after its first member's step-20 checkpoint (USR2, as SLURM sends it) is
+    requeued and resumes every member: the records of the same population trained in this process."""
+    args = (*RUN, "model.depth=4,6", "seed=0,1", "launcher=population")
+    local = tmp_path / "local"
+    out = train("-m", *args, f"hydra.sweep.dir={local}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    sweep, signalled = tmp_path / "sweep", tmp_path / "signalled"
+    executor = (f"hydra.launcher.executor.partition={PARTITION}", "hydra.launcher.executor.cpus_per_task=1",
+                "hydra.launcher.executor.mem_gb=4")  # fmt: skip
+    fault = {"RESNET_JAX_FAULT": "after_checkpoint@20:usr2", "RESNET_JAX_FAULT_ONCE": str(signalled)}
+    backend = "hydra.launcher.backend=submitit_slurm"
+    out = train("-m", *args, backend, *executor, f"hydra.sweep.dir={sweep}", env=fault)
+    assert out.returncode == 0 and signalled.exists(), out.stderr[-3000:]
+    jobs = job_ids(sweep)
+    assert len(jobs) == 2  # two groups (depth 4 and 6), two members each
+    states = [final_states(job) for job in jobs]
+    assert sorted(s[-1] for s in states) == ["COMPLETED", "COMPLETED"]
+    assert sum("REQUEUED" in s for s in states) == 1, states
+    assert len(run_dirs(sweep)) == 4
+    for reference, resumed in zip(run_dirs(local), run_dirs(sweep), strict=True):
+        assert_same_record(reference, resumed)
