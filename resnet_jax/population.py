@@ -308,8 +308,10 @@ def _train(
         if due(step, t.eval_every, t.steps):
             evaluated = engine.evaluate_members(state, data.x_test, data.y_test, t.eval_batch_size)
         elapsed = time.perf_counter() - chunk_start
+        timed = elapsed if index > 0 else None  # the first call includes compilation
         for k in active:
-            _after_chunk(members[k], k, state, step, rows[:, k], evaluated, elapsed if index > 0 else None)
+            with members[k].directory.speaking():
+                _after_chunk(members[k], k, state, step, rows[:, k], evaluated, timed)
 
 
 def _after_chunk(member: Member, k: int, state: TrainState, step: int, rows: np.ndarray,
@@ -373,7 +375,10 @@ def train_population(
             if not any(m.live for m in members):
                 return [m.summary for m in members]
             engine, data = _set_up(members)
-            states = [_start(m, engine, k, group=group, wandb_dir=wandb_dir) for k, m in enumerate(members)]
+            states = []
+            for k, m in enumerate(members):
+                with m.directory.speaking():
+                    states.append(_start(m, engine, k, group=group, wandb_dir=wandb_dir))
         except BaseException as exc:
             for m in members:
                 if m.live:
@@ -396,12 +401,13 @@ def train_population(
 def _prepare(members: list[Member]) -> None:
     """Each member's newest intact checkpoint; completed members are reported as they are."""
     for m in members:
-        m.restored = m.directory.restore_newest()
-        if m.restored is not None and m.restored.step >= m.cfg.trainer.steps:
-            log.info(
-                "run already completed at step %d in %s; nothing to do", m.restored.step, m.directory.path
-            )
-            m.summary, m.live = m.directory.complete_from(m.restored), False
+        with m.directory.speaking():
+            m.restored = m.directory.restore_newest()
+            if m.restored is not None and m.restored.step >= m.cfg.trainer.steps:
+                log.info(
+                    "run already completed at step %d in %s; nothing to do", m.restored.step, m.directory.path
+                )
+                m.summary, m.live = m.directory.complete_from(m.restored), False
 
 
 def _set_up(members: list[Member]) -> tuple[PopulationEngine, datasets.Dataset]:

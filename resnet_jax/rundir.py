@@ -17,6 +17,7 @@ the entry point's sweep check and the report go through this module.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import logging
 import math
@@ -46,6 +47,9 @@ LOCK_FILE = ".lock"
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "damaged"
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
+# the run directory whose train.log alone takes the lines logged now (None: every owned directory's does),
+# for a process that owns several (a population's members)
+_SPEAKING: contextvars.ContextVar[Path | None] = contextvars.ContextVar("speaking", default=None)
 
 # summary.json's status, and the exit code a sweep reports for it
 EXIT_CODES = {"completed": 0, "diverged": 3, "failed": 1, "interrupted": 1, "running": 1}
@@ -138,6 +142,7 @@ class RunDir:
         try:
             self._log_handler = logging.FileHandler(self.path / LOG_FILE)
             self._log_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+            self._log_handler.addFilter(lambda _record: _SPEAKING.get() in (None, self.path))
             logging.getLogger().addHandler(self._log_handler)
             yield self
         finally:
@@ -149,6 +154,16 @@ class RunDir:
                 self._checkpoints.close()
                 self._checkpoints = None
             self._lock.release()
+
+    @contextlib.contextmanager
+    def speaking(self) -> Iterator[None]:
+        """Lines logged inside go to this directory's train.log only, not to the other directories this
+        process owns (a population's other members)."""
+        token = _SPEAKING.set(self.path)
+        try:
+            yield
+        finally:
+            _SPEAKING.reset(token)
 
     # -- identity ------------------------------------------------------------------------------------------
 

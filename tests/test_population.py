@@ -4,6 +4,7 @@ compiled program, and every member's run directory is the one the single run wit
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -188,6 +189,12 @@ def test_a_killed_population_resumes_every_member_bit_identically(
     for reference, resumed in zip(run_dirs(uninterrupted), run_dirs(directory), strict=True):
         assert_same_record(reference, resumed)
         assert not (resumed / ".lock").exists()
+    members = run_dirs(directory)
+    for member in members:  # a member's train.log: its own lines, not the other members'
+        log = (member / "train.log").read_text()
+        said = [line for line in log.splitlines() if re.search(r"(resuming from|completed at) .* in /", line)]
+        assert all(f"in {member}" in line for line in said), said  # never another member's
+        assert said or not fault.startswith("after_final"), log[-2000:]  # each member resumed or completed
 
 
 def test_a_members_directory_resumes_alone_with_the_basic_launcher(
