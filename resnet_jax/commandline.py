@@ -24,7 +24,7 @@ from hydra.errors import HydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from resnet_jax import checks, population_launcher
+from resnet_jax import checks, population, population_launcher
 from resnet_jax.config import CONF_DIR, Config, as_dict, composition_error, register, to_config
 from resnet_jax.errors import ConfigError
 from resnet_jax.rundir import CONFIG_FILE, check_same_run, read_yaml
@@ -163,4 +163,8 @@ def check(argv: list[str]) -> Plan | None:
                 f"the run directory {job.run_dir} (values of keys left out of its name); sweep them in "
                 "separate commands or with different name=..."
             )
+    population_launcher.remember(
+        population.MemberJob(job.config, job.run_dir, job.overrides, job.dirname or "default")
+        for job in plan.jobs
+    )
     return plan

@@ -23,7 +23,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
-from jax.sharding import Mesh
 
 from resnet_jax import checks, distributed, faults, models, optim
 from resnet_jax import data as datasets
@@ -76,15 +75,6 @@ def form_groups(jobs: Sequence[MemberJob], max_members: int) -> list[list[Member
     ]
 
 
-def populations(jobs: Sequence[MemberJob], max_members: int | None) -> list[list[MemberJob]]:
-    """The sweep's populations; without `max_members`, each as large as fits (`members_that_fit`)."""
-    return [
-        split
-        for members in form_groups(jobs, len(jobs))
-        for split in form_groups(members, max_members or members_that_fit(members[0].config))
-    ]
-
-
 def device_free_bytes() -> int:
     """Free memory of the first device: the accelerator's allocator limit, or the host's available RAM."""
     stats = jax.local_devices()[0].memory_stats() or {}
@@ -93,28 +83,12 @@ def device_free_bytes() -> int:
     return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
-def members_that_fit(cfg: Config, fraction: float = 0.8) -> int:
-    """How many members of `cfg`'s population fit in `fraction` of the device's free memory: one member's
-    compiled chunk on one device, as XLA's memory analysis sizes it (arguments, outputs and temporaries; the
-    dataset, which the members share, once), times the devices the members are split over."""
-    data = datasets.load(cfg.data)
-    network = models.build(cfg.model, data.image_shape, data.num_classes, cfg.seed)
-    one_device = Mesh(np.asarray(jax.devices()[:1]), (distributed.DATA_AXIS,))
-    engine = PopulationEngine([network], [cfg.optim], cfg.trainer.steps, seeds=[cfg.seed],
-                              x_train=data.x_train, y_train=data.y_train, augment=cfg.data.augment,
-                              dtype=jnp.dtype(cfg.trainer.dtype), mesh=one_device)  # fmt: skip
-    steps = min(cfg.trainer.log_every, cfg.trainer.steps)
-    indices = np.zeros((steps, 1, cfg.trainer.batch_size), np.int32)
-    state = engine.stacked(engine.member_initial)
-    placed = (distributed.put(a, engine.replicated) for a in (indices, np.ones(1, bool)))
-    memory = engine.compiled_chunk.lower(state, *placed).compile().memory_analysis()
-    shared = data.x_train.nbytes + data.y_train.nbytes
-    one = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
-    one = max(one - memory.alias_size_in_bytes - shared, 1)
-    fit = max(1, int((fraction * device_free_bytes() - shared) // one))
-    log.info("one member needs %.1f MiB; %d fit in %.0f %% of a device's free memory", one / 2**20, fit,
-             100 * fraction)  # fmt: skip
-    return fit * len(jax.devices())  # with several devices, each holds its share of the members
+class TooLarge(Exception):
+    """A population whose compiled program does not fit in the device's memory; `fit` members would."""
+
+    def __init__(self, fit: int):
+        super().__init__(f"{fit} members fit")
+        self.fit = fit
 
 
 def _stack(trees: Sequence[Any]) -> Any:
@@ -161,6 +135,7 @@ class PopulationEngine(Engine):
         seeds = self._padded(np.asarray(seeds, np.int32))
         self.augment_keys = jax.jit(jax.vmap(jax.random.key), out_shardings=self.state_sharding)(seeds + 1)
         self.compiled_chunk = jax.jit(self._population_chunk, donate_argnums=0)
+        self._programs: dict[tuple[int, ...], Any] = {}  # the chunk compiled, by the indices' shape
         self.eval_batch = jax.jit(self._population_eval_batch)
 
     def _population_eval_batch(self, params, model_state, x, y, mask):
@@ -192,13 +167,40 @@ class PopulationEngine(Engine):
         )
         return kept, jax.lax.with_sharding_constraint(rows, self.replicated)
 
-    def train_members(self, state: TrainState, indices: np.ndarray, alive: np.ndarray):
-        """K steps of every alive member: `indices` (K, M, B); returns the state and (K, M, 2) rows."""
+    def _program(self, state: TrainState, indices: jax.Array, alive: jax.Array):
+        """The chunk for these shapes, compiled once: the program that trains, and that `members_that_fit`
+        sizes (sizing it costs no compilation of its own)."""
+        if indices.shape not in self._programs:
+            self._programs[indices.shape] = self.compiled_chunk.lower(state, indices, alive).compile()
+        return self._programs[indices.shape]
+
+    def _placed(self, indices: np.ndarray, alive: np.ndarray) -> tuple[jax.Array, jax.Array]:
         indices = np.moveaxis(self._padded(np.moveaxis(indices, 1, 0)), 0, 1)
         alive = self._padded(np.asarray(alive, bool), fill=False)
-        state, rows = self.compiled_chunk(state, distributed.put(indices, self.indices_sharding),
-                                          distributed.put(alive, self.state_sharding))  # fmt: skip
+        return distributed.put(indices, self.indices_sharding), distributed.put(alive, self.state_sharding)
+
+    def train_members(self, state: TrainState, indices: np.ndarray, alive: np.ndarray):
+        """K steps of every alive member: `indices` (K, M, B); returns the state and (K, M, 2) rows."""
+        placed = self._placed(indices, alive)
+        state, rows = self._program(state, *placed)(state, *placed)
         return state, rows[:, : self.members]
+
+    def members_that_fit(self, state: TrainState, steps: int, batch_size: int, fraction: float = 0.8) -> int:
+        """How many members fit in `fraction` of each device's free memory: this population's compiled
+        chunk of `steps` steps, as XLA's memory analysis sizes it (arguments, outputs and temporaries, per
+        device), per member; the dataset, which the members share, counts once."""
+        placed = self._placed(
+            np.zeros((steps, self.members, batch_size), np.int32), np.ones(self.members, bool)
+        )
+        memory = self._program(state, *placed).memory_analysis()
+        shared = self.x_train.nbytes + self.y_train.nbytes
+        total = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
+        per_device = self.slots // self.devices if self.members_split else self.slots
+        one = max((total - memory.alias_size_in_bytes - shared) / per_device, 1.0)
+        fit = max(1, int((fraction * device_free_bytes() - shared) // one))
+        log.info("one member needs %.1f MiB; %d fit in %.0f %% of a device's free memory", one / 2**20, fit,
+                 100 * fraction)  # fmt: skip
+        return fit * self.devices if self.members_split else fit
 
     def evaluate_members(self, state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int):
         """Each member's mean loss and error (%) over a split."""
@@ -348,13 +350,14 @@ def _after_chunk(member: Member, k: int, state: TrainState, step: int, rows: np.
 
 
 def train_population(
-    jobs: Sequence[MemberJob], *, group: str, wandb_dir: Path | None = None
+    jobs: Sequence[MemberJob], *, group: str, wandb_dir: Path | None = None, fit_to_memory: bool = False
 ) -> list[dict[str, Any]]:
     """Train the members of one population (configs equal but for `POPULATION_KEYS`) as one program; each
     member's run directory ends as that of the single run with its config. Returns the members' summaries.
 
     A member whose final checkpoint exists is reported, not retrained (it stays in the program, frozen, so the
-    others compute exactly as before); one that diverges is frozen and recorded as `diverged`.
+    others compute exactly as before); one that diverges is frozen and recorded as `diverged`. With
+    `fit_to_memory`, a program larger than the device's memory raises `TooLarge` before any training.
     """
     distributed.initialize_multihost()
     keys = {group_key(job.config) for job in jobs}
@@ -375,10 +378,18 @@ def train_population(
             if not any(m.live for m in members):
                 return [m.summary for m in members]
             engine, data = _set_up(members)
+            if fit_to_memory:
+                t = members[0].cfg.trainer
+                state = engine.stacked(engine.member_initial)
+                fit = engine.members_that_fit(state, min(t.log_every, t.steps), t.batch_size)
+                if fit < len(members):
+                    raise TooLarge(fit)
             states = []
             for k, m in enumerate(members):
                 with m.directory.speaking():
                     states.append(_start(m, engine, k, group=group, wandb_dir=wandb_dir))
+        except TooLarge:  # nothing has started: the members are trained in smaller programs
+            raise
         except BaseException as exc:
             for m in members:
                 if m.live:

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import jax
@@ -16,7 +17,7 @@ import pytest
 from helpers import assert_same_record, final_arrays, metric_rows, tiny_config, train
 from wandb_records import history, run_record
 
-from resnet_jax import population
+from resnet_jax import models, population, population_launcher
 from resnet_jax.config import compose
 from resnet_jax.population import MemberJob, form_groups, train_population
 from resnet_jax.runner import run
@@ -107,15 +108,38 @@ def test_members_differing_in_anything_but_the_population_keys_form_separate_pro
     assert [len(g) for g in form_groups(jobs[:2] * 3, max_members=4)] == [4, 2]
 
 
-def test_the_members_that_fit_follow_the_device_memory(monkeypatch: pytest.MonkeyPatch) -> None:
-    cfg = tiny_config("model=mlp")
+def test_a_population_larger_than_the_device_memory_is_trained_in_smaller_programs(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The members that fit follow the free memory (XLA's memory analysis of the population's own compiled
+    chunk, no other compilation); with room for one, the launcher trains three programs of one, and each
+    member ends as in one program of three."""
+    configs = [tiny_config("model=mlp", *member) for member in MEMBERS]
+    jobs = [MemberJob(cfg, tmp_path / "one" / str(k), name=str(k)) for k, cfg in enumerate(configs)]
+    summaries = train_population(jobs, group="g", fit_to_memory=True)  # room for all (CPU: the host's RAM)
+    engine = population.PopulationEngine(
+        [models.build(c.model, (8, 8, 1), 10, c.seed) for c in configs], [c.optim for c in configs], 20,
+        seeds=[c.seed for c in configs], x_train=np.zeros((64, 8, 8, 1), np.float32),
+        y_train=np.zeros(64, np.int32), augment=False, dtype=np.float32,
+    )  # fmt: skip
+    state = engine.stacked(engine.member_initial)
     monkeypatch.setattr(population, "device_free_bytes", lambda: 10**12)
-    many = population.members_that_fit(cfg)
+    many = engine.members_that_fit(state, 5, 32)
     monkeypatch.setattr(population, "device_free_bytes", lambda: 10**12 // 100)
-    fewer = population.members_that_fit(cfg)
-    monkeypatch.setattr(population, "device_free_bytes", lambda: 1)
-    assert many > fewer > 1 and population.members_that_fit(cfg) == 1
-    assert abs(many / fewer - 100) < 1
+    fewer = engine.members_that_fit(state, 5, 32)
+    assert many > fewer > 1 and abs(many / fewer - 100) < 1
+    monkeypatch.setattr(population, "device_free_bytes", lambda: 1)  # room for one member per program
+    with pytest.raises(population.TooLarge) as raised:
+        train_population([replace(job, run_dir=tmp_path / "none" / job.name) for job in jobs], group="g",
+                         fit_to_memory=True)  # fmt: skip
+    assert raised.value.fit == 1 and not (tmp_path / "none" / "0" / "summary.json").exists()
+    split = [replace(job, run_dir=tmp_path / "split" / job.name) for job in jobs]
+    codes = population_launcher._train(split, tmp_path, fit_to_memory=True)
+    assert list(codes.values()) == [0] * len(jobs)
+    for job, summary in zip(split, summaries, strict=True):
+        ours = json.loads((job.run_dir / "summary.json").read_text())
+        assert ours["status"] == "completed"
+        np.testing.assert_allclose(ours["final"]["train/loss"], summary["final"]["train/loss"], rtol=1e-5)
 
 
 ARGS = ("-m", "model=mlp", "model.depth=4", "model.width=16", "trainer.steps=20", "trainer.batch_size=32",
