@@ -283,17 +283,22 @@ def bench_population(sweep_steps: tuple[int, ...] = (300, 3000)) -> None:
     """Member-steps/s of populations beside one run's steps/s (interleaved), and a sweep of 16 short MLP
     runs end to end: `launcher=population` against the basic launcher, in the same invocation."""
     mlp = config("model=mlp", "model.depth=10", "model.width=64")
+    xla_dense = config("model=mlp", "model.depth=10", "model.width=64", "model.dense_impl=xla")
     runs = [("single", make_engine(mlp, (8, 8, 1), 128), 128, 100, 3)]
     runs += [(f"members_{m}", make_population(mlp, (8, 8, 1), m), 128, 100, 3) for m in (1, 8, 16)]
+    runs += [("members_16_xla_dense", make_population(xla_dense, (8, 8, 1), 16), 128, 100, 3)]
     rates = interleaved_rates(runs)
     for (name, _), rate in rates.items():
         emit(bench="population_mlp", variant=name, depth=10, width=64, batch=128,
              member_steps_per_s=round(rate, 1), vs_single=round(rate / rates[("single", 100)], 3),
              statistic="median of 3 interleaved rounds")  # fmt: skip
     resnet, shifted = config("model.depth=20"), config("model.depth=20", "model.conv_impl=shifted")
+    xla = config("model.depth=20", "model.conv_impl=xla")
     runs = [("single", make_engine(resnet, (32, 32, 3), 128), 128, 5, 2),
             ("members_4", make_population(resnet, (32, 32, 3), 4), 128, 5, 2),  # oneDNN: members in turn
-            ("members_4_shifted_conv", make_population(shifted, (32, 32, 3), 4), 128, 5, 2)]  # fmt: skip
+            ("members_4_shifted_conv", make_population(shifted, (32, 32, 3), 4), 128, 5, 2),
+            # XLA's CPU conv is fast only outside loops (jax-ml/jax#12868): one step per call
+            ("members_4_xla_conv", make_population(xla, (32, 32, 3), 4), 128, 1, 2)]  # fmt: skip
     rates = interleaved_rates(runs, rounds=2)
     for (name, _), rate in rates.items():
         emit(bench="population_resnet", variant=name, depth=20, batch=128,

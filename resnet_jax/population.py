@@ -31,6 +31,7 @@ from resnet_jax.config import Config, OptimConfig, as_dict
 from resnet_jax.engine import Engine, EpochSampler, TrainState, run_steps
 from resnet_jax.errors import CheckpointError
 from resnet_jax.loop import Diverged, Record, chunk_boundaries, due
+from resnet_jax.ops import kernels
 from resnet_jax.rundir import Restored, RunDir
 from resnet_jax.runner import Setup, checkpoint, chunk_metrics, outcome_of, probe_function, summary_at
 from resnet_jax.tracking import Tracker, open_tracker
@@ -421,6 +422,15 @@ def _prepare(members: list[Member]) -> None:
                 m.summary, m.live = m.directory.complete_from(m.restored), False
 
 
+def population_model(model_cfg: Any) -> Any:
+    """The model config with its kernels as a population computes them (`kernels.for_population`); the
+    members' recorded configs keep what the user asked for."""
+    ops = {"conv": "conv_impl", "dense": "dense_impl"}
+    chosen = {key: kernels.for_population(op, getattr(model_cfg, key))
+              for op, key in ops.items() if hasattr(model_cfg, key)}  # fmt: skip
+    return replace(model_cfg, **chosen)
+
+
 def _set_up(members: list[Member]) -> tuple[PopulationEngine, datasets.Dataset]:
     """The data (once), every member's network from its own seed, the population engine and each member's
     `Setup` (its learning-rate schedule for the logs, and the probes)."""
@@ -429,7 +439,8 @@ def _set_up(members: list[Member]) -> tuple[PopulationEngine, datasets.Dataset]:
     if len(members) < mesh.devices.size:  # each member's batch is split over the devices
         distributed.check_batch_divides(cfg.trainer.batch_size, mesh)
     data = datasets.load(cfg.data)
-    networks = [models.build(m.cfg.model, data.image_shape, data.num_classes, m.cfg.seed) for m in members]
+    networks = [models.build(population_model(m.cfg.model), data.image_shape, data.num_classes, m.cfg.seed)
+                for m in members]  # fmt: skip
     engine = PopulationEngine(networks, [m.cfg.optim for m in members], cfg.trainer.steps,
                               seeds=[m.cfg.seed for m in members], x_train=data.x_train,
                               y_train=data.y_train, augment=cfg.data.augment,

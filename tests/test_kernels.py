@@ -14,9 +14,10 @@ import pytest
 from helpers import LINUX_X86_64, REPO, train
 
 from resnet_jax import models
-from resnet_jax.config import MlpModel
+from resnet_jax.config import CifarModel, MlpModel
 from resnet_jax.errors import ConfigError
 from resnet_jax.ops import kernels, onednn
+from resnet_jax.population import population_model
 
 pytestmark = pytest.mark.skipif(not LINUX_X86_64, reason="the onednn-cpu-gomp wheels are Linux x86-64 only")
 
@@ -30,6 +31,19 @@ def test_auto_is_onednn_on_cpu_where_built_else_the_fallback(op: str, monkeypatc
     assert kernels.select(op, "auto", dtype=jnp.bfloat16) == OPS[op][1]  # oneDNN computes float32 only
     monkeypatch.setattr(onednn, "available", lambda: False)
     assert kernels.select(op, "auto") == OPS[op][1]
+
+
+def test_a_population_computes_with_the_kernels_fastest_under_vmap_per_platform(monkeypatch) -> None:
+    """`auto` for a population: on CPU what a single run gets (oneDNN: the fastest under vmap measured there),
+    on GPU/TPU the shifted conv (faster than XLA's under vmap on an H200) and XLA's dense; a named kernel
+    stays as named, and the members' recorded config is not changed."""
+    assert population_model(CifarModel()).conv_impl == "auto"  # this machine is a CPU: select decides
+    assert population_model(MlpModel()).dense_impl == "auto"
+    monkeypatch.setattr(kernels.jax, "default_backend", lambda: "gpu")
+    cifar, mlp = CifarModel(), MlpModel()
+    assert population_model(cifar).conv_impl == "shifted" and population_model(mlp).dense_impl == "xla"
+    assert population_model(CifarModel(conv_impl="xla")).conv_impl == "xla"
+    assert cifar.conv_impl == "auto" and mlp.dense_impl == "auto"
 
 
 def test_the_mlp_takes_the_scan_for_probes_remat_and_bfloat16() -> None:
