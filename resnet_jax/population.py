@@ -16,6 +16,7 @@ import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from resnet_jax import checks, distributed, faults, models, optim
+from resnet_jax import checks, distributed, faults, models, optim, probes
 from resnet_jax import data as datasets
 from resnet_jax.checkpoint import DamagedCheckpoint, as_tree
 from resnet_jax.config import Config, OptimConfig, as_dict
@@ -33,7 +34,15 @@ from resnet_jax.errors import CheckpointError
 from resnet_jax.loop import Diverged, Record, chunk_boundaries, due
 from resnet_jax.ops import kernels
 from resnet_jax.rundir import Restored, RunDir
-from resnet_jax.runner import Setup, checkpoint, chunk_metrics, outcome_of, probe_function, summary_at
+from resnet_jax.runner import (
+    Setup,
+    checkpoint,
+    chunk_metrics,
+    outcome_of,
+    probe_batch,
+    probe_lists,
+    summary_at,
+)
 from resnet_jax.tracking import Tracker, open_tracker
 
 log = logging.getLogger(__name__)
@@ -212,8 +221,9 @@ class PopulationEngine(Engine):
         ]
 
 
-def member_state(state: TrainState, k: int) -> TrainState:
-    return jax.tree.map(lambda leaf: leaf[k], state)
+def member_state(host_state: TrainState, k: int) -> TrainState:
+    """Member k's state, from the population's state on the host: a single run's state, array for array."""
+    return jax.tree.map(lambda leaf: np.asarray(leaf[k]), host_state)
 
 
 @dataclass
@@ -283,19 +293,37 @@ def _finish(member: Member, status: str | None = None, error: BaseException | No
     member.live = False
 
 
+def member_probes(cfg: Config, engine: PopulationEngine, data: datasets.Dataset):
+    """Every member's probes (`runner.probe_function`'s) in one call, vmapped over the members: a list of
+    JSON-ready dicts, one per member."""
+    if not cfg.probe.every:
+        return None
+    x, y = probe_batch(engine, cfg, data)
+    measure = partial(probes.measure, engine.graphdef, dtype=engine.dtype)
+    measure_all = jax.jit(jax.vmap(measure, in_axes=(0, 0, None, None)), out_shardings=engine.replicated)
+
+    def measure_members(state: TrainState) -> list[dict[str, list[float]]]:
+        values = {
+            key: distributed.host_copy(v)
+            for key, v in measure_all(state.params, state.model_state, x, y).items()
+        }
+        return [probe_lists({key: v[k] for key, v in values.items()}) for k in range(engine.members)]
+
+    return measure_members
+
+
 def _train(
-    members: list[Member], engine: PopulationEngine, state: TrainState, data: datasets.Dataset
+    members: list[Member], engine: PopulationEngine, state: TrainState, data: datasets.Dataset, probe
 ) -> None:
     """The chunk loop of `runner.train_chunks`, for every member at once."""
     cfg = members[0].cfg
     t = cfg.trainer
     samplers = [EpochSampler(len(data.y_train), t.batch_size, m.cfg.seed) for m in members]
     start = min(m.step for m in members if m.live)
-    probe = members[0].setup.probe
     if probe is not None and start == 0:
-        for k, m in enumerate(members):
+        for m, probed in zip(members, probe(state), strict=True):
             if m.live and m.step == 0:
-                m.tracker.log(0, probe(member_state(state, k)))
+                m.tracker.log(0, probed)
     cadences = (t.log_every, t.eval_every, cfg.probe.every, t.checkpoint_every)
     for index, (first, count) in enumerate(chunk_boundaries(start, t.steps, cadences)):
         active = [k for k, m in enumerate(members) if m.live and m.step == first]
@@ -307,24 +335,39 @@ def _train(
         state, rows = engine.train_members(state, indices, alive)
         rows = distributed.host_copy(rows)
         step = first + count
-        evaluated = None
+        done = Done(rows=rows)
         if due(step, t.eval_every, t.steps):
-            evaluated = engine.evaluate_members(state, data.x_test, data.y_test, t.eval_batch_size)
+            done.evaluated = engine.evaluate_members(state, data.x_test, data.y_test, t.eval_batch_size)
         elapsed = time.perf_counter() - chunk_start
-        timed = elapsed if index > 0 else None  # the first call includes compilation
+        done.elapsed = elapsed if index > 0 else None  # the first call includes compilation
+        if probe is not None and due(step, cfg.probe.every, t.steps):
+            done.probed = probe(state)
+        if due(step, t.checkpoint_every, t.steps):  # once for all members, sliced on the host
+            done.host_state = jax.device_get(state)
         for k in active:
             with members[k].directory.speaking():
-                _after_chunk(members[k], k, state, step, rows[:, k], evaluated, timed)
+                _after_chunk(members[k], k, step, done)
 
 
-def _after_chunk(member: Member, k: int, state: TrainState, step: int, rows: np.ndarray,
-                 evaluated: list[dict[str, float]] | None, elapsed: float | None) -> None:  # fmt: skip
+@dataclass
+class Done:
+    """What a chunk produced for the members: their (K, M, 2) rows and, at their cadences, the test
+    evaluation, the probes and the state on the host (for the checkpoints)."""
+
+    rows: np.ndarray
+    evaluated: list[dict[str, float]] | None = None
+    elapsed: float | None = None
+    probed: list[dict[str, list[float]]] | None = None
+    host_state: TrainState | None = None
+
+
+def _after_chunk(member: Member, k: int, step: int, done: Done) -> None:
     """What a single run does after a chunk, for one member: record, log, probe, checkpoint."""
     cfg, record, setup = member.cfg, member.record, member.setup
     count = step - member.step
-    metrics = chunk_metrics(setup.lr_at, step, rows)
-    if elapsed is not None:
-        record.time_chunk(count, elapsed)
+    metrics = chunk_metrics(setup.lr_at, step, done.rows[:, k])
+    if done.elapsed is not None:
+        record.time_chunk(count, done.elapsed)
     member.step = member.summary["step"] = step
     if not math.isfinite(metrics["train/loss"]):
         member.tracker.log(step, metrics)
@@ -337,15 +380,16 @@ def _after_chunk(member: Member, k: int, state: TrainState, step: int, rows: np.
         _finish(member, error=Diverged(f"training loss became {metrics['train/loss']} at step {step}; "
                                              "lower optim.lr or check the data"))  # fmt: skip
         return
-    if evaluated is not None:
-        metrics.update({"test/loss": evaluated[k]["loss"], "test/error": evaluated[k]["error"]})
+    if done.evaluated is not None:
+        metrics.update({"test/loss": done.evaluated[k]["loss"], "test/error": done.evaluated[k]["error"]})
     record.add(metrics)
-    if setup.probe is not None and due(step, cfg.probe.every, cfg.trainer.steps):
-        metrics.update(setup.probe(member_state(state, k)))
+    if done.probed is not None:
+        metrics.update(done.probed[k])
     member.tracker.log(step, metrics)
     faults.point("after_log", step)
-    if due(step, cfg.trainer.checkpoint_every, cfg.trainer.steps):
-        checkpoint(setup, member.directory, member_state(state, k), record, member.summary, member.start_step)
+    if done.host_state is not None:
+        state = member_state(done.host_state, k)
+        checkpoint(setup, member.directory, state, record, member.summary, member.start_step)
     if step == cfg.trainer.steps:
         _finish(member)
 
@@ -401,7 +445,7 @@ def train_population(
                     _finish(m)
             raise
         try:
-            _train(members, engine, engine.stacked(states), data)
+            _train(members, engine, engine.stacked(states), data, member_probes(members[0].cfg, engine, data))
         except BaseException as exc:
             for m in members:
                 if m.live:
@@ -447,9 +491,10 @@ def _set_up(members: list[Member]) -> tuple[PopulationEngine, datasets.Dataset]:
                               dtype=jnp.dtype(cfg.trainer.dtype), mesh=mesh)  # fmt: skip
     if engine.members_split:
         log.info("%d members split over %d devices (%d slots)", engine.members, engine.devices, engine.slots)
-    probe = probe_function(cfg, engine, data)
     params = models.count_params(networks[0])
     for m in members:
         _, lr_at = optim.build(m.cfg.optim, cfg.trainer.steps)
-        m.setup = Setup(m.cfg, data, engine, lr_at, params, probe)
+        m.setup = Setup(
+            m.cfg, data, engine, lr_at, params, probe=None
+        )  # probes: `member_probes`, all at once
     return engine, data

@@ -18,6 +18,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from tqdm import tqdm
 
@@ -48,21 +49,32 @@ class Setup:
     probe: Callable[[TrainState], dict[str, list[float]]] | None
 
 
-def probe_function(cfg: Config, engine: Engine, data: datasets.Dataset):
-    """Probes on a fixed batch (the first `probe.batch_size` training examples), as JSON-ready lists."""
-    if not cfg.probe.every:
-        return None
+def probe_batch(engine: Engine, cfg: Config, data: datasets.Dataset) -> tuple[jax.Array, jax.Array]:
+    """The fixed batch probes measure on: the first `probe.batch_size` training examples, on the devices."""
     size = min(cfg.probe.batch_size, len(data.y_train))
     x, y = (distributed.put(a[:size], engine.replicated) for a in (data.x_train, data.y_train))
+    return x, y
+
+
+def probe_lists(values: dict[str, Any]) -> dict[str, list[float]]:
+    """Measured probes as JSON-ready lists, to six significant digits, not decimals: a vanishing gradient's
+    1e-9 must not be recorded as 0."""
+    return {
+        f"probe/{key}": [float(f"{v:.6g}") for v in np.asarray(value).tolist()]
+        for key, value in values.items()
+    }
+
+
+def probe_function(cfg: Config, engine: Engine, data: datasets.Dataset):
+    """Probes on a fixed batch (`probe_batch`), as JSON-ready lists."""
+    if not cfg.probe.every:
+        return None
+    x, y = probe_batch(engine, cfg, data)
     measure = jax.jit(partial(probes.measure, engine.graphdef, dtype=engine.dtype))
 
     def measure_state(state: TrainState) -> dict[str, list[float]]:
         values = measure(state.params, state.model_state, x, y)
-        # six significant digits, not decimals: a vanishing gradient's 1e-9 must not be recorded as 0
-        return {
-            f"probe/{key}": [float(f"{v:.6g}") for v in distributed.host_copy(value).tolist()]
-            for key, value in values.items()
-        }
+        return probe_lists({key: distributed.host_copy(value) for key, value in values.items()})
 
     return measure_state
 
