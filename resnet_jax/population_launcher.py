@@ -23,7 +23,6 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from resnet_jax import population, rules, slurm
@@ -70,25 +69,11 @@ def remember(jobs: Iterable[population.MemberJob]) -> None:
     _checked.update({tuple(job.overrides): job for job in jobs})
 
 
-def make_executor(backend: str, settings: dict[str, Any]) -> tuple[submitit.AutoExecutor, dict[str, Any]]:
-    """The submitit executor of `backend` with `settings` (unset ones fitted to the SLURM partition, as
-    `launcher=submitit_slurm` does), and the settings it got. Keys are mapped as Hydra's submitit launcher
-    maps them: the common queue keys as they are, the others as SLURM's (ignored by the local executor)."""
-    cluster = backend.removeprefix("submitit_")
-    params = slurm.fitting_defaults(settings) if cluster == "slurm" else dict(settings)
-    given = {key: value for key, value in params.items() if value is not None}
-    folder, timeouts = given.pop("submitit_folder"), given.pop("max_num_timeout", 3)
-    executor = submitit.AutoExecutor(folder, cluster=cluster, **{f"{cluster}_max_num_timeout": timeouts})
-    common = set(OmegaConf.structured(BaseQueueConf).keys())
-    executor.update_parameters(**{k if k in common else f"slurm_{k}": v for k, v in given.items()})
-    return executor, params
-
-
 @dataclass
 class PopulationJob:
-    """One submitit job: a group's populations, one after another, sized where the job runs when
-    `max_members` is unset. Preempted or out of time, submitit calls `checkpoint` and requeues the same
-    call, which resumes every member from its run directory."""
+    """One submitit job: a group trained as one program, or as smaller ones when it does not fit (sized where
+    the job runs, when `max_members` is unset). Preempted or out of time, submitit calls `checkpoint` and
+    requeues the same call, which resumes every member from its run directory."""
 
     sweep_dir: Path
     max_members: int | None
@@ -164,7 +149,7 @@ class PopulationLauncher(Launcher):
         groups = population.form_groups(jobs, self.max_members or len(jobs))
         settings = {**self.executor, "submitit_folder": self.executor.get("submitit_folder")
                     or str(sweep_dir / ".submitit" / "%j")}  # fmt: skip
-        executor, params = make_executor(self.backend, settings)
+        executor, params = slurm.make_executor(self.backend, settings)
         task = PopulationJob(sweep_dir, self.max_members,
                              OmegaConf.to_container(self.config.hydra.job_logging, resolve=True),
                              self.config.hydra.verbose)  # fmt: skip

@@ -9,6 +9,8 @@
 - **The run directories decide.** A job that SLURM reports without a result (cancelled, or requeued after a
   time limit while accounting still shows the first attempt as FAILED) is waited for until the sweep's jobs
   have left the queue; then the sweep's outcome is read from the run directories.
+- **A safe start.** The job's Python starts with USR2 ignored until submitit's handler is installed
+  (`submitit_python`): an early time-limit signal to a requeued job cannot end it before it has begun.
 - **Completion is final.** Once a job's run is complete, a late preemption or time-limit signal is ignored, so
   SLURM cannot record a finished job as failed or requeue it.
 """
@@ -17,16 +19,21 @@ from __future__ import annotations
 
 import logging
 import re
+import shlex
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import submitit
+from hydra.core.singleton import Singleton
+from hydra.core.utils import JobReturn, filter_overrides
+from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher as SubmititSlurmLauncher
+from omegaconf import OmegaConf
 
 from resnet_jax import faults
 
@@ -170,16 +177,59 @@ def completed(result: T) -> T:
     return result
 
 
+def submitit_python() -> str:
+    """The command SLURM starts a job's Python with: this environment's, with USR2 ignored until submitit
+    installs its handler. Why: SLURM 22.05 can send a requeued job the time-limit signal as it starts (seen
+    0.8 s after the restart, before Python had imported submitit), and USR2's default action ends the
+    process, so the job was lost; ignored that early, the signal is lost instead, and submitit's handler
+    catches every later one."""
+    return f'/bin/sh -c \'trap "" USR2; exec "$0" "$@"\' {shlex.quote(sys.executable)}'
+
+
+def make_executor(backend: str, settings: dict[str, Any]) -> tuple[submitit.AutoExecutor, dict[str, Any]]:
+    """The submitit executor of `backend` (`submitit_local`, `submitit_slurm`) with `settings`, and the
+    settings it got (for SLURM, unset CPUs, memory and setup fitted to the partition). Keys map as Hydra's
+    submitit launcher maps them: its common queue keys as they are, the others as SLURM's (which the local
+    executor ignores)."""
+    cluster = backend.removeprefix("submitit_")
+    params = fitting_defaults(settings) if cluster == "slurm" else dict(settings)
+    given = {key: value for key, value in params.items() if value is not None}
+    init = {f"{cluster}_max_num_timeout": given.pop("max_num_timeout", 3)}
+    if cluster == "slurm":
+        init["slurm_python"] = submitit_python()
+    executor = submitit.AutoExecutor(given.pop("submitit_folder"), cluster=cluster, **init)
+    common = set(OmegaConf.structured(BaseQueueConf).keys())
+    executor.update_parameters(**{k if k in common else f"slurm_{k}": v for k, v in given.items()})
+    return executor, params
+
+
 class SlurmLauncher(SubmititSlurmLauncher):
-    """Hydra's submitit SLURM launcher with resources that fit, a pending watch, and final completion."""
+    """Hydra's submitit SLURM launcher with resources that fit, a pending watch, a start safe from early
+    signals, and final completion."""
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self.params = fitting_defaults(self.params)
 
-    def launch(self, job_overrides, initial_job_idx):
-        launch = super().launch
-        return watched(self.params, lambda: launch(job_overrides, initial_job_idx))
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
+        """Hydra's submitit launch (one array job, a task per job, each calling `__call__`), with
+        `make_executor`'s executor and the pending watch."""
+        executor, _ = make_executor("submitit_slurm", self.params)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        if "mode" in self.config.hydra.sweep:
+            sweep_dir.chmod(int(str(self.config.hydra.sweep.mode), 8))
+        job_params = []
+        for number, overrides in enumerate(job_overrides, start=initial_job_idx):
+            log.info("\t#%d : %s", number, " ".join(filter_overrides(overrides)))
+            job_params.append((list(overrides), "hydra.sweep.dir", number, f"job_id_for_{number}",
+                               Singleton.get_state()))  # fmt: skip
+
+        def submit_and_wait() -> list[JobReturn]:
+            jobs = executor.map_array(self, *zip(*job_params, strict=True))
+            return [job.results()[0] for job in jobs]
+
+        return watched(self.params, submit_and_wait)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """One job, inside SLURM: its run, then `completed`."""

@@ -12,8 +12,7 @@ from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 import resnet_jax.train  # noqa: F401  (registers the schema and the run_name resolver)
-from resnet_jax.population_launcher import make_executor
-from resnet_jax.slurm import fitting_defaults
+from resnet_jax.slurm import fitting_defaults, make_executor
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
@@ -49,7 +48,7 @@ def test_slurm_preset_renders_the_expected_sbatch_submission(tmp_path: Path, mon
 
     def capture(executor: submitit.AutoExecutor, fn, *iterables):
         slurm = executor._executor
-        rendered["script"] = slurm._make_submission_file_text("python -m resnet_jax.train", "job")
+        rendered["script"] = slurm._make_submission_file_text(slurm._submitit_command_str, "job")
         rendered["jobs"] = len(list(zip(*iterables, strict=True)))
         rendered["max_num_timeout"] = slurm.max_num_timeout
         raise _Rendered
@@ -79,6 +78,11 @@ def test_slurm_preset_renders_the_expected_sbatch_submission(tmp_path: Path, mon
     ):
         assert line in script, line
     assert f"{tmp_path}/.submitit/" in script
+    # the job's Python starts with USR2 ignored, until submitit's handler takes it (slurm.submitit_python)
+    assert (
+        f"""/bin/sh -c 'trap "" USR2; exec "$0" "$@"' {sys.executable} -u -m submitit.core._submit"""
+        in script
+    )
     assert rendered["jobs"] == 3 and rendered["max_num_timeout"] == 5
 
 
@@ -98,10 +102,10 @@ def test_a_population_group_as_a_slurm_job_gets_the_slurm_launchers_submission(
     monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
     launcher = instantiate(cfg.hydra.launcher)
     executor, _ = make_executor(launcher.backend, launcher.executor)
-    script = executor._executor._make_submission_file_text("python -m resnet_jax.train", "job")
+    script = executor._executor._make_submission_file_text(executor._executor._submitit_command_str, "job")
     for line in ("#SBATCH --partition=a100", "#SBATCH --gpus-per-node=1", "#SBATCH --cpus-per-task=8",
                  "#SBATCH --mem=32GB", "#SBATCH --time=720", "#SBATCH --signal=USR2@120",
-                 f"source {Path(sys.prefix) / 'bin' / 'activate'}"):  # fmt: skip
+                 f"source {Path(sys.prefix) / 'bin' / 'activate'}", 'trap "" USR2; exec'):  # fmt: skip
         assert line in script, line
     assert f"{tmp_path}/.submitit/" in script and executor._executor.max_num_timeout == 5
 
