@@ -29,6 +29,15 @@ def test_joblib_preset_runs_jobs_in_parallel_with_one_thread_each() -> None:
     assert "intra_op_parallelism_threads=1" in env.XLA_FLAGS and env.OMP_NUM_THREADS == "1"
 
 
+def fake_command(tmp_path: Path, monkeypatch, name: str, body: str) -> None:
+    """A command `name` first on PATH, running the shell line `body`."""
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir(exist_ok=True)
+    (fake_bin / name).write_text(f"#!/bin/sh\n{body}\n")
+    (fake_bin / name).chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
+
+
 class _Rendered(Exception):
     """Stops the launch once the submission script exists."""
 
@@ -54,11 +63,7 @@ def test_slurm_preset_renders_the_expected_sbatch_submission(tmp_path: Path, mon
         raise _Rendered
 
     monkeypatch.setattr(submitit.AutoExecutor, "map_array", capture)
-    fake_bin = tmp_path / "bin"  # submitit looks for `srun` before it renders anything
-    fake_bin.mkdir()
-    (fake_bin / "srun").write_text("#!/bin/sh\nexit 1\n")
-    (fake_bin / "srun").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
+    fake_command(tmp_path, monkeypatch, "srun", "exit 1")  # submitit looks for it before rendering anything
     launcher = instantiate(cfg.hydra.launcher)
     launcher.setup(hydra_context=None, task_function=lambda c: None, config=cfg)
     with pytest.raises(_Rendered):
@@ -95,11 +100,7 @@ def test_a_population_group_as_a_slurm_job_gets_the_slurm_launchers_submission(
     backend = "hydra.launcher.backend=submitit_slurm"
     cfg = hydra_config("launcher=population", f"hydra.sweep.dir={tmp_path}", backend,
                        *(f"hydra.launcher.executor.{kv}" for kv in executor_settings))  # fmt: skip
-    fake_bin = tmp_path / "bin"  # submitit looks for `srun` before it renders anything
-    fake_bin.mkdir()
-    (fake_bin / "srun").write_text("#!/bin/sh\nexit 1\n")
-    (fake_bin / "srun").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
+    fake_command(tmp_path, monkeypatch, "srun", "exit 1")  # submitit looks for it before rendering anything
     launcher = instantiate(cfg.hydra.launcher)
     executor, _ = make_executor(launcher.backend, launcher.executor)
     script = executor._executor._make_submission_file_text(executor._executor._submitit_command_str, "job")
@@ -112,11 +113,7 @@ def test_a_population_group_as_a_slurm_job_gets_the_slurm_launchers_submission(
 
 def fake_sinfo(tmp_path: Path, monkeypatch, lines: str) -> None:
     """`sinfo` on PATH answering `lines` (one node per line: CPUs and memory in MB)."""
-    fake_bin = tmp_path / "bin"
-    fake_bin.mkdir()
-    (fake_bin / "sinfo").write_text(f"#!/bin/sh\nprintf '{lines}'\n")
-    (fake_bin / "sinfo").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake_bin}:{os.environ['PATH']}")
+    fake_command(tmp_path, monkeypatch, "sinfo", f"printf '{lines}'")
 
 
 def test_unset_cpus_and_memory_fit_the_partitions_smallest_node_and_no_gpu_is_asked_for(
