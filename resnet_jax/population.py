@@ -138,7 +138,9 @@ class PopulationEngine(Engine):
             self.member_initial.append(
                 jax.device_get(TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params)))
             )
-        keys = [key for key in TRACED_OPTIM_KEYS if hasattr(self.optim_cfg, key)]
+        # without momentum (0 for every member: it is part of the group key) the optimiser keeps no trace
+        keys = [key for key in TRACED_OPTIM_KEYS if hasattr(self.optim_cfg, key)
+                and (key != "momentum" or self.optim_cfg.momentum)]  # fmt: skip
         values = {key: np.array([getattr(c, key) for c in optim_cfgs], np.float32) for key in keys}
         hyper = {key: self._padded(array) for key, array in values.items()}
         self.hyper = distributed.put_tree(hyper, self.state_sharding)

@@ -49,6 +49,7 @@ def assert_close_rows(ours: list[dict], theirs: list[dict], loss_rtol: float) ->
 # (the net, the tolerance of the losses, that of the final parameters: ||a - b|| / ||b|| per array)
 NETS = [
     (("model=mlp",), 1e-4, 1e-4),  # clipped (its recipe) and unnormalised
+    (("model=mlp", "optim.momentum=0", "optim.clip_norm=0"), 1e-4, 1e-4),  # plain SGD: no momentum state
     (("model.depth=8", "optim.clip_norm=0"), 1e-4, 1e-4),
     (("model.depth=8", "model.residual=false", "data.augment=true"), 1e-4, 1e-4),
     (("model.depth=8",), 3e-3, 0.1),  # the CIFAR default: member 0's chaotic drift (see above)
