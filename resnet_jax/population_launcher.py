@@ -39,7 +39,7 @@ BACKENDS = ("local", "submitit_local", "submitit_slurm")
 class PopulationLauncherConf:
     _target_: str = "hydra_plugins.resnet_jax_launchers.PopulationLauncher"
     # members per compiled program; null: as many as fit in 80 % of the device's free memory, from XLA's
-    # memory analysis of one member's compiled chunk (measured where the program runs)
+    # memory analysis of the group's compiled chunk (measured where the program runs)
     max_members: int | None = None
     backend: str = "local"  # one of BACKENDS
     # the submitit backends' settings, the keys of launcher=submitit_slurm (submitit_local: its resources)
