@@ -313,9 +313,8 @@ def main() -> None:
         except Exception as err:  # one broken section must not cost the others' numbers
             failed.append(section.__name__)
             bench.emit(bench="failed", section=section.__name__, reason=f"{type(err).__name__}: {err}"[:500])
-        args.output.write_text(
-            json.dumps(bench.RESULTS, indent=1)
-        )  # after each: a cut-off run keeps its rows
+        if args.output is not None:  # after each section: a cut-off run keeps its rows
+            args.output.write_text(json.dumps(bench.RESULTS, indent=1))
     if failed:
         sys.exit(f"error: sections failed: {', '.join(failed)}")
 
