@@ -27,10 +27,9 @@ from flax import nnx
 
 from resnet_jax import checks, distributed, faults, models, optim, probes
 from resnet_jax import data as datasets
-from resnet_jax.checkpoint import DamagedCheckpoint, as_tree
+from resnet_jax.checkpoint import as_tree
 from resnet_jax.config import Config, OptimConfig, as_dict
 from resnet_jax.engine import Engine, EpochSampler, TrainState, run_steps
-from resnet_jax.errors import CheckpointError
 from resnet_jax.loop import Diverged, Record, chunk_boundaries, due
 from resnet_jax.ops import kernels
 from resnet_jax.rundir import Restored, RunDir
@@ -38,9 +37,12 @@ from resnet_jax.runner import (
     Setup,
     checkpoint,
     chunk_metrics,
-    outcome_of,
+    ended_early,
     probe_batch,
     probe_lists,
+    record_failure_to_start,
+    running_summary,
+    start_from,
     summary_at,
 )
 from resnet_jax.tracking import Tracker, open_tracker
@@ -256,37 +258,22 @@ def _start(
     if not member.live:  # complete: frozen in the program at its final state
         member.step = restored.step
         return as_tree(restored.arrays, engine.member_initial[k])
-    if restored is None:
-        state, member.record = engine.member_initial[k], Record()
-        directory.start_metrics([])
-    else:
-        try:
-            state = as_tree(restored.arrays, engine.member_initial[k])
-        except DamagedCheckpoint as exc:
-            raise CheckpointError(f"{directory.path} holds a checkpoint this run cannot use: {exc}") from None
-        log.info("resuming from the checkpoint at step %d in %s", restored.step, directory.path)
-        directory.start_metrics(restored.meta["metrics"])
-        member.record = Record.resumed(restored.meta["record"])
-        member.step = member.start_step = restored.step
+    start = start_from(engine.member_initial[k], directory, restored)
+    member.record, member.step, member.start_step = start.record, start.step, start.step
     member.tracker = open_tracker(member.cfg.logger, directory, wandb_dir=wandb_dir or directory.path,
                                   group=group, name=member.job.name, config=as_dict(member.cfg),
                                   concurrent=True)  # fmt: skip
-    member.summary = {"status": "running", "step": member.step, "params": member.setup.params,
-                      "devices": engine.devices, "processes": jax.process_count(),
-                      "run_dir": str(directory.path)}  # fmt: skip
+    member.summary = running_summary(member.setup, member.step, directory)
     directory.restart_summary(summary_at(member.summary, member.record, 0))
-    return state
+    return start.state
 
 
-def _finish(member: Member, status: str | None = None, error: BaseException | None = None) -> None:
+def _finish(member: Member, error: BaseException | None = None) -> None:
     """Close the member's tracker; with `error`, its summary says how the run ended."""
     if member.summary is None:
         return
     if error is not None:
-        status, code = outcome_of(error)
-        member.summary = summary_at({**member.summary, "status": status, "exit_code": code,
-                                     "error": f"{type(error).__name__}: {error}"},
-                                    member.record, member.step - member.start_step)  # fmt: skip
+        member.summary = ended_early(member.summary, error, member.record, member.step - member.start_step)
         member.directory.write_summary(member.summary)
     if member.tracker is not None:
         member.tracker.summarise(member.summary)
@@ -440,10 +427,7 @@ def train_population(
         except BaseException as exc:
             for m in members:
                 if m.live:
-                    status, code = outcome_of(exc)
-                    m.directory.record_failure({"status": status, "step": 0, "exit_code": code,
-                                                "run_dir": str(m.directory.path),
-                                                "error": f"{type(exc).__name__}: {exc}"})  # fmt: skip
+                    record_failure_to_start(m.directory, exc)
                     _finish(m)
             raise
         try:

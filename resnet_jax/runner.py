@@ -11,7 +11,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -101,18 +101,47 @@ class Start:
     record: Record
 
 
-def start_or_resume(setup: Setup, directory: RunDir, restored: Restored | None) -> Start:
-    """The restored checkpoint's state (its metrics rows become metrics.jsonl), or a fresh one."""
+def start_from(template: TrainState, directory: RunDir, restored: Restored | None) -> Start:
+    """On the host: the restored checkpoint's state in `template`'s structure (its metrics rows become
+    metrics.jsonl), or `template` itself, the fresh state."""
     if restored is None:
         directory.start_metrics([])
-        return Start(setup.engine.initial_state(), 0, Record())
+        return Start(template, 0, Record())
     try:
-        state = as_tree(restored.arrays, setup.engine.host_initial_state)
+        state = as_tree(restored.arrays, template)
     except DamagedCheckpoint as exc:
         raise CheckpointError(f"{directory.path} holds a checkpoint this run cannot use: {exc}") from None
     log.info("resuming from the checkpoint at step %d in %s", restored.step, directory.path)
     directory.start_metrics(restored.meta["metrics"])
-    return Start(setup.engine.place_state(state), restored.step, Record.resumed(restored.meta["record"]))
+    return Start(state, restored.step, Record.resumed(restored.meta["record"]))
+
+
+def start_or_resume(setup: Setup, directory: RunDir, restored: Restored | None) -> Start:
+    """`start_from` the engine's fresh state, placed on the devices."""
+    start = start_from(setup.engine.host_initial_state, directory, restored)
+    return replace(start, state=setup.engine.place_state(start.state))
+
+
+def running_summary(setup: Setup, step: int, directory: RunDir) -> dict[str, Any]:
+    """summary.json's fields when an attempt starts, at `step`."""
+    return {"status": "running", "step": step, "params": setup.params, "devices": setup.engine.devices,
+            "processes": jax.process_count(), "run_dir": str(directory.path)}  # fmt: skip
+
+
+def ended_early(
+    summary: dict[str, Any], exc: BaseException, record: Record, steps_this_attempt: int
+) -> dict[str, Any]:
+    """`summary` with the record so far, saying how `exc` ended the run (`outcome_of`)."""
+    status, code = outcome_of(exc)
+    ended = {**summary, "status": status, "exit_code": code, "error": f"{type(exc).__name__}: {exc}"}
+    return summary_at(ended, record, steps_this_attempt)
+
+
+def record_failure_to_start(directory: RunDir, exc: BaseException) -> None:
+    """Before training: the directory says why the run did not start, unless it holds a result."""
+    status, code = outcome_of(exc)
+    directory.record_failure({"status": status, "step": 0, "exit_code": code, "run_dir": str(directory.path),
+                              "error": f"{type(exc).__name__}: {exc}"})  # fmt: skip
 
 
 def chunk_metrics(lr_at: optax.Schedule, step: int, rows: Any) -> dict[str, Any]:
@@ -215,16 +244,12 @@ def train(setup: Setup, directory: RunDir, restored: Restored | None, *, group: 
     log.info("model=%s depth=%d residual=%s params=%d backend=%s devices=%d processes=%d",
              cfg.model.name, cfg.model.depth, cfg.model.residual, setup.params, jax.default_backend(),
              setup.engine.devices, jax.process_count())  # fmt: skip
-    summary: dict[str, Any] = {"status": "running", "step": start.step, "params": setup.params,
-                               "devices": setup.engine.devices, "processes": jax.process_count(),
-                               "run_dir": str(directory.path)}  # fmt: skip
+    summary = running_summary(setup, start.step, directory)
     directory.restart_summary(summary_at(summary, start.record, 0))
     try:
         train_chunks(setup, start, directory, tracker, summary)
     except BaseException as exc:
-        status, code = outcome_of(exc)
-        ended = {**summary, "status": status, "exit_code": code, "error": f"{type(exc).__name__}: {exc}"}
-        summary = summary_at(ended, start.record, summary["step"] - start.step)
+        summary = ended_early(summary, exc, start.record, summary["step"] - start.step)
         directory.write_summary(summary)
         raise
     finally:
@@ -261,10 +286,8 @@ def run(
                 )
                 return directory.complete_from(restored)
             setup = set_up(cfg)
-        except BaseException as exc:  # before training: the directory says why, unless it holds a result
-            status, code = outcome_of(exc)
-            directory.record_failure({"status": status, "step": 0, "exit_code": code, "run_dir": str(run_dir),
-                                      "error": f"{type(exc).__name__}: {exc}"})  # fmt: skip
+        except BaseException as exc:
+            record_failure_to_start(directory, exc)
             raise
         return train(
             setup, directory, restored, group=group, name=name, wandb_dir=wandb_dir or directory.path
