@@ -207,14 +207,10 @@ class SlurmLauncher(SubmititSlurmLauncher):
     """Hydra's submitit SLURM launcher with resources that fit, a pending watch, a start safe from early
     signals, and final completion."""
 
-    def __init__(self, **params: Any) -> None:
-        super().__init__(**params)
-        self.params = fitting_defaults(self.params)
-
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> list[JobReturn]:
         """Hydra's submitit launch (one array job, a task per job, each calling `__call__`), with
         `make_executor`'s executor and the pending watch."""
-        executor, _ = make_executor("submitit_slurm", self.params)
+        executor, params = make_executor("submitit_slurm", self.params)  # fitted to the partition
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         if "mode" in self.config.hydra.sweep:
@@ -229,7 +225,7 @@ class SlurmLauncher(SubmititSlurmLauncher):
             jobs = executor.map_array(self, *zip(*job_params, strict=True))
             return [job.results()[0] for job in jobs]
 
-        return watched(self.params, submit_and_wait)
+        return watched(params, submit_and_wait)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         """One job, inside SLURM: its run, then `completed`."""
