@@ -113,10 +113,13 @@ class Engine:
         return total, (data_loss, errors.mean(), new_model_state)
 
     def step_with(self, tx: optax.GradientTransformation, l2, augment_key: jax.Array, state: TrainState,
-                  indices: jax.Array) -> tuple[TrainState, jax.Array]:  # fmt: skip
+                  indices: jax.Array, data: tuple[jax.Array, jax.Array] | None = None,
+                  ) -> tuple[TrainState, jax.Array]:  # fmt: skip
         """One SGD step with this optimiser, L2 factor and augmentation key: what a population's members
-        (`resnet_jax.population`) hold each their own of, as traced values."""
-        x, y = self.x_train[indices], self.y_train[indices]
+        (`resnet_jax.population`) hold each their own of, as traced values. `data`: the training set as the
+        caller holds it (inside `shard_map`, a device's own copy), else the engine's."""
+        x_train, y_train = data or (self.x_train, self.y_train)
+        x, y = x_train[indices], y_train[indices]
         if self.augment:
             x = pad_crop_flip(jax.random.fold_in(augment_key, state.step), x)
         grads, (loss, error, model_state) = jax.grad(self._loss, has_aux=True)(

@@ -14,7 +14,7 @@ import logging
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -24,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jax.sharding import PartitionSpec as P
 
 from resnet_jax import checks, distributed, faults, models, optim, probes
 from resnet_jax import data as datasets
@@ -52,6 +53,19 @@ log = logging.getLogger(__name__)
 # the optimiser's keys that may differ within a population: scalars the compiled step takes as arrays
 TRACED_OPTIM_KEYS = ("lr", "l2", "momentum", "weight_decay", "warmup_lr")
 POPULATION_KEYS = ("seed", *(f"optim.{key}" for key in TRACED_OPTIM_KEYS))
+
+# how a program computes its members: side by side (`vmap`: one step of every member at once, which fills an
+# accelerator that one small net leaves idle) or one after another (`in_turn`: each member's K steps as a
+# single run computes them; on CPU one run already keeps the cores busy, and a vmapped population ran at
+# 0.7-0.85x one run's steps/s per member, in turn at 0.9-1.1x: README "Populations"); `auto` picks per backend
+LAYOUTS = ("auto", "vmap", "in_turn")
+
+
+def resolve_layout(requested: str) -> str:
+    """The layout a program uses: `auto` is `in_turn` on CPU and `vmap` on GPU/TPU."""
+    if requested != "auto":
+        return requested
+    return "in_turn" if jax.default_backend() == "cpu" else "vmap"
 
 
 @dataclass(frozen=True)
@@ -111,6 +125,7 @@ class PopulationEngine(Engine):
     """The engine of `resnet_jax.engine`, for M members at once: every state leaf has a leading member axis,
     one compiled call runs K steps of every member (the vmapped step inside the K-step scan), and a member
     whose `alive` flag is off keeps its state unchanged (diverged, finished, or ahead after a resume).
+    `layout` (`LAYOUTS`, resolved): the members' steps side by side, or one member after another.
 
     With at least as many members as devices, the members are split over the devices (each device trains
     whole members; no gradient crosses devices), their number padded to a multiple of the devices with
@@ -119,8 +134,8 @@ class PopulationEngine(Engine):
 
     def __init__(self, networks: Sequence[nnx.Module], optim_cfgs: Sequence[OptimConfig], steps: int, *,
                  seeds: Sequence[int], x_train: np.ndarray, y_train: np.ndarray, augment: bool, dtype: Any,
-                 mesh=None):  # fmt: skip
-        self.optim_cfg, self.steps = optim_cfgs[0], steps
+                 layout: str, mesh=None):  # fmt: skip
+        self.optim_cfg, self.steps, self.layout = optim_cfgs[0], steps, layout
         tx, _ = optim.build(self.optim_cfg, steps)
         super().__init__(networks[0], tx, x_train=x_train, y_train=y_train, l2=self.optim_cfg.l2,
                          l2_scope=self.optim_cfg.l2_scope, augment=augment, dtype=dtype, seed=seeds[0],
@@ -152,8 +167,19 @@ class PopulationEngine(Engine):
         self._programs: dict[tuple[int, ...], Any] = {}  # the chunk compiled, by the indices' shape
         self.eval_batch = jax.jit(self._population_eval_batch)
 
+    def each_member(self, fn: Callable) -> Callable:
+        """`fn(params, model_state, *shared)` of one member, for every member's (leading axis) with the rest
+        shared: side by side (`vmap`) or one member after another (`lax.map`), as the layout computes."""
+
+        def each(params, model_state, *shared):
+            if self.layout == "vmap":
+                return jax.vmap(fn, in_axes=(0, 0) + (None,) * len(shared))(params, model_state, *shared)
+            return jax.lax.map(lambda member: fn(*member, *shared), (params, model_state))
+
+        return each
+
     def _population_eval_batch(self, params, model_state, x, y, mask):
-        sums = jax.vmap(self._eval_batch, in_axes=(0, 0, None, None, None))(params, model_state, x, y, mask)
+        sums = self.each_member(self._eval_batch)(params, model_state, x, y, mask)
         return jax.lax.with_sharding_constraint(sums, self.replicated)  # every process reads every member
 
     def _padded(self, per_member: np.ndarray, fill: Any = None) -> np.ndarray:
@@ -166,20 +192,59 @@ class PopulationEngine(Engine):
         """The members' host states, stacked (with the padding slots) and placed on the devices."""
         return self.place_state(jax.tree.map(self._padded, _stack(states)))
 
-    def _member_step(self, state: TrainState, indices: jax.Array, hyper: dict, augment_key: jax.Array):
+    def _member_step(self, state: TrainState, indices: jax.Array, hyper: dict, augment_key: jax.Array,
+                     data: tuple[jax.Array, jax.Array] | None = None):  # fmt: skip
         cfg = replace(self.optim_cfg, **hyper)
         tx, _ = optim.build(cfg, self.steps)
-        return self.step_with(tx, cfg.l2, augment_key, state, indices)
+        return self.step_with(tx, cfg.l2, augment_key, state, indices, data)
 
     def _population_chunk(self, state: TrainState, indices: jax.Array, alive: jax.Array):
-        """Every member trains the chunk's K steps; a member not `alive` then gets its state back. Masking
-        once per chunk, not per step: a select over the whole state each step cost a fifth of the speed."""
+        """Every alive member trains the chunk's K steps (the others keep their state); (K, M, 2) rows."""
+        chunk = self._side_by_side if self.layout == "vmap" else self._in_turn
+        new, rows = chunk(state, indices, alive)
+        return new, jax.lax.with_sharding_constraint(rows, self.replicated)
+
+    def _side_by_side(self, state: TrainState, indices: jax.Array, alive: jax.Array):
+        """The vmapped step inside the K-step scan. Masking once per chunk, not per step: a select over the
+        whole state each step cost a fifth of the speed."""
         step = jax.vmap(self._member_step)
         new, rows = run_steps(lambda s, batch: step(s, batch, self.hyper, self.augment_keys), state, indices)
         kept = jax.tree.map(
             lambda n, o: jnp.where(alive.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, state
         )
-        return kept, jax.lax.with_sharding_constraint(rows, self.replicated)
+        return kept, rows
+
+    def _in_turn(self, state: TrainState, indices: jax.Array, alive: jax.Array):
+        """Each member's K steps after the previous member's, each the single run's chunk with the member's
+        hyperparameters; a member not alive is skipped, not computed. With the members split over devices,
+        each device takes its own members in turn."""
+
+        def local(state, indices, hyper, augment_keys, alive, data):
+            def member_chunk(member):
+                state, indices, hyper, augment_key, member_alive = member
+
+                def train(s: TrainState):
+                    return run_steps(
+                        lambda st, b: self._member_step(st, b, hyper, augment_key, data), s, indices
+                    )
+
+                rows = jax.eval_shape(train, state)[1]
+                return jax.lax.cond(
+                    member_alive, train, lambda s: (s, jnp.zeros(rows.shape, rows.dtype)), state
+                )
+
+            members = (state, jnp.moveaxis(indices, 1, 0), hyper, augment_keys, alive)
+            new, rows = jax.lax.map(member_chunk, members)
+            return new, jnp.moveaxis(rows, 0, 1)
+
+        if self.members_split:  # each device its own members (and its own copy of the data)
+            members, steps_members = P(distributed.DATA_AXIS), P(None, distributed.DATA_AXIS)
+            # no value crosses devices, so shard_map's varying-axis check has nothing to find; it is off
+            # because the oneDNN kernels' custom VJPs do not carry its types
+            local = jax.shard_map(local, mesh=self.mesh, check_vma=False,
+                                  in_specs=(members, steps_members, members, members, members, P()),
+                                  out_specs=(members, steps_members))  # fmt: skip
+        return local(state, indices, self.hyper, self.augment_keys, alive, (self.x_train, self.y_train))
 
     def _program(self, state: TrainState, indices: jax.Array, alive: jax.Array):
         """The chunk for these shapes, compiled once: the program that trains, and that `members_that_fit`
@@ -202,18 +267,21 @@ class PopulationEngine(Engine):
     def members_that_fit(self, state: TrainState, steps: int, batch_size: int, fraction: float = 0.8) -> int:
         """How many members fit in `fraction` of each device's free memory: this population's compiled
         chunk of `steps` steps, as XLA's memory analysis sizes it (arguments, outputs and temporaries, per
-        device), per member; the dataset, which the members share, counts once."""
+        device). The dataset, which the members share, counts once; so do the temporaries of members taken
+        in turn (one member's at a time), while side by side every member has its own."""
         placed = self._placed(
             np.zeros((steps, self.members, batch_size), np.int32), np.ones(self.members, bool)
         )
         memory = self._program(state, *placed).memory_analysis()
-        shared = self.x_train.nbytes + self.y_train.nbytes
+        once = self.x_train.nbytes + self.y_train.nbytes
+        if self.layout == "in_turn":
+            once += memory.temp_size_in_bytes
         total = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
         per_device = self.slots // self.devices if self.members_split else self.slots
-        one = max((total - memory.alias_size_in_bytes - shared) / per_device, 1.0)
-        fit = max(1, int((fraction * device_free_bytes() - shared) // one))
-        log.info("one member needs %.1f MiB; %d fit in %.0f %% of a device's free memory", one / 2**20, fit,
-                 100 * fraction)  # fmt: skip
+        one = max((total - memory.alias_size_in_bytes - once) / per_device, 1.0)
+        fit = max(1, int((fraction * device_free_bytes() - once) // one))
+        log.info("one member needs %.1f MiB (and %.1f MiB once); %d fit in %.0f %% of a device's free memory",
+                 one / 2**20, once / 2**20, fit, 100 * fraction)  # fmt: skip
         return fit * self.devices if self.members_split else fit
 
     def evaluate_members(self, state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int):
@@ -283,13 +351,13 @@ def _finish(member: Member, error: BaseException | None = None) -> None:
 
 
 def member_probes(cfg: Config, engine: PopulationEngine, data: datasets.Dataset):
-    """Every member's probes (`runner.probe_function`'s) in one call, vmapped over the members: a list of
-    JSON-ready dicts, one per member."""
+    """Every member's probes (`runner.probe_function`'s) in one call (`PopulationEngine.each_member`): a list
+    of JSON-ready dicts, one per member."""
     if not cfg.probe.every:
         return None
     x, y = probe_batch(engine, cfg, data)
     measure = partial(probes.measure, engine.graphdef, dtype=engine.dtype)
-    measure_all = jax.jit(jax.vmap(measure, in_axes=(0, 0, None, None)), out_shardings=engine.replicated)
+    measure_all = jax.jit(engine.each_member(measure), out_shardings=engine.replicated)
 
     def measure_members(state: TrainState) -> list[dict[str, list[float]]]:
         values = {
@@ -384,7 +452,12 @@ def _after_chunk(member: Member, k: int, step: int, done: Done) -> None:
 
 
 def train_population(
-    jobs: Sequence[MemberJob], *, group: str, wandb_dir: Path | None = None, fit_to_memory: bool = False
+    jobs: Sequence[MemberJob],
+    *,
+    group: str,
+    wandb_dir: Path | None = None,
+    fit_to_memory: bool = False,
+    layout: str = "auto",
 ) -> list[dict[str, Any]]:
     """Train the members of one population (configs equal but for `POPULATION_KEYS`) as one program; each
     member's run directory ends as that of the single run with its config. Returns the members' summaries.
@@ -392,6 +465,7 @@ def train_population(
     A member whose final checkpoint exists is reported, not retrained (it stays in the program, frozen, so the
     others compute exactly as before); one that diverges is frozen and recorded as `diverged`. With
     `fit_to_memory`, a program larger than the device's memory raises `TooLarge` before any training.
+    `layout`: one of `LAYOUTS`.
     """
     distributed.initialize_multihost()
     keys = {group_key(job.config) for job in jobs}
@@ -411,7 +485,7 @@ def train_population(
             _prepare(members)
             if not any(m.live for m in members):
                 return [m.summary for m in members]
-            engine, data = _set_up(members)
+            engine, data = _set_up(members, resolve_layout(layout))
             if fit_to_memory:
                 t = members[0].cfg.trainer
                 state = engine.stacked(engine.member_initial)
@@ -452,16 +526,19 @@ def _prepare(members: list[Member]) -> None:
                 m.summary, m.live = m.directory.complete_from(m.restored), False
 
 
-def population_model(model_cfg: Any) -> Any:
-    """The model config with its kernels as a population computes them (`kernels.for_population`); the
-    members' recorded configs keep what the user asked for."""
+def population_model(model_cfg: Any, layout: str) -> Any:
+    """The model config with its kernels as a population computes them: vmapped members with
+    `kernels.for_population`'s, members in turn with a single run's. The members' recorded configs keep what
+    the user asked for."""
+    if layout == "in_turn":
+        return model_cfg
     ops = {"conv": "conv_impl", "dense": "dense_impl"}
     chosen = {key: kernels.for_population(op, getattr(model_cfg, key))
               for op, key in ops.items() if hasattr(model_cfg, key)}  # fmt: skip
     return replace(model_cfg, **chosen)
 
 
-def _set_up(members: list[Member]) -> tuple[PopulationEngine, datasets.Dataset]:
+def _set_up(members: list[Member], layout: str) -> tuple[PopulationEngine, datasets.Dataset]:
     """The data (once), every member's network from its own seed, the population engine and each member's
     `Setup` (its learning-rate schedule for the logs, and the probes)."""
     cfg = members[0].cfg
@@ -469,12 +546,12 @@ def _set_up(members: list[Member]) -> tuple[PopulationEngine, datasets.Dataset]:
     if len(members) < mesh.devices.size:  # each member's batch is split over the devices
         distributed.check_batch_divides(cfg.trainer.batch_size, mesh)
     data = datasets.load(cfg.data)
-    networks = [models.build(population_model(m.cfg.model), data.image_shape, data.num_classes, m.cfg.seed)
-                for m in members]  # fmt: skip
+    networks = [models.build(population_model(m.cfg.model, layout), data.image_shape, data.num_classes,
+                             m.cfg.seed) for m in members]  # fmt: skip
     engine = PopulationEngine(networks, [m.cfg.optim for m in members], cfg.trainer.steps,
                               seeds=[m.cfg.seed for m in members], x_train=data.x_train,
                               y_train=data.y_train, augment=cfg.data.augment,
-                              dtype=jnp.dtype(cfg.trainer.dtype), mesh=mesh)  # fmt: skip
+                              dtype=jnp.dtype(cfg.trainer.dtype), layout=layout, mesh=mesh)  # fmt: skip
     if engine.members_split:
         log.info("%d members split over %d devices (%d slots)", engine.members, engine.devices, engine.slots)
     params = models.count_params(networks[0])

@@ -42,6 +42,8 @@ class PopulationLauncherConf:
     # memory analysis of the group's compiled chunk (measured where the program runs)
     max_members: int | None = None
     backend: str = "local"  # one of BACKENDS
+    # how a program computes its members (population.LAYOUTS): auto is in_turn on CPU, vmap on GPU/TPU
+    layout: str = "auto"
     # the submitit backends' settings, the keys of launcher=submitit_slurm (submitit_local: its resources)
     executor: dict[str, Any] = field(default_factory=dict)
 
@@ -56,6 +58,7 @@ def check(launcher: dict) -> None:
     if launcher.get("max_members") is not None:
         rules.positive("hydra.launcher.max_members", launcher["max_members"])
     rules.one_of("hydra.launcher.backend", launcher.get("backend"), BACKENDS)
+    rules.one_of("hydra.launcher.layout", launcher.get("layout"), population.LAYOUTS)
 
 
 # the command line's jobs, composed and checked once before Hydra starts (`resnet_jax.commandline`), by their
@@ -77,12 +80,13 @@ class PopulationJob:
 
     sweep_dir: Path
     max_members: int | None
+    layout: str
     job_logging: dict[str, Any]
     verbose: Any = False
 
     def __call__(self, members: list[population.MemberJob]) -> int:
         configure_log(OmegaConf.create(self.job_logging), self.verbose)
-        codes = _train(members, self.sweep_dir, fit_to_memory=self.max_members is None)
+        codes = _train(members, self.sweep_dir, fit_to_memory=self.max_members is None, layout=self.layout)
         return slurm.completed(max(codes.values()))
 
     def checkpoint(self, members: list[population.MemberJob]) -> submitit.helpers.DelayedSubmission:
@@ -90,9 +94,9 @@ class PopulationJob:
 
 
 class PopulationLauncher(Launcher):
-    def __init__(self, max_members: int | None = None, backend: str = "local",
+    def __init__(self, max_members: int | None = None, backend: str = "local", layout: str = "auto",
                  executor: dict[str, Any] | None = None) -> None:  # fmt: skip
-        self.max_members, self.backend = max_members, backend
+        self.max_members, self.backend, self.layout = max_members, backend, layout
         if OmegaConf.is_config(executor):
             executor = OmegaConf.to_container(executor, resolve=True)
         self.executor: dict[str, Any] = dict(executor or {})
@@ -129,7 +133,9 @@ class PopulationLauncher(Launcher):
         if self.backend == "local":
             codes: dict[Path, int] = {}
             for members in population.form_groups(jobs, self.max_members or len(jobs)):
-                codes.update(_train(members, sweep_dir, fit_to_memory=self.max_members is None))
+                codes.update(
+                    _train(members, sweep_dir, fit_to_memory=self.max_members is None, layout=self.layout)
+                )
         else:
             codes = self._submit(jobs, sweep_dir)
         # a job without a code ended without a result (cancelled, requeued, killed): its run directory says
@@ -150,7 +156,7 @@ class PopulationLauncher(Launcher):
         settings = {**self.executor, "submitit_folder": self.executor.get("submitit_folder")
                     or str(sweep_dir / ".submitit" / "%j")}  # fmt: skip
         executor, params = slurm.make_executor(self.backend, settings)
-        task = PopulationJob(sweep_dir, self.max_members,
+        task = PopulationJob(sweep_dir, self.max_members, self.layout,
                              OmegaConf.to_container(self.config.hydra.job_logging, resolve=True),
                              self.config.hydra.verbose)  # fmt: skip
         for members in groups:
@@ -167,18 +173,20 @@ class PopulationLauncher(Launcher):
         return {m.run_dir: code for members, code in results for m in members}
 
 
-def _train(members: list[population.MemberJob], sweep_dir: Path, *, fit_to_memory: bool) -> dict[Path, int]:
+def _train(
+    members: list[population.MemberJob], sweep_dir: Path, *, fit_to_memory: bool, layout: str
+) -> dict[Path, int]:
     """One population (in smaller ones if it does not fit in memory), each member's exit code; a failure is
     recorded in its members' directories and the sweep goes on."""
     log.info("population of %d: %s", len(members), "; ".join(m.name for m in members))
     codes = {m.run_dir: 0 for m in members}
     try:
         summaries = population.train_population(members, group=members[0].config.name, wandb_dir=sweep_dir,
-                                                fit_to_memory=fit_to_memory)  # fmt: skip
+                                                fit_to_memory=fit_to_memory, layout=layout)  # fmt: skip
     except population.TooLarge as exc:
         log.info("%d members do not fit in the device's memory: %d per program", len(members), exc.fit)
         for part in population.form_groups(members, exc.fit):
-            codes.update(_train(part, sweep_dir, fit_to_memory=False))
+            codes.update(_train(part, sweep_dir, fit_to_memory=False, layout=layout))
         return codes
     except UserError as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":

@@ -17,7 +17,7 @@ from resnet_jax import models
 from resnet_jax.config import CifarModel, MlpModel
 from resnet_jax.errors import ConfigError
 from resnet_jax.ops import kernels, onednn
-from resnet_jax.population import population_model
+from resnet_jax.population import population_model, resolve_layout
 
 pytestmark = pytest.mark.skipif(not LINUX_X86_64, reason="the onednn-cpu-gomp wheels are Linux x86-64 only")
 
@@ -33,16 +33,24 @@ def test_auto_is_onednn_on_cpu_where_built_else_the_fallback(op: str, monkeypatc
     assert kernels.select(op, "auto") == OPS[op][1]
 
 
-def test_a_population_computes_with_the_kernels_fastest_under_vmap_per_platform(monkeypatch) -> None:
-    """`auto` for a population: on CPU what a single run gets (oneDNN: the fastest under vmap measured there),
-    on GPU/TPU the shifted conv (faster than XLA's under vmap on an H200) and XLA's dense; a named kernel
-    stays as named, and the members' recorded config is not changed."""
-    assert population_model(CifarModel()).conv_impl == "auto"  # this machine is a CPU: select decides
-    assert population_model(MlpModel()).dense_impl == "auto"
-    monkeypatch.setattr(kernels.jax, "default_backend", lambda: "gpu")
+def test_a_population_computes_with_the_layout_and_kernels_fastest_per_platform(monkeypatch) -> None:
+    """`auto` for a population: on CPU members in turn, each with a single run's kernels; on GPU/TPU members
+    side by side (vmap) with the shifted conv (faster than XLA's under vmap on an H200) and XLA's dense. A
+    named layout or kernel stays as named, and the members' recorded config is not changed."""
+    assert resolve_layout("auto") == "in_turn" and resolve_layout("vmap") == "vmap"
     cifar, mlp = CifarModel(), MlpModel()
-    assert population_model(cifar).conv_impl == "shifted" and population_model(mlp).dense_impl == "xla"
-    assert population_model(CifarModel(conv_impl="xla")).conv_impl == "xla"
+    for backend in ("cpu", "gpu"):
+        monkeypatch.setattr(kernels.jax, "default_backend", lambda backend=backend: backend)
+        assert population_model(cifar, "in_turn") == cifar and population_model(mlp, "in_turn") == mlp
+    assert resolve_layout("auto") == "vmap" and resolve_layout("in_turn") == "in_turn"
+    assert population_model(cifar, "vmap").conv_impl == "shifted"
+    assert population_model(mlp, "vmap").dense_impl == "xla"
+    assert population_model(CifarModel(conv_impl="xla"), "vmap").conv_impl == "xla"
+    monkeypatch.setattr(kernels.jax, "default_backend", lambda: "cpu")  # vmapped on CPU: select decides
+    assert (
+        population_model(cifar, "vmap").conv_impl == "auto"
+        and population_model(mlp, "vmap").dense_impl == "auto"
+    )
     assert cifar.conv_impl == "auto" and mlp.dense_impl == "auto"
 
 

@@ -22,13 +22,14 @@ from resnet_jax.config import compose
 from resnet_jax.population import MemberJob, form_groups, train_population
 from resnet_jax.runner import run
 
-# Why a tolerance: a single run's hyperparameters are constants of its program, a member's are arrays, and the
-# vmapped convolutions and reductions may sum in another order; float32 rounding then differs in the last
-# bits (1e-7) and training amplifies it. Measured over 20 steps: the MLP and the unclipped CIFAR nets stay
-# within 3e-7 (relative) on CPU and 1.1e-5 on an H200 (float32 at "highest" precision, not TF32). One member
-# of the BatchNorm ResNet with the family's clipping drifted from step 7 on, to 7e-4 in the loss and 2e-3 in a
-# BatchNorm mean after 20 steps (the MLP, clipped alike, does not: the clipping is the same maths, this
-# trajectory is just more chaotic). One example more or less changes a test error by 100/360 %.
+# Why a tolerance (side by side, `vmap`): a single run's hyperparameters are constants of its program, a
+# member's are arrays, and the vmapped convolutions and reductions may sum in another order; float32 rounding
+# then differs in the last bits (1e-7) and training amplifies it. Measured over 20 steps: the MLP and the
+# unclipped CIFAR nets stay within 3e-7 (relative) on CPU and 1.1e-5 on an H200 (float32 at "highest"
+# precision, not TF32). One member of the BatchNorm ResNet with the family's clipping drifted from step 7 on,
+# to 7e-4 in the loss and 2e-3 in a BatchNorm mean after 20 steps (the MLP, clipped alike, does not: the
+# clipping is the same maths, this trajectory is just more chaotic). One example more or less changes a test
+# error by 100/360 %. Members in turn (`in_turn`) compute what the single run computes, bit for bit on CPU.
 ERROR_ATOL = 0.7  # percentage points: two examples of a 320-example chunk, or of the 360 test images
 
 MEMBERS = [("seed=0", "optim.l2=1e-4", "optim.lr=0.05"), ("seed=1", "optim.l2=0", "optim.lr=0.02"),
@@ -56,19 +57,25 @@ NETS = [
 ]
 
 
+@pytest.mark.parametrize("layout", ["vmap", "in_turn"])
 @pytest.mark.parametrize(("net", "loss_rtol", "array_rtol"), NETS)
 def test_each_member_equals_the_single_run_with_its_overrides(
-    net: tuple[str, ...], loss_rtol: float, array_rtol: float, tmp_path: Path
+    net: tuple[str, ...], loss_rtol: float, array_rtol: float, layout: str, tmp_path: Path
 ) -> None:
     configs = [tiny_config(*net, *member) for member in MEMBERS]
     with jax.default_matmul_precision("highest"):  # on GPUs XLA's default float32 is TF32 (~3 digits)
         summaries = train_population(
-            [MemberJob(c, tmp_path / f"member{k}") for k, c in enumerate(configs)], group="g"
+            [MemberJob(c, tmp_path / f"member{k}") for k, c in enumerate(configs)], group="g", layout=layout
         )
         singles = [run(cfg, tmp_path / f"single{k}") for k, cfg in enumerate(configs)]
     assert [s["status"] for s in summaries] == ["completed"] * 3
+    # members in turn run the single run's program op for op: on CPU (deterministic) the very same bits
+    exact = layout == "in_turn" and jax.default_backend() == "cpu"
     for k, single in enumerate(singles):
         member = tmp_path / f"member{k}"
+        if exact:
+            assert_same_record(tmp_path / f"single{k}", member)
+            continue
         assert_close_rows(metric_rows(member), metric_rows(tmp_path / f"single{k}"), loss_rtol)
         assert summaries[k]["params"] == single["params"] and summaries[k]["step"] == single["step"] == 20
         ours, theirs = final_arrays(member), final_arrays(tmp_path / f"single{k}")
@@ -118,24 +125,25 @@ def test_a_population_larger_than_the_device_memory_is_trained_in_smaller_progra
     configs = [tiny_config("model=mlp", *member) for member in MEMBERS]
     jobs = [MemberJob(cfg, tmp_path / "one" / str(k), name=str(k)) for k, cfg in enumerate(configs)]
     summaries = train_population(jobs, group="g", fit_to_memory=True)  # room for all (CPU: the host's RAM)
-    engine = population.PopulationEngine(
-        [models.build(c.model, (8, 8, 1), 10, c.seed) for c in configs], [c.optim for c in configs], 20,
-        seeds=[c.seed for c in configs], x_train=np.zeros((64, 8, 8, 1), np.float32),
-        y_train=np.zeros(64, np.int32), augment=False, dtype=np.float32,
-    )  # fmt: skip
-    state = engine.stacked(engine.member_initial)
-    monkeypatch.setattr(population, "device_free_bytes", lambda: 10**12)
-    many = engine.members_that_fit(state, 5, 32)
-    monkeypatch.setattr(population, "device_free_bytes", lambda: 10**12 // 100)
-    fewer = engine.members_that_fit(state, 5, 32)
-    assert many > fewer > 1 and abs(many / fewer - 100) < 1
+    for layout in ("vmap", "in_turn"):
+        engine = population.PopulationEngine(
+            [models.build(c.model, (8, 8, 1), 10, c.seed) for c in configs], [c.optim for c in configs], 20,
+            seeds=[c.seed for c in configs], x_train=np.zeros((64, 8, 8, 1), np.float32),
+            y_train=np.zeros(64, np.int32), augment=False, dtype=np.float32, layout=layout,
+        )  # fmt: skip
+        state = engine.stacked(engine.member_initial)
+        monkeypatch.setattr(population, "device_free_bytes", lambda: 10**12)
+        many = engine.members_that_fit(state, 5, 32)
+        monkeypatch.setattr(population, "device_free_bytes", lambda: 10**12 // 100)
+        fewer = engine.members_that_fit(state, 5, 32)
+        assert many > fewer > 1 and abs(many / fewer - 100) < 1, layout
     monkeypatch.setattr(population, "device_free_bytes", lambda: 1)  # room for one member per program
     with pytest.raises(population.TooLarge) as raised:
         train_population([replace(job, run_dir=tmp_path / "none" / job.name) for job in jobs], group="g",
                          fit_to_memory=True)  # fmt: skip
     assert raised.value.fit == 1 and not (tmp_path / "none" / "0" / "summary.json").exists()
     split = [replace(job, run_dir=tmp_path / "split" / job.name) for job in jobs]
-    codes = population_launcher._train(split, tmp_path, fit_to_memory=True)
+    codes = population_launcher._train(split, tmp_path, fit_to_memory=True, layout="auto")
     assert list(codes.values()) == [0] * len(jobs)
     for job, summary in zip(split, summaries, strict=True):
         ours = json.loads((job.run_dir / "summary.json").read_text())
@@ -182,7 +190,10 @@ def test_a_population_sweep_writes_the_run_directories_of_the_basic_launcher(
         )
         summary_a, summary_b = (json.loads((d / "summary.json").read_text()) for d in (a, b))
         assert summary_a.keys() == summary_b.keys() and summary_a["status"] == "completed"
-        assert_close_rows(metric_rows(a), metric_rows(b), loss_rtol=1e-5)
+        if jax.default_backend() == "cpu":  # members in turn (`auto` here): the single runs' very bits
+            assert_same_record(b, a)
+        else:
+            assert_close_rows(metric_rows(a), metric_rows(b), loss_rtol=1e-5)
     for directory in (uninterrupted, basic):  # the report reads both alike
         assert train_report(directory).returncode == 0
     csv_a, csv_b = ((d / "runs.csv").read_text().splitlines() for d in (uninterrupted, basic))
@@ -271,13 +282,16 @@ def test_a_completed_population_is_reported_not_retrained(uninterrupted: Path, t
     assert {p: p.stat().st_mtime_ns for p in directory.rglob("checkpoints/*/*") if p.is_file()} == before
 
 
+@pytest.mark.parametrize("layout", ["vmap", "in_turn"])
 def test_members_split_over_devices_compute_what_one_device_computes(
-    uninterrupted: Path, tmp_path: Path
+    uninterrupted: Path, layout: str, tmp_path: Path
 ) -> None:
-    """Four members on three (CPU host) devices: each device trains whole members, padded to six slots (a
-    batch of 32 need not divide 3), with the numbers of one device; the padding is never reported."""
+    """Four members on three (CPU host) devices: each device trains whole members, side by side or in turn,
+    padded to six slots (a batch of 32 need not divide 3), with the numbers of one device; the padding is
+    never reported."""
     directory = tmp_path / "sweep"
-    out = sweep(directory, *POPULATION, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=3"})
+    out = sweep(directory, *POPULATION, f"hydra.launcher.layout={layout}",
+                env={"XLA_FLAGS": "--xla_force_host_platform_device_count=3"})  # fmt: skip
     assert out.returncode == 0, out.stderr[-3000:]
     assert "4 members split over 3 devices (6 slots)" in out.stderr
     assert len(run_dirs(directory)) == 4
