@@ -29,7 +29,7 @@ import numpy as np
 from resnet_jax import models, optim
 from resnet_jax.config import Config, compose
 from resnet_jax.engine import Engine
-from resnet_jax.population import PopulationEngine
+from resnet_jax.population import PopulationEngine, population_model, resolve_layout
 
 REFERENCES = Path(__file__).resolve().parents[2] / "shared" / "bench"
 RESULTS: list[dict] = []
@@ -80,15 +80,17 @@ def train_rate(engine: Engine, batch: int, steps_per_call: int, calls: int) -> t
     return calls * steps_per_call / (time.perf_counter() - start), first
 
 
-def make_population(cfg: Config, shape: tuple[int, int, int], members: int, examples: int = 1024,
-                    dtype: jnp.dtype = jnp.float32) -> PopulationEngine:  # fmt: skip
-    """`members` copies of `cfg` (seeds 0, 1, ...) as one population on random data."""
+def make_population(cfg: Config, shape: tuple[int, int, int], members: int, layout: str = "auto",
+                    examples: int = 1024, dtype: jnp.dtype = jnp.float32) -> PopulationEngine:  # fmt: skip
+    """`members` copies of `cfg` (seeds 0, 1, ...) as one population on random data, computed with `layout`
+    (`population.LAYOUTS`) and the kernels the launcher gives that layout."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(examples, *shape)).astype(np.float32)
     y = rng.integers(0, 10, size=examples).astype(np.int32)
-    networks = [models.build(cfg.model, shape, 10, seed) for seed in range(members)]
+    layout = resolve_layout(layout)
+    networks = [models.build(population_model(cfg.model, layout), shape, 10, seed) for seed in range(members)]
     return PopulationEngine(networks, [cfg.optim] * members, 10_000, seeds=list(range(members)), x_train=x,
-                            y_train=y, augment=False, dtype=dtype)  # fmt: skip
+                            y_train=y, augment=False, dtype=dtype, layout=layout)  # fmt: skip
 
 
 def population_rate(
@@ -285,20 +287,25 @@ def bench_population(sweep_steps: tuple[int, ...] = (300, 3000)) -> None:
     mlp = config("model=mlp", "model.depth=10", "model.width=64")
     xla_dense = config("model=mlp", "model.depth=10", "model.width=64", "model.dense_impl=xla")
     runs = [("single", make_engine(mlp, (8, 8, 1), 128), 128, 100, 3)]
-    runs += [(f"members_{m}", make_population(mlp, (8, 8, 1), m), 128, 100, 3) for m in (1, 8, 16)]
-    runs += [("members_16_xla_dense", make_population(xla_dense, (8, 8, 1), 16), 128, 100, 3)]
+    runs += [
+        (f"members_{m}_in_turn", make_population(mlp, (8, 8, 1), m, "in_turn"), 128, 100, 3) for m in (8, 16)
+    ]
+    runs += [
+        ("members_16_vmap", make_population(mlp, (8, 8, 1), 16, "vmap"), 128, 100, 3),  # oneDNN stack
+        ("members_16_vmap_xla_dense", make_population(xla_dense, (8, 8, 1), 16, "vmap"), 128, 100, 3),
+    ]
     rates = interleaved_rates(runs)
     for (name, _), rate in rates.items():
         emit(bench="population_mlp", variant=name, depth=10, width=64, batch=128,
              member_steps_per_s=round(rate, 1), vs_single=round(rate / rates[("single", 100)], 3),
              statistic="median of 3 interleaved rounds")  # fmt: skip
     resnet, shifted = config("model.depth=20"), config("model.depth=20", "model.conv_impl=shifted")
-    xla = config("model.depth=20", "model.conv_impl=xla")
-    runs = [("single", make_engine(resnet, (32, 32, 3), 128), 128, 5, 2),
-            ("members_4", make_population(resnet, (32, 32, 3), 4), 128, 5, 2),  # oneDNN: members in turn
-            ("members_4_shifted_conv", make_population(shifted, (32, 32, 3), 4), 128, 5, 2),
-            # XLA's CPU conv is fast only outside loops (jax-ml/jax#12868): one step per call
-            ("members_4_xla_conv", make_population(xla, (32, 32, 3), 4), 128, 1, 2)]  # fmt: skip
+    runs = [
+        ("single", make_engine(resnet, (32, 32, 3), 128), 128, 5, 2),
+        ("members_4_in_turn", make_population(resnet, (32, 32, 3), 4, "in_turn"), 128, 5, 2),
+        ("members_4_vmap", make_population(resnet, (32, 32, 3), 4, "vmap"), 128, 5, 2),  # oneDNN conv
+        ("members_4_vmap_shifted_conv", make_population(shifted, (32, 32, 3), 4, "vmap"), 128, 5, 2),
+    ]
     rates = interleaved_rates(runs, rounds=2)
     for (name, _), rate in rates.items():
         emit(bench="population_resnet", variant=name, depth=20, batch=128,

@@ -174,18 +174,23 @@ def mlp(sizes: Sizes, budget: Budget) -> None:
 
 
 def population(sizes: Sizes, budget: Budget) -> None:
-    """One run beside a population of `sizes.members` (`launcher=population`'s program), interleaved, with
-    XLA's convolution (under vmap a grouped convolution) and the shifted-matmul one (batched matmuls)."""
+    """One run beside a population of `sizes.members` (`launcher=population`'s program), interleaved: side by
+    side (vmap) with XLA's convolution (under vmap a grouped convolution) and with the shifted-matmul one
+    (batched matmuls), and members in turn (each a single run's program)."""
     depth = sizes.depths[0]
-    if not budget.allows(f"population_resnet{depth}", 150):
+    if not budget.allows(f"population_resnet{depth}", 180):
         return
     runs = []
     for conv in ("xla", "shifted"):
         cfg = bench.config(f"model.depth={depth}", f"model.conv_impl={conv}")
         runs += [(f"single_{conv}", bench.make_engine(cfg, (32, 32, 3), sizes.batch), sizes.batch,
                   sizes.steps_per_call, sizes.calls),
-                 (f"members_{sizes.members}_{conv}", bench.make_population(cfg, (32, 32, 3), sizes.members),
+                 (f"members_{sizes.members}_vmap_{conv}",
+                  bench.make_population(cfg, (32, 32, 3), sizes.members, "vmap"),
                   sizes.batch, sizes.steps_per_call, sizes.calls)]  # fmt: skip
+    cfg = bench.config(f"model.depth={depth}")
+    runs += [(f"members_{sizes.members}_in_turn", bench.make_population(cfg, (32, 32, 3), sizes.members,
+              "in_turn"), sizes.batch, sizes.steps_per_call, sizes.calls)]  # fmt: skip
     rates = bench.interleaved_rates(runs, rounds=2)
     single = rates[("single_xla", sizes.steps_per_call)]
     for (name, _), rate in rates.items():
@@ -196,7 +201,9 @@ def population(sizes: Sizes, budget: Budget) -> None:
         return
     mlp_cfg = bench.config("model=mlp", f"model.depth={sizes.mlp_depths[0]}", "model.width=64")
     runs = [("single", bench.make_engine(mlp_cfg, (8, 8, 1), 128), 128, 100, sizes.calls),
-            ("members_16", bench.make_population(mlp_cfg, (8, 8, 1), 16), 128, 100, sizes.calls)]  # fmt: skip
+            ("members_16_vmap", bench.make_population(mlp_cfg, (8, 8, 1), 16, "vmap"), 128, 100, sizes.calls),
+            ("members_16_in_turn", bench.make_population(mlp_cfg, (8, 8, 1), 16, "in_turn"), 128, 100,
+             sizes.calls)]  # fmt: skip
     rates = bench.interleaved_rates(runs, rounds=2)
     for (name, _), rate in rates.items():
         bench.emit(bench="population_mlp", variant=name, depth=sizes.mlp_depths[0], width=64, batch=128,

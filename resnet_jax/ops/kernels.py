@@ -52,9 +52,10 @@ def select(op: str, requested: str, *, dtype: jnp.dtype = jnp.float32, needs_sca
 
 
 def for_population(op: str, requested: str) -> str:
-    """The name a population's members compute `op` with: `auto` resolved for vmapped members on GPU/TPU
-    (on CPU, `auto` already is the fastest under vmap: the oneDNN dense stack takes all members in one call,
-    and oneDNN's convolution, members in turn, beats the alternatives: README "Populations")."""
+    """The name a population's members side by side (`vmap`; members in turn take a single run's) compute
+    `op` with: `auto` resolved for vmapped members on GPU/TPU (on CPU, `auto` already is the fastest under
+    vmap: the oneDNN dense stack takes all members in one call, and oneDNN's convolution, members in turn,
+    beats the alternatives: README "Populations")."""
     if requested != "auto" or jax.default_backend() == "cpu":
         return requested
     return TABLE[op].auto_in_population_elsewhere
