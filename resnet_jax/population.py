@@ -224,14 +224,14 @@ class PopulationEngine(Engine):
                 state, indices, hyper, augment_key, member_alive = member
 
                 def train(s: TrainState):
-                    return run_steps(
-                        lambda st, b: self._member_step(st, b, hyper, augment_key, data), s, indices
-                    )
+                    s, rows = run_steps(lambda st, b: self._member_step(st, b, hyper, augment_key, data), s,
+                                        indices)  # fmt: skip
+                    return s, rows.astype(jnp.float32)  # float32 holds every dtype's loss exactly
 
-                rows = jax.eval_shape(train, state)[1]
-                return jax.lax.cond(
-                    member_alive, train, lambda s: (s, jnp.zeros(rows.shape, rows.dtype)), state
-                )
+                def skip(s: TrainState):
+                    return s, jnp.zeros((indices.shape[0], 2), jnp.float32)
+
+                return jax.lax.cond(member_alive, train, skip, state)
 
             members = (state, jnp.moveaxis(indices, 1, 0), hyper, augment_keys, alive)
             new, rows = jax.lax.map(member_chunk, members)
