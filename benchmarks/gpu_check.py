@@ -176,11 +176,16 @@ def mlp(sizes: Sizes, budget: Budget) -> None:
 def population(sizes: Sizes, budget: Budget) -> None:
     """One run beside a population of `sizes.members` (`launcher=population`'s program), interleaved: side by
     side (vmap) with XLA's convolution (under vmap a grouped convolution) and with the shifted-matmul one
-    (batched matmuls), and members in turn (each a single run's program)."""
+    (batched matmuls), and members in turn (each a single run's program). Beside them the ceiling: one net
+    training on all the population's images at once (one batch of members x batch), which no population of
+    separate nets can beat in images/s."""
     depth = sizes.depths[0]
-    if not budget.allows(f"population_resnet{depth}", 180):
+    if not budget.allows(f"population_resnet{depth}", 200):
         return
-    runs = []
+    together = sizes.members * sizes.batch
+    cfg = bench.config(f"model.depth={depth}", "model.conv_impl=xla")
+    runs = [(f"single_xla_batch_{together}", bench.make_engine(cfg, (32, 32, 3), together), together,
+             sizes.steps_per_call, sizes.calls)]  # fmt: skip
     for conv in ("xla", "shifted"):
         cfg = bench.config(f"model.depth={depth}", f"model.conv_impl={conv}")
         runs += [(f"single_{conv}", bench.make_engine(cfg, (32, 32, 3), sizes.batch), sizes.batch,
@@ -193,10 +198,11 @@ def population(sizes: Sizes, budget: Budget) -> None:
               "in_turn"), sizes.batch, sizes.steps_per_call, sizes.calls)]  # fmt: skip
     rates = bench.interleaved_rates(runs, rounds=2)
     single = rates[("single_xla", sizes.steps_per_call)]
+    batch = {name: run_batch for name, _, run_batch, _, _ in runs}
     for (name, _), rate in rates.items():
-        bench.emit(bench="population_resnet", variant=name, depth=depth, batch=sizes.batch,
-                   member_images_per_s=round(rate * sizes.batch, 1),
-                   images_vs_single=round(rate / single, 2))  # fmt: skip
+        bench.emit(bench="population_resnet", variant=name, depth=depth, batch=batch[name],
+                   member_images_per_s=round(rate * batch[name], 1),
+                   images_vs_single=round(rate * batch[name] / (single * sizes.batch), 2))  # fmt: skip
     if not budget.allows("population_mlp", 30):
         return
     mlp_cfg = bench.config("model=mlp", f"model.depth={sizes.mlp_depths[0]}", "model.width=64")
