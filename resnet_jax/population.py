@@ -264,15 +264,21 @@ class PopulationEngine(Engine):
         state, rows = self._program(state, *placed)(state, *placed)
         return state, rows[:, : self.members]
 
-    def members_that_fit(self, state: TrainState, steps: int, batch_size: int, fraction: float = 0.8) -> int:
+    def members_that_fit(self, steps: int, batch_size: int, fraction: float = 0.8) -> int:
         """How many members fit in `fraction` of each device's free memory: this population's compiled
         chunk of `steps` steps, as XLA's memory analysis sizes it (arguments, outputs and temporaries, per
-        device). The dataset, which the members share, counts once; so do the temporaries of members taken
-        in turn (one member's at a time), while side by side every member has its own."""
+        device), lowered from the state's shapes (no copy of it is placed). The dataset, which the members
+        share, counts once; so do the temporaries of members taken in turn (one member's at a time), while
+        side by side every member has its own."""
         placed = self._placed(
             np.zeros((steps, self.members, batch_size), np.int32), np.ones(self.members, bool)
         )
-        memory = self._program(state, *placed).memory_analysis()
+        shapes = jax.tree.map(
+            lambda leaf: jax.ShapeDtypeStruct((self.slots, *np.shape(leaf)), np.asarray(leaf).dtype,
+                                              sharding=self.state_sharding),
+            self.member_initial[0],
+        )  # fmt: skip
+        memory = self._program(shapes, *placed).memory_analysis()
         once = self.x_train.nbytes + self.y_train.nbytes
         if self.layout == "in_turn":
             once += memory.temp_size_in_bytes
@@ -488,8 +494,7 @@ def train_population(
             engine, data = _set_up(members, resolve_layout(layout))
             if fit_to_memory:
                 t = members[0].cfg.trainer
-                state = engine.stacked(engine.member_initial)
-                fit = engine.members_that_fit(state, min(t.log_every, t.steps), t.batch_size)
+                fit = engine.members_that_fit(min(t.log_every, t.steps), t.batch_size)
                 if fit < len(members):
                     raise TooLarge(fit)
             states = []

@@ -131,11 +131,10 @@ def test_a_population_larger_than_the_device_memory_is_trained_in_smaller_progra
             seeds=[c.seed for c in configs], x_train=np.zeros((64, 8, 8, 1), np.float32),
             y_train=np.zeros(64, np.int32), augment=False, dtype=np.float32, layout=layout,
         )  # fmt: skip
-        state = engine.stacked(engine.member_initial)
         monkeypatch.setattr(population, "device_free_bytes", lambda: 10**12)
-        many = engine.members_that_fit(state, 5, 32)
+        many = engine.members_that_fit(5, 32)
         monkeypatch.setattr(population, "device_free_bytes", lambda: 10**12 // 100)
-        fewer = engine.members_that_fit(state, 5, 32)
+        fewer = engine.members_that_fit(5, 32)
         assert many > fewer > 1 and abs(many / fewer - 100) < 1, layout
     monkeypatch.setattr(population, "device_free_bytes", lambda: 1)  # room for one member per program
     with pytest.raises(population.TooLarge) as raised:
