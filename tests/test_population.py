@@ -57,32 +57,35 @@ NETS = [
 ]
 
 
-@pytest.mark.parametrize("layout", ["vmap", "in_turn"])
 @pytest.mark.parametrize(("net", "loss_rtol", "array_rtol"), NETS)
 def test_each_member_equals_the_single_run_with_its_overrides(
-    net: tuple[str, ...], loss_rtol: float, array_rtol: float, layout: str, tmp_path: Path
+    net: tuple[str, ...], loss_rtol: float, array_rtol: float, tmp_path: Path
 ) -> None:
+    """Both layouts against the same single runs."""
     configs = [tiny_config(*net, *member) for member in MEMBERS]
     with jax.default_matmul_precision("highest"):  # on GPUs XLA's default float32 is TF32 (~3 digits)
-        summaries = train_population(
-            [MemberJob(c, tmp_path / f"member{k}") for k, c in enumerate(configs)], group="g", layout=layout
-        )
         singles = [run(cfg, tmp_path / f"single{k}") for k, cfg in enumerate(configs)]
-    assert [s["status"] for s in summaries] == ["completed"] * 3
-    # members in turn run the single run's program op for op: on CPU (deterministic) the very same bits
-    exact = layout == "in_turn" and jax.default_backend() == "cpu"
-    for k, single in enumerate(singles):
-        member = tmp_path / f"member{k}"
-        if exact:
-            assert_same_record(tmp_path / f"single{k}", member)
-            continue
-        assert_close_rows(metric_rows(member), metric_rows(tmp_path / f"single{k}"), loss_rtol)
-        assert summaries[k]["params"] == single["params"] and summaries[k]["step"] == single["step"] == 20
-        ours, theirs = final_arrays(member), final_arrays(tmp_path / f"single{k}")
-        assert ours.keys() == theirs.keys()
-        for key in (k for k in theirs if not k.startswith("opt_state")):  # parameters, BatchNorm statistics
-            difference = np.linalg.norm(ours[key] - theirs[key]) / max(np.linalg.norm(theirs[key]), 1e-6)
-            assert difference <= array_rtol, (key, difference)
+        for layout in ("in_turn", "vmap"):
+            jobs = [MemberJob(c, tmp_path / layout / f"member{k}") for k, c in enumerate(configs)]
+            summaries = train_population(jobs, group="g", layout=layout)
+            assert [s["status"] for s in summaries] == ["completed"] * 3
+            # members in turn run the single run's program op for op: on CPU (deterministic), its very bits
+            exact = layout == "in_turn" and jax.default_backend() == "cpu"
+            for k, single in enumerate(singles):
+                member = tmp_path / layout / f"member{k}"
+                if exact:
+                    assert_same_record(tmp_path / f"single{k}", member)
+                    continue
+                assert_close_rows(metric_rows(member), metric_rows(tmp_path / f"single{k}"), loss_rtol)
+                assert summaries[k]["params"] == single["params"]
+                assert summaries[k]["step"] == single["step"] == 20
+                ours, theirs = final_arrays(member), final_arrays(tmp_path / f"single{k}")
+                assert ours.keys() == theirs.keys()
+                for key in (k for k in theirs if not k.startswith("opt_state")):  # parameters, BN statistics
+                    difference = np.linalg.norm(ours[key] - theirs[key]) / max(
+                        np.linalg.norm(theirs[key]), 1e-6
+                    )
+                    assert difference <= array_rtol, (layout, key, difference)
 
 
 def test_each_member_has_its_own_wandb_run_named_as_its_single_run(tmp_path: Path, monkeypatch) -> None:
