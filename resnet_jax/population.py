@@ -273,11 +273,12 @@ class PopulationEngine(Engine):
         placed = self._placed(
             np.zeros((steps, self.members, batch_size), np.int32), np.ones(self.members, bool)
         )
-        shapes = jax.tree.map(
-            lambda leaf: jax.ShapeDtypeStruct((self.slots, *np.shape(leaf)), np.asarray(leaf).dtype,
-                                              sharding=self.state_sharding),
+        shapes = jax.tree.map(  # the host state's leaves are numpy arrays
+            lambda leaf: jax.ShapeDtypeStruct(
+                (self.slots, *leaf.shape), leaf.dtype, sharding=self.state_sharding
+            ),
             self.member_initial[0],
-        )  # fmt: skip
+        )
         memory = self._program(shapes, *placed).memory_analysis()
         once = self.x_train.nbytes + self.y_train.nbytes
         if self.layout == "in_turn":
