@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import numpy as np
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from resnet_jax.errors import ConfigError
@@ -81,10 +82,16 @@ def put_tree(tree: Any, sharding: NamedSharding) -> Any:
 
 
 def host_copy(value: Any) -> np.ndarray:
-    """A replicated array's value from this process's first shard (np.asarray fails on a multi-host array)."""
-    if isinstance(value, jax.Array):
+    """A global array's whole value on this process (np.asarray fails on an array spanning processes): a
+    replicated one from this process's first shard, one sharded over several processes (a population's
+    members) gathered from all of them, which every process must then call in the same order."""
+    if not isinstance(value, jax.Array):
+        return np.asarray(value)
+    if value.is_fully_replicated:
         return np.asarray(value.addressable_data(0))
-    return np.asarray(value)
+    if value.is_fully_addressable:
+        return np.asarray(value)
+    return np.asarray(multihost_utils.process_allgather(value, tiled=True))
 
 
 def is_primary() -> bool:

@@ -198,23 +198,28 @@ class PopulationEngine(Engine):
         tx, _ = optim.build(cfg, self.steps)
         return self.step_with(tx, cfg.l2, augment_key, state, indices, data)
 
-    def _population_chunk(self, state: TrainState, indices: jax.Array, alive: jax.Array):
-        """Every alive member trains the chunk's K steps (the others keep their state); (K, M, 2) rows."""
+    def _population_chunk(self, state: TrainState, indices: jax.Array, alive: jax.Array, hyper: dict,
+                          augment_keys: jax.Array):  # fmt: skip
+        """Every alive member trains the chunk's K steps (the others keep their state); (K, M, 2) rows. The
+        per-member arrays are arguments, not closed over: split over several processes, a jitted function
+        may not close over an array that spans them."""
         chunk = self._side_by_side if self.layout == "vmap" else self._in_turn
-        new, rows = chunk(state, indices, alive)
+        new, rows = chunk(state, indices, alive, hyper, augment_keys)
         return new, jax.lax.with_sharding_constraint(rows, self.replicated)
 
-    def _side_by_side(self, state: TrainState, indices: jax.Array, alive: jax.Array):
+    def _side_by_side(self, state: TrainState, indices: jax.Array, alive: jax.Array, hyper: dict,
+                      augment_keys: jax.Array):  # fmt: skip
         """The vmapped step inside the K-step scan. Masking once per chunk, not per step: a select over the
         whole state each step cost a fifth of the speed."""
         step = jax.vmap(self._member_step)
-        new, rows = run_steps(lambda s, batch: step(s, batch, self.hyper, self.augment_keys), state, indices)
+        new, rows = run_steps(lambda s, batch: step(s, batch, hyper, augment_keys), state, indices)
         kept = jax.tree.map(
             lambda n, o: jnp.where(alive.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, state
         )
         return kept, rows
 
-    def _in_turn(self, state: TrainState, indices: jax.Array, alive: jax.Array):
+    def _in_turn(self, state: TrainState, indices: jax.Array, alive: jax.Array, hyper: dict,
+                 augment_keys: jax.Array):  # fmt: skip
         """Each member's K steps after the previous member's, each the single run's chunk with the member's
         hyperparameters; a member not alive is skipped, not computed. With the members split over devices,
         each device takes its own members in turn."""
@@ -244,24 +249,27 @@ class PopulationEngine(Engine):
             local = jax.shard_map(local, mesh=self.mesh, check_vma=False,
                                   in_specs=(members, steps_members, members, members, members, P()),
                                   out_specs=(members, steps_members))  # fmt: skip
-        return local(state, indices, self.hyper, self.augment_keys, alive, (self.x_train, self.y_train))
+        return local(state, indices, hyper, augment_keys, alive, (self.x_train, self.y_train))
 
-    def _program(self, state: TrainState, indices: jax.Array, alive: jax.Array):
+    def _program(self, state: TrainState, indices: jax.Array, *rest: Any):
         """The chunk for these shapes, compiled once: the program that trains, and that `members_that_fit`
         sizes (sizing it costs no compilation of its own)."""
         if indices.shape not in self._programs:
-            self._programs[indices.shape] = self.compiled_chunk.lower(state, indices, alive).compile()
+            self._programs[indices.shape] = self.compiled_chunk.lower(state, indices, *rest).compile()
         return self._programs[indices.shape]
 
-    def _placed(self, indices: np.ndarray, alive: np.ndarray) -> tuple[jax.Array, jax.Array]:
+    def _chunk_arguments(self, indices: np.ndarray, alive: np.ndarray) -> tuple[Any, ...]:
+        """The chunk's arguments after the state: the indices and alive flags placed, and the members'
+        hyperparameters and augmentation keys."""
         indices = np.moveaxis(self._padded(np.moveaxis(indices, 1, 0)), 0, 1)
         alive = self._padded(np.asarray(alive, bool), fill=False)
-        return distributed.put(indices, self.indices_sharding), distributed.put(alive, self.state_sharding)
+        return (distributed.put(indices, self.indices_sharding), distributed.put(alive, self.state_sharding),
+                self.hyper, self.augment_keys)  # fmt: skip
 
     def train_members(self, state: TrainState, indices: np.ndarray, alive: np.ndarray):
         """K steps of every alive member: `indices` (K, M, B); returns the state and (K, M, 2) rows."""
-        placed = self._placed(indices, alive)
-        state, rows = self._program(state, *placed)(state, *placed)
+        arguments = self._chunk_arguments(indices, alive)
+        state, rows = self._program(state, *arguments)(state, *arguments)
         return state, rows[:, : self.members]
 
     def members_that_fit(self, steps: int, batch_size: int, fraction: float = 0.8) -> int:
@@ -270,7 +278,7 @@ class PopulationEngine(Engine):
         device), lowered from the state's shapes (no copy of it is placed). The dataset, which the members
         share, counts once; so do the temporaries of members taken in turn (one member's at a time), while
         side by side every member has its own."""
-        placed = self._placed(
+        arguments = self._chunk_arguments(
             np.zeros((steps, self.members, batch_size), np.int32), np.ones(self.members, bool)
         )
         shapes = jax.tree.map(  # the host state's leaves are numpy arrays
@@ -279,7 +287,7 @@ class PopulationEngine(Engine):
             ),
             self.member_initial[0],
         )
-        memory = self._program(shapes, *placed).memory_analysis()
+        memory = self._program(shapes, *arguments).memory_analysis()
         once = self.x_train.nbytes + self.y_train.nbytes
         if self.layout == "in_turn":
             once += memory.temp_size_in_bytes
@@ -407,7 +415,7 @@ def _train(
         if probe is not None and due(step, cfg.probe.every, t.steps):
             done.probed = probe(state)
         if due(step, t.checkpoint_every, t.steps):  # once for all members, sliced on the host
-            done.host_state = jax.device_get(state)
+            done.host_state = jax.tree.map(distributed.host_copy, state)
         for k in active:
             with members[k].directory.speaking():
                 _after_chunk(members[k], k, step, done)

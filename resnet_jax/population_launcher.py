@@ -94,12 +94,13 @@ class PopulationJob:
 
 
 class PopulationLauncher(Launcher):
-    def __init__(self, max_members: int | None = None, backend: str = "local", layout: str = "auto",
-                 executor: dict[str, Any] | None = None) -> None:  # fmt: skip
+    def __init__(self, *, max_members: int | None, backend: str, layout: str,
+                 executor: dict[str, Any]) -> None:  # fmt: skip
+        """Hydra passes every key of the launcher's config: `PopulationLauncherConf` owns their defaults."""
         self.max_members, self.backend, self.layout = max_members, backend, layout
         if OmegaConf.is_config(executor):
             executor = OmegaConf.to_container(executor, resolve=True)
-        self.executor: dict[str, Any] = dict(executor or {})
+        self.executor: dict[str, Any] = dict(executor)
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -131,14 +132,27 @@ def test_building_a_model_never_compiles_the_kernels(tmp_path: Path) -> None:
     assert list(tmp_path.iterdir()) == []  # nothing was compiled into the cache
 
 
+def _build_kernels(cache: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "RESNET_JAX_CACHE": str(cache)}
+    return subprocess.run([sys.executable, "-m", "resnet_jax.ops.onednn"], cwd=REPO, env=env,
+                          capture_output=True, text=True)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def built_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kernel cache holding one fresh build (the library and its checksum), for tests to copy."""
+    cache = tmp_path_factory.mktemp("built")
+    built = _build_kernels(cache)
+    assert built.returncode == 0 and "oneDNN kernels: " in built.stdout, built.stderr
+    return cache
+
+
 @pytest.mark.parametrize("damage", ["truncated", "foreign"])
 def test_a_damaged_or_foreign_cached_library_falls_back_with_one_warning_and_is_rebuilt(
-    damage: str, tmp_path: Path
+    damage: str, built_cache: Path, tmp_path: Path
 ) -> None:
-    env = {**os.environ, "RESNET_JAX_CACHE": str(tmp_path)}
-    built = subprocess.run([sys.executable, "-m", "resnet_jax.ops.onednn"], cwd=REPO, env=env,
-                           capture_output=True, text=True)  # fmt: skip
-    assert built.returncode == 0 and "oneDNN kernels: " in built.stdout, built.stderr
+    for path in built_cache.iterdir():
+        shutil.copy2(path, tmp_path / path.name)
     (library,) = tmp_path.glob("*.so")
     good = library.read_bytes()
     if damage == "truncated":  # a copy cut short (full disk, killed copy): mapping it could die of SIGBUS
@@ -150,8 +164,7 @@ def test_a_damaged_or_foreign_cached_library_falls_back_with_one_warning_and_is_
     assert "logits (2, 10) conv shifted" in out.stdout
     warnings = [line for line in out.stderr.splitlines() if "oneDNN kernels unavailable" in line]
     assert len(warnings) == 1 and "damaged or not this build's (checksum mismatch)" in warnings[0]
-    rebuilt = subprocess.run([sys.executable, "-m", "resnet_jax.ops.onednn"], cwd=REPO, env=env,
-                             capture_output=True, text=True)  # fmt: skip
+    rebuilt = _build_kernels(tmp_path)
     assert rebuilt.returncode == 0 and library.read_bytes() == good
     assert "conv onednn" in _cache_probe(tmp_path).stdout
 

@@ -248,3 +248,27 @@ def test_a_population_is_one_slurm_job_per_group_preempted_requeued_and_resumed(
     assert len(run_dirs(sweep)) == 4
     for reference, resumed in zip(run_dirs(local), run_dirs(sweep), strict=True):
         assert_same_record(reference, resumed)
+
+
+def test_a_population_job_of_two_tasks_splits_its_members_over_two_jax_processes(tmp_path: Path) -> None:
+    """`hydra.launcher.executor.tasks_per_node=2`: the group's job is two JAX processes, each training its
+    own member (members split over the global mesh); process 0 writes both directories, checkpoints gathered
+    from both processes: the records of the same population trained in this process."""
+    args = (*RUN, "seed=0,1", "launcher=population")
+    local = tmp_path / "local"
+    out = train("-m", *args, f"hydra.sweep.dir={local}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    sweep = tmp_path / "sweep"
+    executor = (f"hydra.launcher.executor.partition={PARTITION}", "hydra.launcher.executor.cpus_per_task=1",
+                "hydra.launcher.executor.mem_gb=4", "hydra.launcher.executor.tasks_per_node=2")  # fmt: skip
+    out = train("-m", *args, "hydra.launcher.backend=submitit_slurm", *executor, f"hydra.sweep.dir={sweep}")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert len(job_ids(sweep)) == 1 and len(run_dirs(sweep)) == 2
+    for reference, run_dir in zip(run_dirs(local), run_dirs(sweep), strict=True):
+        summary = json.loads((run_dir / "summary.json").read_text())
+        assert (summary["processes"], summary["devices"]) == (2, 2)
+        assert_same_record(reference, run_dir)
+        log = (run_dir / "train.log").read_text()
+        assert log.count("2 members split over 2 devices") == 1  # written by process 0 only
+    job_logs = "".join(p.read_text() for p in (sweep / ".submitit").glob("*/*_log.err"))
+    assert "jax.distributed: process 1 of 2" in job_logs
