@@ -27,12 +27,13 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from resnet_jax import population, rules, slurm
 from resnet_jax.config import to_config
-from resnet_jax.errors import UserError
+from resnet_jax.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)
 
 
 BACKENDS = ("local", "submitit_local", "submitit_slurm")
+PROCESS_KEYS = ("nodes", "tasks_per_node")  # the executor's keys that make a group's job several processes
 
 
 @dataclass
@@ -59,6 +60,15 @@ def check(launcher: dict) -> None:
         rules.positive("hydra.launcher.max_members", launcher["max_members"])
     rules.one_of("hydra.launcher.backend", launcher.get("backend"), BACKENDS)
     rules.one_of("hydra.launcher.layout", launcher.get("layout"), population.LAYOUTS)
+    for key in PROCESS_KEYS:  # several JAX processes per group come from SLURM's srun alone
+        value = (launcher.get("executor") or {}).get(key)
+        if value is None:
+            continue
+        rules.positive(f"hydra.launcher.executor.{key}", value)
+        if value > 1 and launcher.get("backend") != "submitit_slurm":
+            raise ConfigError(f"hydra.launcher.executor.{key}={value} needs hydra.launcher.backend="
+                              "submitit_slurm (only SLURM starts a group's job as several JAX processes); "
+                              "set it to 1 or choose that backend")  # fmt: skip
 
 
 # the command line's jobs, composed and checked once before Hydra starts (`resnet_jax.commandline`), by their
@@ -165,7 +175,8 @@ class PopulationLauncher(Launcher):
 
         def submit_and_wait() -> list[tuple[list[population.MemberJob], int]]:
             submitted = executor.map_array(task, groups)
-            return [(members, job.result()) for members, job in zip(groups, submitted, strict=True)]
+            # a job of several tasks has a result per task (process): process 0's, which writes, decides
+            return [(members, job.results()[0]) for members, job in zip(groups, submitted, strict=True)]
 
         if self.backend == "submitit_slurm":
             results = slurm.watched(params, submit_and_wait)

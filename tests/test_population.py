@@ -271,21 +271,26 @@ def test_max_members_splits_a_population_and_changes_no_result(uninterrupted: Pa
             assert_close_rows(metric_rows(split), metric_rows(reference), loss_rtol=1e-5)
 
 
+BAD_LAUNCHER_SETTINGS = {  # override: the one line it gives
+    "hydra.launcher.max_members=0": "hydra.launcher.max_members=0 is not allowed; it must be a finite "
+    "number > 0",
+    "hydra.launcher.backend=slurm": "hydra.launcher.backend='slurm' is not allowed; choose one of: local, "
+    "submitit_local, submitit_slurm",
+    "hydra.launcher.layout=pmap": "hydra.launcher.layout='pmap' is not allowed; choose one of: auto, vmap, "
+    "in_turn",
+    "hydra.launcher.executor.tasks_per_node=2": "hydra.launcher.executor.tasks_per_node=2 needs "
+    "hydra.launcher.backend=submitit_slurm (only SLURM starts a group's job as several JAX processes); "
+    "set it to 1 or choose that backend",
+    "hydra.launcher.executor.nodes=0": "hydra.launcher.executor.nodes=0 is not allowed; it must be a finite "
+    "number > 0",
+}
+
+
 def test_bad_launcher_settings_are_one_line_and_write_nothing(tmp_path: Path) -> None:
     directory = tmp_path / "sweep"
-    out = sweep(directory, *POPULATION, "hydra.launcher.max_members=0")
-    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
-        "error: hydra.launcher.max_members=0 is not allowed; it must be a finite number > 0"
-    ]
-    out = sweep(directory, *POPULATION, "hydra.launcher.backend=slurm")
-    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
-        "error: hydra.launcher.backend='slurm' is not allowed; choose one of: local, submitit_local, "
-        "submitit_slurm"
-    ]
-    out = sweep(directory, *POPULATION, "hydra.launcher.layout=pmap")
-    assert out.returncode == 2 and out.stderr.strip().splitlines() == [
-        "error: hydra.launcher.layout='pmap' is not allowed; choose one of: auto, vmap, in_turn"
-    ]
+    for override, message in BAD_LAUNCHER_SETTINGS.items():
+        out = sweep(directory, *POPULATION, override)
+        assert out.returncode == 2 and out.stderr.strip().splitlines() == [f"error: {message}"]
     assert not directory.exists()
 
 
