@@ -19,8 +19,12 @@ $(STAMP): pyproject.toml $(wildcard resnet_jax/ops/*.cc resnet_jax/ops/*.h)
 train: install  ## ResNet-20 on the embedded digits data (about a minute on 2 CPU cores)
 	$(BIN)/python -m resnet_jax.train $(ARGS)
 
+# the default suite's test files spread over this many worker processes (pytest-xdist; a file's tests stay on
+# one worker, so its module fixtures run once): most of a test's time is a subprocess starting and compiling
+TEST_WORKERS ?= auto
+
 test: install  ## the default suite (slow and cluster tests excluded), then lint
-	$(BIN)/python -m pytest -q -m "not slow and not cluster" $(ARGS)
+	$(BIN)/python -m pytest -q -m "not slow and not cluster" -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 	$(BIN)/ruff check resnet_jax hydra_plugins tests benchmarks
 
 test-all: install  ## every test but the cluster tests, slow ones included
