@@ -17,3 +17,10 @@ class DatasetError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint that cannot belong to this run's configuration."""
+
+
+class StorageFull(UserError):
+    """A run directory's disk is full or over quota: the run stops where it is, and resumes once there is
+    space (exit 1, as a failed run: nothing in the command line was wrong)."""
+
+    exit_code = 1

@@ -3,19 +3,23 @@
 `RESNET_JAX_FAULT=<point>[@<step>][:<action>]` makes the process act when it reaches that point (at that
 step): `kill` (the default) SIGKILLs itself, as a preemption, an OOM kill or a node failure does there;
 `pause` waits there (up to 10 minutes) so that a test can deliver a scheduler's signal at a known moment;
-`usr2` sends itself SIGUSR2, as SLURM does at a time limit. With `RESNET_JAX_FAULT_ONCE=<file>` the fault
-happens only where that file does not exist yet, and creates it: a requeued job, or a population's next
-member, passes the point again unharmed. Unset, every point is a no-op. The points, in a run's order:
+`usr2` sends itself SIGUSR2, as SLURM does at a time limit; `enospc` fails there as a write to a full disk
+does (OSError ENOSPC). With `RESNET_JAX_FAULT_ONCE=<file>` the fault happens only where that file does not
+exist yet, and creates it: a requeued job, or a population's next member, passes the point again unharmed.
+Unset, every point is a no-op. The points, in a run's order:
   after_log                the step's metrics row is written, its checkpoint (if one is due) not yet
   during_checkpoint_save   a checkpoint's files are written, its final rename (the commit) has not happened
   after_final_checkpoint   the final checkpoint is committed, summary.json not yet rewritten as completed
   after_checkpoint         a checkpoint is committed and summary.json rewritten
   job_completed            a SLURM/submitit job's run is complete, the job not yet ended
+and, where the run directory is written (`resnet_jax.rundir`), just before each write:
+  write_config, write_metrics (at a row's step), write_summary (at its step), write_checkpoint (at its step)
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -49,6 +53,8 @@ def _act(action: str) -> None:
         time.sleep(PAUSE_S)
     elif action == "usr2":
         os.kill(os.getpid(), signal.SIGUSR2)
+    elif action == "enospc":
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     else:
         logging.shutdown()  # what a killed process had logged stays in train.log
         os.kill(os.getpid(), signal.SIGKILL)

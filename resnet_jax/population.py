@@ -357,7 +357,7 @@ def _finish(member: Member, error: BaseException | None = None) -> None:
         return
     if error is not None:
         member.summary = ended_early(member.summary, error, member.record, member.step - member.start_step)
-        member.directory.write_summary(member.summary)
+        member.directory.record_end(member.summary)
     if member.tracker is not None:
         member.tracker.summarise(member.summary)
         member.tracker.close(0 if member.summary["status"] == "completed" else 1)

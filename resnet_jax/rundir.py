@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import errno
 import json
 import logging
 import math
@@ -31,9 +32,10 @@ from typing import Any
 
 import yaml
 
+from resnet_jax import faults
 from resnet_jax.checkpoint import Checkpoints, DamagedCheckpoint
 from resnet_jax.config import differences
-from resnet_jax.errors import CheckpointError, ConfigError
+from resnet_jax.errors import CheckpointError, ConfigError, StorageFull
 from resnet_jax.lock import RunLock
 
 log = logging.getLogger(__name__)
@@ -62,10 +64,32 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+# a write refused for lack of space (a full disk, a quota), as the OS says it
+NO_SPACE = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT))
+
+
+def refused_for_lack_of_space(exc: BaseException) -> bool:
+    """Whether `exc`, or what it arose from, is a write refused for lack of space (Orbax reports an OSError's
+    text inside its own exceptions)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if any(text in str(exc) for text in NO_SPACE):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
 def _write_atomic(path: Path, text: str) -> None:
     """Readers never see a half-written file: write beside it, then rename over it."""
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
+    try:
+        tmp.write_text(text)
+    except OSError:
+        tmp.unlink(missing_ok=True)  # a partial copy is no use to anyone
+        raise
     os.replace(tmp, path)
 
 
@@ -165,6 +189,22 @@ class RunDir:
         finally:
             _SPEAKING.reset(token)
 
+    @contextlib.contextmanager
+    def _writing(self, what: str, point: str, step: int | None = None) -> Iterator[None]:
+        """Around a write into the directory (`point`: its fault point's name): a full disk is one line that
+        says what was being written and that the run resumes (the files already there stay as they were:
+        every write is atomic, or an append that a resume rebuilds)."""
+        try:
+            faults.point(point, step)
+            yield
+        except Exception as exc:
+            if not refused_for_lack_of_space(exc):
+                raise
+            raise StorageFull(
+                f"no space left on the device of {self.path} while writing {what}; the run stopped there: "
+                "free space, then run the same command to resume from its newest checkpoint"
+            ) from exc
+
     # -- identity ------------------------------------------------------------------------------------------
 
     def recorded_config(self) -> dict[str, Any] | None:
@@ -191,8 +231,9 @@ class RunDir:
         recorded = self.recorded_config()
         if recorded is None:
             if self.primary:
-                _write_atomic(self.path / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
-                _write_atomic(self.path / OVERRIDES_FILE, yaml.safe_dump(list(overrides)))
+                with self._writing(CONFIG_FILE, "write_config"):
+                    _write_atomic(self.path / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
+                    _write_atomic(self.path / OVERRIDES_FILE, yaml.safe_dump(list(overrides)))
             return
         check_same_run(self.path, recorded, config)
 
@@ -242,7 +283,8 @@ class RunDir:
     def save_checkpoint(self, step: int, state: Any, meta: dict[str, Any]) -> None:
         """A checkpoint with what rebuilds this directory's record: the metrics rows so far and `meta`."""
         if self.primary:
-            self.checkpoints.save(step, state, {**meta, "metrics": self.rows})
+            with self._writing(f"the checkpoint at step {step}", "write_checkpoint", step):
+                self.checkpoints.save(step, state, {**meta, "metrics": self.rows})
 
     # -- metrics -------------------------------------------------------------------------------------------
 
@@ -254,12 +296,16 @@ class RunDir:
         if damaged:
             log.warning("%s was damaged; rebuilt from the checkpoint", self.path / METRICS_FILE)
         if on_disk != self.rows and self.primary:
-            _write_atomic(self.path / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in self.rows))
+            with self._writing(METRICS_FILE, "write_metrics"):
+                _write_atomic(self.path / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in self.rows))
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
         if self.primary:
-            with (self.path / METRICS_FILE).open("a") as f:
+            with (
+                self._writing(METRICS_FILE, "write_metrics", row.get("step")),
+                (self.path / METRICS_FILE).open("a") as f,
+            ):
                 f.write(json.dumps(row) + "\n")
 
     # -- summary -------------------------------------------------------------------------------------------
@@ -275,7 +321,8 @@ class RunDir:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         if self.primary:
-            _write_atomic(self.path / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+            with self._writing(SUMMARY_FILE, "write_summary", summary.get("step")):
+                _write_atomic(self.path / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
 
     def complete_from(self, restored: Restored) -> dict[str, Any]:
         """A run whose final checkpoint exists is complete: its summary and metrics are the checkpoint's.
@@ -289,10 +336,20 @@ class RunDir:
         self.start_metrics(restored.meta["metrics"])
         return summary
 
+    def record_end(self, summary: dict[str, Any]) -> None:
+        """summary.json of a run that ended early, if the disk takes it: on a full one it stays as the last
+        checkpoint left it (`running` at that step, where the run resumes), and what ended the run, not this
+        write, is what the run reports."""
+        try:
+            self.write_summary(summary)
+        except StorageFull:
+            log.warning("%s not rewritten (no space left): it shows the run at its newest checkpoint",
+                        self.path / SUMMARY_FILE)  # fmt: skip
+
     def record_failure(self, summary: dict[str, Any]) -> None:
         """A failure before training began; a completed run's summary is never replaced."""
         if (self.read_summary() or {}).get("status") != "completed":
-            self.write_summary(summary)
+            self.record_end(summary)
 
     # -- outcome -------------------------------------------------------------------------------------------
 

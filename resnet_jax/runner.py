@@ -250,7 +250,7 @@ def train(setup: Setup, directory: RunDir, restored: Restored | None, *, group: 
         train_chunks(setup, start, directory, tracker, summary)
     except BaseException as exc:
         summary = ended_early(summary, exc, start.record, summary["step"] - start.step)
-        directory.write_summary(summary)
+        directory.record_end(summary)
         raise
     finally:
         tracker.summarise(summary)

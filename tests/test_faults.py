@@ -4,6 +4,7 @@ with another config. The same command afterwards always ends with the uninterrup
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import assert_same_record, snapshot, train
 
+from resnet_jax import rundir
 from resnet_jax.lock import RunLock, process_start_time
 
 ARGS = ("model=mlp", "model.depth=4", "model.width=16", "trainer.steps=40", "trainer.batch_size=32",
@@ -82,6 +84,49 @@ def test_a_kill_at_any_point_then_the_same_command_ends_as_the_uninterrupted_run
     else:
         assert "resuming" not in again.stderr
     assert_same_run(reference, run_dir)
+
+
+# (the write that meets a full disk, what the error names, the checkpoint the rerun starts from)
+FULL_DISK = [
+    ("write_checkpoint@20", "the checkpoint at step 20", 10),  # Orbax's save: the one before stands
+    ("write_metrics@25", "metrics.jsonl", 20),  # a row's append
+    ("write_summary@30", "summary.json", 30),  # the checkpoint is committed, its summary not written
+]
+
+
+@pytest.mark.parametrize(("fault", "what", "resumes_from"), FULL_DISK)
+def test_a_full_disk_stops_the_run_with_one_line_and_the_same_command_resumes_it(
+    fault: str, what: str, resumes_from: int, reference: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    full = run_in(run_dir, fault=f"{fault}:enospc")
+    assert full.returncode == 1, full.stderr[-2000:]
+    errors = [line for line in full.stderr.splitlines() if line.startswith("error: ")]
+    said = (
+        f"error: no space left on the device of {run_dir} while writing {what}; the run stopped there: "
+        "free space, then run the same command to resume from its newest checkpoint"
+    )
+    assert errors == [said]
+    assert "Traceback" not in full.stderr and not (run_dir / ".lock").exists()
+    assert summary(run_dir)["status"] in ("failed", "running")  # never "completed"
+    again = run_in(run_dir)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"resuming from the checkpoint at step {resumes_from}" in again.stderr
+    assert_same_run(reference, run_dir)
+
+
+def test_a_write_refusedrefused_for_lack_of_space_is_recognised_through_orbax_s_wrapping() -> None:
+    """Orbax reports a full disk as a ValueError carrying the OS's words (seen on a full tmpfs)."""
+    orbax = ValueError(
+        'RESOURCE_EXHAUSTED: Error writing "step/0" in OCDBT database at local file "/x/": '
+        "Failed to write 12016 bytes to file 15: No space left on device [os_error_code='28']"
+    )
+    assert rundir.refused_for_lack_of_space(orbax)
+    try:
+        raise RuntimeError("saving failed") from OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
+    except RuntimeError as exc:
+        assert rundir.refused_for_lack_of_space(exc)
+    assert not rundir.refused_for_lack_of_space(OSError(errno.EACCES, os.strerror(errno.EACCES)))
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "missing"])
