@@ -31,6 +31,7 @@ from resnet_jax import data as datasets
 from resnet_jax.checkpoint import as_tree
 from resnet_jax.config import Config, OptimConfig, as_dict
 from resnet_jax.engine import Engine, EpochSampler, TrainState, run_steps
+from resnet_jax.errors import UserError
 from resnet_jax.loop import Diverged, Record, chunk_boundaries, due
 from resnet_jax.ops import kernels
 from resnet_jax.rundir import Restored, RunDir
@@ -39,6 +40,7 @@ from resnet_jax.runner import (
     checkpoint,
     chunk_metrics,
     ended_early,
+    failure_to_start,
     probe_batch,
     probe_lists,
     record_failure_to_start,
@@ -327,6 +329,7 @@ class Member:
     tracker: Tracker | None = None
     summary: dict[str, Any] | None = None
     live: bool = True  # still training: not complete, not diverged
+    refused: bool = False  # its directory cannot take this run (see `_refuse`): it is left out of the program
 
     @property
     def cfg(self) -> Config:
@@ -349,6 +352,18 @@ def _start(
     member.summary = running_summary(member.setup, member.step, directory)
     directory.restart_summary(summary_at(member.summary, member.record, 0))
     return start.state
+
+
+def _refuse(member: Member, exc: UserError, *, record: bool) -> None:
+    """This member alone cannot train, for a reason in its own directory (held by another process, another
+    configuration's, no intact checkpoint): one line, as a single run says it, and its siblings train.
+    `record`: the directory is this run's, and its summary says why (never replacing a result)."""
+    with member.directory.speaking():
+        log.error("error: %s", exc)
+        if record:
+            record_failure_to_start(member.directory, exc)
+    member.summary = failure_to_start(member.directory.path, exc)
+    member.live, member.refused = False, True
 
 
 def _finish(member: Member, error: BaseException | None = None) -> None:
@@ -478,9 +493,10 @@ def train_population(
     member's run directory ends as that of the single run with its config. Returns the members' summaries.
 
     A member whose final checkpoint exists is reported, not retrained (it stays in the program, frozen, so the
-    others compute exactly as before); one that diverges is frozen and recorded as `diverged`. With
-    `fit_to_memory`, a program larger than the device's memory raises `TooLarge` before any training.
-    `layout`: one of `LAYOUTS`.
+    others compute exactly as before); one that diverges is frozen and recorded as `diverged`; one whose
+    directory cannot take it is left out (`_refuse`: its summary here says why). With `fit_to_memory`, a
+    program larger than the device's memory raises `TooLarge` before any training. `layout`: one of
+    `LAYOUTS`.
     """
     distributed.initialize_multihost()
     keys = {group_key(job.config) for job in jobs}
@@ -493,35 +509,41 @@ def train_population(
         members = []
         for job in jobs:
             directory = RunDir(job.run_dir, primary=primary, keep=job.config.trainer.keep_checkpoints)
-            stack.enter_context(directory.owned())
-            directory.claim(as_dict(job.config), list(job.overrides))
-            members.append(Member(job, directory, None))
+            member = Member(job, directory, None)
+            members.append(member)
+            try:
+                stack.enter_context(member.directory.owned())
+                member.directory.claim(as_dict(job.config), list(job.overrides))
+            except UserError as exc:  # another process's directory, or another configuration's: not ours
+                _refuse(member, exc, record=False)
+        program = [m for m in members if not m.refused]  # the members the compiled program holds
         try:
-            _prepare(members)
-            if not any(m.live for m in members):
+            _prepare(program)
+            program = [m for m in program if not m.refused]
+            if not any(m.live for m in program):
                 return [m.summary for m in members]
-            engine, data = _set_up(members, resolve_layout(layout))
+            engine, data = _set_up(program, resolve_layout(layout))
             if fit_to_memory:
-                t = members[0].cfg.trainer
+                t = program[0].cfg.trainer
                 fit = engine.members_that_fit(min(t.log_every, t.steps), t.batch_size)
-                if fit < len(members):
+                if fit < len(program):
                     raise TooLarge(fit)
             states = []
-            for k, m in enumerate(members):
+            for k, m in enumerate(program):
                 with m.directory.speaking():
                     states.append(_start(m, engine, k, group=group, wandb_dir=wandb_dir))
         except TooLarge:  # nothing has started: the members are trained in smaller programs
             raise
         except BaseException as exc:
-            for m in members:
+            for m in program:
                 if m.live:
                     record_failure_to_start(m.directory, exc)
                     _finish(m)
             raise
         try:
-            _train(members, engine, engine.stacked(states), data, member_probes(members[0].cfg, engine, data))
+            _train(program, engine, engine.stacked(states), data, member_probes(program[0].cfg, engine, data))
         except BaseException as exc:
-            for m in members:
+            for m in program:
                 if m.live:
                     _finish(m, error=exc)
             raise
@@ -529,10 +551,15 @@ def train_population(
 
 
 def _prepare(members: list[Member]) -> None:
-    """Each member's newest intact checkpoint; completed members are reported as they are."""
+    """Each member's newest intact checkpoint; completed members are reported as they are, and a member with
+    checkpoints but none intact is refused."""
     for m in members:
         with m.directory.speaking():
-            m.restored = m.directory.restore_newest()
+            try:
+                m.restored = m.directory.restore_newest()
+            except UserError as exc:
+                _refuse(m, exc, record=True)
+                continue
             if m.restored is not None and m.restored.step >= m.cfg.trainer.steps:
                 log.info(
                     "run already completed at step %d in %s; nothing to do", m.restored.step, m.directory.path

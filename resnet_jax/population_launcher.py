@@ -212,4 +212,5 @@ def _train(
         final = summary.get("final", {})
         log.info("%s: %s at step %s, train error %s %%, test error %s %%", job.name, summary["status"],
                  summary["step"], final.get("train/error"), final.get("test/error"))  # fmt: skip
+        codes[job.run_dir] = summary.get("exit_code", 0)  # a member that diverged or was refused
     return codes

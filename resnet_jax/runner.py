@@ -137,11 +137,16 @@ def ended_early(
     return summary_at(ended, record, steps_this_attempt)
 
 
+def failure_to_start(run_dir: Path, exc: BaseException) -> dict[str, Any]:
+    """The summary of a run that did not start: why, and its exit code."""
+    status, code = outcome_of(exc)
+    return {"status": status, "step": 0, "exit_code": code, "run_dir": str(run_dir),
+            "error": f"{type(exc).__name__}: {exc}"}  # fmt: skip
+
+
 def record_failure_to_start(directory: RunDir, exc: BaseException) -> None:
     """Before training: the directory says why the run did not start, unless it holds a result."""
-    status, code = outcome_of(exc)
-    directory.record_failure({"status": status, "step": 0, "exit_code": code, "run_dir": str(directory.path),
-                              "error": f"{type(exc).__name__}: {exc}"})  # fmt: skip
+    directory.record_failure(failure_to_start(directory.path, exc))
 
 
 def chunk_metrics(lr_at: optax.Schedule, step: int, rows: Any) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -14,11 +15,12 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from helpers import assert_same_record, final_arrays, metric_rows, tiny_config, train
+from helpers import assert_same_record, final_arrays, metric_rows, snapshot, tiny_config, train
 from wandb_records import history, run_record
 
 from resnet_jax import models, population, population_launcher
 from resnet_jax.config import compose
+from resnet_jax.lock import process_start_time
 from resnet_jax.population import MemberJob, form_groups, train_population
 from resnet_jax.runner import run
 
@@ -238,6 +240,47 @@ def test_a_killed_population_resumes_every_member_bit_identically(
         said = [line for line in log.splitlines() if re.search(r"(resuming from|completed at) .* in /", line)]
         assert all(f"in {member}" in line for line in said), said  # never another member's
         assert said or not fault.startswith("after_final"), log[-2000:]  # each member resumed or completed
+
+
+@pytest.mark.parametrize("fault", ["no intact checkpoint", "held by another process"])
+def test_a_member_whose_directory_cannot_take_it_fails_alone_and_the_others_train(
+    fault: str, uninterrupted: Path, tmp_path: Path
+) -> None:
+    """As with the basic launcher, a member's own directory problem is that member's one-line error: its
+    siblings resume and complete (their records those of the uninterrupted population), and the sweep exits
+    non-zero naming it; a directory held by another process is left untouched."""
+    directory = tmp_path / "sweep"
+    assert sweep(directory, *POPULATION, env={"RESNET_JAX_FAULT": "after_log@15"}).returncode != 0
+    member = run_dirs(directory)[1]
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        if fault == "no intact checkpoint":
+            for path in (member / "checkpoints").rglob("*"):
+                if path.is_file():
+                    path.write_bytes(path.read_bytes()[:30])
+            expected = f"error: no intact checkpoint in {member / 'checkpoints'}"
+        else:
+            lock = {"host": socket.gethostname(), "pid": holder.pid, "start": process_start_time(holder.pid),
+                    "since": "2026-01-01 00:00:00", "token": "t"}  # fmt: skip
+            (member / ".lock").write_text(json.dumps(lock))
+            expected = f"error: {member} is in use by PID {holder.pid}"
+        before = snapshot(member)
+        out = sweep(directory, *POPULATION)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert out.returncode != 0, out.stderr[-3000:]
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith(expected), errors
+    jobs = [line for line in out.stderr.splitlines() if line.startswith("job ")]  # the sweep's outcome
+    assert len(jobs) == 1 and jobs[0].endswith(f"({member})"), jobs
+    for reference, resumed in zip(run_dirs(uninterrupted), run_dirs(directory), strict=True):
+        if resumed != member:
+            assert_same_record(reference, resumed)
+    if fault == "held by another process":
+        assert snapshot(member) == before
+    else:
+        assert json.loads((member / "summary.json").read_text())["status"] == "failed"
 
 
 def test_a_members_directory_resumes_alone_with_the_basic_launcher(
