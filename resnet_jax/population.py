@@ -511,11 +511,15 @@ def train_population(
             directory = RunDir(job.run_dir, primary=primary, keep=job.config.trainer.keep_checkpoints)
             member = Member(job, directory, None)
             members.append(member)
+            owned = contextlib.ExitStack()
             try:
-                stack.enter_context(member.directory.owned())
+                owned.enter_context(member.directory.owned())
                 member.directory.claim(as_dict(job.config), list(job.overrides))
             except UserError as exc:  # another process's directory, or another configuration's: not ours
+                owned.close()  # let it go before saying why: not a line of it is written
                 _refuse(member, exc, record=False)
+            else:
+                stack.enter_context(owned)
         program = [m for m in members if not m.refused]  # the members the compiled program holds
         try:
             _prepare(program)

@@ -242,6 +242,25 @@ def test_a_killed_population_resumes_every_member_bit_identically(
         assert said or not fault.startswith("after_final"), log[-2000:]  # each member resumed or completed
 
 
+def test_a_member_whose_directory_holds_another_configuration_is_left_out_and_untouched(
+    tmp_path: Path,
+) -> None:
+    """Through the Python API (the command line refuses such a sweep before it starts): the member whose
+    directory holds another run says so in the single run's words, nothing in that directory changes, and the
+    other members train."""
+    configs = [tiny_config("model=mlp", *member) for member in MEMBERS]
+    jobs = [MemberJob(cfg, tmp_path / str(k), name=str(k)) for k, cfg in enumerate(configs)]
+    run(tiny_config("model=mlp", *MEMBERS[1], "trainer.steps=10"), jobs[1].run_dir)
+    before = snapshot(jobs[1].run_dir)
+    summaries = train_population(jobs, group="g")
+    assert [s["status"] for s in summaries] == ["completed", "failed", "completed"]
+    assert (
+        summaries[1]["exit_code"] == 2
+        and "holds a run of another configuration (trainer.steps: 10 -> 20" in (summaries[1]["error"])
+    )
+    assert snapshot(jobs[1].run_dir) == before
+
+
 @pytest.mark.parametrize("fault", ["no intact checkpoint", "held by another process"])
 def test_a_member_whose_directory_cannot_take_it_fails_alone_and_the_others_train(
     fault: str, uninterrupted: Path, tmp_path: Path
