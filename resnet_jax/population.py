@@ -358,11 +358,11 @@ def _refuse(member: Member, exc: UserError, *, record: bool) -> None:
     """This member alone cannot train, for a reason in its own directory (held by another process, another
     configuration's, no intact checkpoint): one line, as a single run says it, and its siblings train.
     `record`: the directory is this run's, and its summary says why (never replacing a result)."""
+    member.summary = failure_to_start(member.directory.path, exc)
     with member.directory.speaking():
         log.error("error: %s", exc)
         if record:
-            record_failure_to_start(member.directory, exc)
-    member.summary = failure_to_start(member.directory.path, exc)
+            member.directory.record_failure(member.summary)
     member.live, member.refused = False, True
 
 

@@ -64,8 +64,9 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-# a write refused for lack of space (a full disk, a quota), as the OS says it
-NO_SPACE = tuple(os.strerror(code) for code in (errno.ENOSPC, errno.EDQUOT))
+# a write refused for lack of space (a full disk, a quota): the OS's error codes, and its words for them
+NO_SPACE_CODES = (errno.ENOSPC, errno.EDQUOT)
+NO_SPACE = tuple(os.strerror(code) for code in NO_SPACE_CODES)
 
 
 def refused_for_lack_of_space(exc: BaseException) -> bool:
@@ -74,7 +75,7 @@ def refused_for_lack_of_space(exc: BaseException) -> bool:
     seen: set[int] = set()
     while exc is not None and id(exc) not in seen:
         seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE_CODES:
             return True
         if any(text in str(exc) for text in NO_SPACE):
             return True

@@ -9,6 +9,7 @@ import json
 import os
 import pickle
 import platform
+import socket
 import subprocess
 import sys
 import tarfile
@@ -125,3 +126,9 @@ def write_fake_cifar(root: Path, per_batch: int = 10, extra: dict[str, bytes] | 
         for name, payload in (extra or {}).items():
             add_member(tar, name, payload)
     return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def write_lock(run_dir: Path, **holder) -> None:
+    """A run directory's `.lock` as a holder on this host would leave it (`holder` sets or overrides keys)."""
+    record = {"host": socket.gethostname(), "since": "2026-01-01 00:00:00", "token": "t", **holder}
+    (run_dir / ".lock").write_text(json.dumps(record))

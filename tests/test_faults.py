@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import assert_same_record, snapshot, train
+from helpers import assert_same_record, snapshot, train, write_lock
 
 from resnet_jax import rundir
 from resnet_jax.lock import RunLock, process_start_time
@@ -209,15 +209,10 @@ def test_no_intact_checkpoint_is_one_line_naming_the_directory_and_how_to_start_
     assert summary(completed)["status"] == "completed"  # the record of the finished run stays
 
 
-def _lock(run_dir: Path, **holder) -> None:
-    record = {"host": socket.gethostname(), "since": "2026-01-01 00:00:00", "token": "t", **holder}
-    (run_dir / ".lock").write_text(json.dumps(record))
-
-
 def test_a_second_writer_is_refused_naming_the_holder_and_changes_nothing(completed: Path) -> None:
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
     try:
-        _lock(completed, pid=holder.pid, start=process_start_time(holder.pid))
+        write_lock(completed, pid=holder.pid, start=process_start_time(holder.pid))
         before = snapshot(completed)
         out = run_in(completed)
         assert out.returncode == 2 and out.stderr.strip() == (
@@ -241,7 +236,7 @@ def test_a_second_writer_is_refused_naming_the_holder_and_changes_nothing(comple
 def test_a_lock_of_a_process_that_is_gone_is_taken_over_with_a_warning(
     holder: dict, reference: Path, completed: Path
 ) -> None:
-    _lock(completed, **holder)
+    write_lock(completed, **holder)
     out = run_in(completed, env={"SLURM_JOB_ID": "4242"})
     assert out.returncode == 0, out.stderr[-2000:]
     assert len([line for line in out.stderr.splitlines() if "taking over the lock of" in line]) == 1
@@ -251,7 +246,7 @@ def test_a_lock_of_a_process_that_is_gone_is_taken_over_with_a_warning(
 def test_a_lock_held_on_another_host_is_not_taken_over(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    _lock(run_dir, pid=1, host="node-17", slurm_job="99")
+    write_lock(run_dir, pid=1, host="node-17", slurm_job="99")
     lock = RunLock(run_dir / ".lock")
     with pytest.raises(Exception, match="is in use by PID 1 on node-17, SLURM job 99"):
         lock.acquire()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from dataclasses import replace
@@ -15,7 +14,7 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from helpers import assert_same_record, final_arrays, metric_rows, snapshot, tiny_config, train
+from helpers import assert_same_record, final_arrays, metric_rows, snapshot, tiny_config, train, write_lock
 from wandb_records import history, run_record
 
 from resnet_jax import models, population, population_launcher
@@ -279,9 +278,7 @@ def test_a_member_whose_directory_cannot_take_it_fails_alone_and_the_others_trai
                     path.write_bytes(path.read_bytes()[:30])
             expected = f"error: no intact checkpoint in {member / 'checkpoints'}"
         else:
-            lock = {"host": socket.gethostname(), "pid": holder.pid, "start": process_start_time(holder.pid),
-                    "since": "2026-01-01 00:00:00", "token": "t"}  # fmt: skip
-            (member / ".lock").write_text(json.dumps(lock))
+            write_lock(member, pid=holder.pid, start=process_start_time(holder.pid))
             expected = f"error: {member} is in use by PID {holder.pid}"
         before = snapshot(member)
         out = sweep(directory, *POPULATION)
