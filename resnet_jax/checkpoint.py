@@ -18,7 +18,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from resnet_jax import faults
+from resnet_jax import faults, storage
 from resnet_jax.distributed import host_copy
 
 
@@ -50,6 +50,7 @@ class Checkpoints:
 
     def __init__(self, directory: Path, keep: int, *, create: bool = True):
         self.directory = directory.resolve()
+        storage.QuietAftermath.install()  # a refused write: one line (resnet_jax.storage), not echoes
         if create:  # Orbax cannot create it for a manager of one process
             self.directory.mkdir(parents=True, exist_ok=True)
         # every process on its own: process 0 alone saves (the arrays are replicated host copies), any process

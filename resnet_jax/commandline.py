@@ -25,9 +25,19 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from resnet_jax import checks, population, population_launcher
-from resnet_jax.config import CONF_DIR, Config, as_dict, composition_error, register, to_config
+from resnet_jax.config import (
+    CONF_DIR,
+    GLOB_CLASS,
+    Config,
+    as_dict,
+    composition_error,
+    register,
+    to_config,
+)
 from resnet_jax.errors import ConfigError
-from resnet_jax.rundir import CONFIG_FILE, check_same_run, read_yaml
+from resnet_jax.rundir import check_same_run, recorded_config
+
+NAME_MAX = 255  # bytes in one file name: Linux's file systems (ext4, XFS, Lustre, NFS, tmpfs) all allow this
 
 
 @dataclass(frozen=True)
@@ -126,7 +136,21 @@ def planned_jobs(argv: list[str]) -> Plan | None:
 
 
 def _check_output_dir(path: Path) -> None:
+    """The run directory can be made here: names the file system takes, a writable ancestor."""
     path = path.expanduser().absolute()
+    if GLOB_CLASS.search(str(path)):
+        raise ConfigError(
+            f"the output directory {path} has '[' or ']' in its path, which the checkpoints cannot be read "
+            "back from (Orbax reads them as a pattern); choose another hydra.run.dir=... (or "
+            "hydra.sweep.dir=... with -m)"
+        )
+    for part in path.parts:
+        if len(part.encode()) > NAME_MAX:
+            raise ConfigError(
+                f"the output directory {path} has a name of {len(part.encode())} bytes, longer than the "
+                f"{NAME_MAX} the file system allows; choose a shorter hydra.run.dir=... (or "
+                "hydra.sweep.dir=... with -m)"
+            )
     ancestor = path
     while not ancestor.exists():
         ancestor = ancestor.parent
@@ -153,7 +177,7 @@ def check(argv: list[str]) -> Plan | None:
                 "value with '/' or '..' would place the run elsewhere"
             )
         _check_output_dir(job.run_dir)
-        recorded = read_yaml(job.run_dir / CONFIG_FILE)
+        recorded = recorded_config(job.run_dir)
         if recorded is not None:
             check_same_run(job.run_dir, recorded, as_dict(job.config))
         other = owners.setdefault(job.run_dir.absolute(), job)

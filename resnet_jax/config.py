@@ -11,6 +11,8 @@ the config a user gets from the same overrides. Value rules live with the module
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,9 +246,31 @@ GROUP_OPTIONS: dict[str, dict[str, type]] = {
 }
 
 
-def run_name(override_dirname: str) -> str:
-    """A run directory's last component: its overrides, or `default` when there are none."""
-    return override_dirname or "default"
+# a directory name's budget in bytes: file systems allow 255 per name; a longer one keeps its first part and
+# ends in a hash of the whole (the full overrides stay in the run's overrides.yaml)
+NAME_BYTES = 200
+NAME_HASH_CHARS = 16
+
+
+# Orbax finds a checkpoint's files with glob patterns built from its path, so a `[...]` in a directory's name
+# (a list override: optim.boundaries=[5,10]) is read as a character class and the checkpoint is never found
+GLOB_SAFE = str.maketrans("[]", "()")
+GLOB_CLASS = re.compile(r"[\[\]]")
+
+
+def run_name(value: str) -> str:
+    """A directory name for `value` (a run's overrides, or the sweep's name): `default` when empty, list
+    brackets as parentheses (`GLOB_SAFE`), and a stable shortening when it passes `NAME_BYTES`: the same
+    value always gets the same name."""
+    if not value:
+        return "default"
+    value = value.translate(GLOB_SAFE)
+    encoded = value.encode()
+    if len(encoded) <= NAME_BYTES:
+        return value
+    digest = hashlib.sha256(encoded).hexdigest()[:NAME_HASH_CHARS]
+    head = encoded[: NAME_BYTES - NAME_HASH_CHARS - 1].decode(errors="ignore")
+    return f"{head.rstrip(',=')}-{digest}"
 
 
 def register() -> None:
@@ -257,6 +281,7 @@ def register() -> None:
         for option, schema in options.items():
             store.store(group=group, name=option, node=schema)
     OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+    OmegaConf.register_new_resolver("neutral_keys", excluded_from_run_name, replace=True)
     OmegaConf.register_new_resolver("recipe", family_recipe, replace=True)
 
 
@@ -354,22 +379,38 @@ def as_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-# Keys that change how a run is computed or shown, never its results: they may differ between the attempts
-# of one run (a resumed or requeued job). Every other key is part of the run's identity.
+# Keys that change how a run is run, stored or shown, never its results: they may differ between the attempts
+# of one run (a resumed or requeued job), so they name neither its directory (`excluded_from_run_name`) nor
+# its identity (`identity`). Each is tested to leave a run's metrics rows, summary numbers and checkpoints
+# bit for bit as they were (tests/test_identity.py). Not here, because they change the last bits of a
+# result: the kernel choices (`model.conv_impl`, `model.dense_impl`), `model.remat`, `model.unroll` and
+# `trainer.eval_batch_size` (a convolution's per-example output depends on the batch's shape).
 RESULT_NEUTRAL = (
     "name",  # the sweep's name: it places the directory, so it is already the same
-    "logger",
+    "logger",  # where metrics go besides the run directory
     "trainer.progress",
-    "trainer.eval_batch_size",
-    "trainer.checkpoint_every",
+    "trainer.checkpoint_every",  # a multiple of trainer.log_every: it never changes where chunks end
     "trainer.keep_checkpoints",
-    "model.conv_impl",
-    "model.dense_impl",
-    "model.remat",
-    "model.unroll",
-    "data.root",
+    "data.root",  # where the same (checksummed) files are read from
     "data.download",
 )
+# group choices that are not config keys of their own: their values are in the config where they matter
+NAMELESS_GROUPS = ("experiment", "launcher", "hparams_search")
+
+
+def _dotted_keys(prefix: str) -> list[str]:
+    """`prefix` and every key below it that an override can name, across the options of its group."""
+    group, _, rest = prefix.partition(".")
+    if rest or group not in GROUP_OPTIONS:
+        return [prefix]
+    fields = {f.name for schema in GROUP_OPTIONS[group].values() for f in dataclasses.fields(schema)}
+    return [prefix, *(f"{prefix}.{name}" for name in sorted(fields))]
+
+
+def excluded_from_run_name() -> list[str]:
+    """`hydra.job.config.override_dirname.exclude_keys`: the result-neutral keys (every key of a neutral
+    group) and the nameless groups, so that changing one between attempts keeps the run's directory."""
+    return [*NAMELESS_GROUPS, *(key for prefix in RESULT_NEUTRAL for key in _dotted_keys(prefix))]
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -389,6 +430,13 @@ def identity(config: dict[str, Any]) -> dict[str, Any]:
         for key, value in _flat(config).items()
         if not any(key == n or key.startswith(f"{n}.") for n in RESULT_NEUTRAL)
     }
+
+
+def identity_digest(config: dict[str, Any]) -> str:
+    """A SHA-256 of the identity: what a run's summary and checkpoints carry, so that a reader can tell a
+    config.yaml edited by hand from the configuration the run was trained with."""
+    text = json.dumps(identity(config), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def differences(recorded: dict[str, Any], wanted: dict[str, Any]) -> list[str]:

@@ -18,7 +18,7 @@ import numpy as np
 from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from resnet_jax.errors import ConfigError
+from resnet_jax.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,25 @@ def initialize_multihost() -> None:
         log.warning("this SLURM allocation has %d tasks but this process was not started by srun as one of "
                     "them; training as a single process (start it with `srun python -m resnet_jax.train ...` "
                     "to use every task)", tasks)  # fmt: skip
+
+
+class BackendUnavailable(UserError):
+    """The JAX backend asked for (JAX_PLATFORMS) cannot start on this machine."""
+
+
+def check_backend() -> None:
+    """Start JAX's backend, or say in one line why the one asked for cannot start here."""
+    try:
+        jax.devices()
+    except RuntimeError as exc:
+        asked = os.environ.get("JAX_PLATFORMS")
+        why = " ".join(str(exc).split())
+        raise BackendUnavailable(
+            f"JAX_PLATFORMS={asked} asks for a backend this machine cannot start ({why}); unset "
+            "JAX_PLATFORMS to use the devices that are here, or run where that accelerator and JAX for it are"
+            if asked
+            else f"JAX cannot start a backend here ({why})"
+        ) from None
 
 
 def make_mesh() -> Mesh:

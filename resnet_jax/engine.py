@@ -17,7 +17,7 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from resnet_jax import distributed
+from resnet_jax import distributed, faults
 from resnet_jax.data.augment import pad_crop_flip
 from resnet_jax.optim import l2_penalty
 
@@ -170,6 +170,7 @@ def run_steps(step, state, indices: jax.Array):
     K = 1 compiles without any loop, for XLA's native CPU convolution, which is fast only outside
     loops (jax-ml/jax#12868); with the default CPU convolution (oneDNN), K > 1 is faster.
     """
+    faults.point("tracing")  # runs while the chunk is traced for compilation, never in the compiled program
     if indices.shape[0] == 1:
         state, row = step(state, indices[0])
         return state, row[None]

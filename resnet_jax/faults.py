@@ -3,9 +3,11 @@
 `RESNET_JAX_FAULT=<point>[@<step>][:<action>]` makes the process act when it reaches that point (at that
 step): `kill` (the default) SIGKILLs itself, as a preemption, an OOM kill or a node failure does there;
 `pause` waits there (up to 10 minutes) so that a test can deliver a scheduler's signal at a known moment;
-`usr2` sends itself SIGUSR2, as SLURM does at a time limit; `enospc` fails there as a write to a full disk
-does (OSError ENOSPC). With `RESNET_JAX_FAULT_ONCE=<file>` the fault happens only where that file does not
-exist yet, and creates it: a requeued job, or a population's next member, passes the point again unharmed.
+`usr2` sends itself SIGUSR2, as SLURM does at a time limit; `sigint`, `sigint2` (Ctrl-C pressed twice) and
+`sigterm` send itself those signals; an errno's name in lower case (`enospc`, `efbig`, `erofs`, `eacces`, ...)
+fails there as a write the OS refuses that way does (OSError with that code). With
+`RESNET_JAX_FAULT_ONCE=<file>` the fault happens only where that file does not exist yet, and creates it:
+a requeued job, or a population's next member, passes the point again unharmed.
 Unset, every point is a no-op. The points, in a run's order:
   after_log                the step's metrics row is written, its checkpoint (if one is due) not yet
   during_checkpoint_save   a checkpoint's files are written, its final rename (the commit) has not happened
@@ -13,7 +15,10 @@ Unset, every point is a no-op. The points, in a run's order:
   after_checkpoint         a checkpoint is committed and summary.json rewritten
   job_completed            a SLURM/submitit job's run is complete, the job not yet ended
 and, where the run directory is written (`resnet_jax.rundir`), just before each write:
-  write_config, write_metrics (at a row's step), write_summary (at its step), write_checkpoint (at its step)
+  write_lock, write_log (taking the directory), write_config, write_metrics (at a row's step), write_summary
+  (at its step), write_checkpoint (at its step)
+and where a run starts: startup (the command line read, nothing checked yet), tracing (the training step
+being traced for compilation, before the first step).
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from collections.abc import Iterator
 ENV = "RESNET_JAX_FAULT"
 ONCE_ENV = "RESNET_JAX_FAULT_ONCE"
 PAUSE_S = 600
+SIGNALS = {"usr2": signal.SIGUSR2, "sigint": signal.SIGINT, "sigterm": signal.SIGTERM}
 
 
 def _armed(name: str, step: int | None) -> str | None:
@@ -51,10 +57,16 @@ def _act(action: str) -> None:
     logging.getLogger(__name__).warning("fault point reached: %s", os.environ.get(ENV))
     if action == "pause":
         time.sleep(PAUSE_S)
-    elif action == "usr2":
-        os.kill(os.getpid(), signal.SIGUSR2)
-    elif action == "enospc":
-        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    elif action in SIGNALS:
+        os.kill(os.getpid(), SIGNALS[action])
+    elif action == "sigint2":  # the second press arrives while the first one's interrupt unwinds the run
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+        finally:
+            os.kill(os.getpid(), signal.SIGINT)
+    elif action.upper() in errno.__dict__:
+        code = getattr(errno, action.upper())
+        raise OSError(code, os.strerror(code))
     else:
         logging.shutdown()  # what a killed process had logged stays in train.log
         os.kill(os.getpid(), signal.SIGKILL)

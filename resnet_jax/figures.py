@@ -39,6 +39,11 @@ VARIANT_KEYS: dict[str, Callable[[object], str]] = {
 }
 
 
+def close_all() -> None:
+    """Let go of every open figure (one whose drawing failed halfway included)."""
+    plt.close("all")
+
+
 def varying(runs: Iterable[RunRecord], keys: Iterable[str] = VARIANT_KEYS) -> list[str]:
     """The keys whose values differ across `runs`."""
     runs = list(runs)
@@ -218,8 +223,8 @@ def plot_identity_vs_l2(runs: list[RunRecord], path: Path) -> None:
     measures = {
         "mean ||F(x)|| / ||x|| (end)": lambda r: statistics.fmean(r.probe("branch_ratio") or [float("nan")]),
         "mean block ||W|| (end)": _block_kernel_norm,
-        "final train error (%)": lambda r: r.summary.get("final", {}).get("train/error"),
-        "final test error (%)": lambda r: r.summary.get("final", {}).get("test/error"),
+        "final train error (%)": lambda r: r.metric("train/error"),
+        "final test error (%)": lambda r: r.metric("test/error"),
     }
     others = [k for k in varying(runs) if k not in ("optim.l2", "seed")]
     groups: dict[str, list[RunRecord]] = defaultdict(list)

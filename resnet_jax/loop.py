@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from resnet_jax import rules
 from resnet_jax.config import ProbeConfig, TrainerConfig
+from resnet_jax.errors import ConfigError
 
 DTYPES = ("float32", "bfloat16")
+# the step counter is an int32 on the device (TrainState.step, optax's schedules count in int32)
+STEPS_MAX = 2**31 - 1
 
 
 class Diverged(RuntimeError):
@@ -22,17 +26,31 @@ def check(trainer: TrainerConfig, probe: ProbeConfig) -> None:
     for key in ("steps", "batch_size", "eval_every", "log_every", "eval_batch_size", "keep_checkpoints"):
         rules.positive(f"trainer.{key}", getattr(trainer, key))
     rules.positive("trainer.checkpoint_every", trainer.checkpoint_every, allow_zero=True)
+    if trainer.steps > STEPS_MAX:
+        raise ConfigError(
+            f"trainer.steps={trainer.steps} is not allowed; the step counter holds at most {STEPS_MAX} steps"
+        )
+    if trainer.checkpoint_every % trainer.log_every:
+        # a checkpoint is taken where a chunk ends anyway: the checkpoint interval may then change between
+        # attempts of a run without changing where its chunks end, and so without changing its results
+        raise ConfigError(
+            f"trainer.checkpoint_every={trainer.checkpoint_every} is not allowed; it must be 0 or a multiple "
+            f"of trainer.log_every={trainer.log_every} (checkpoints are taken where metrics are logged)"
+        )
     rules.one_of("trainer.dtype", trainer.dtype, DTYPES)
     rules.positive("probe.every", probe.every, allow_zero=True)
     rules.positive("probe.batch_size", probe.batch_size)
 
 
-def chunk_boundaries(start: int, stop: int, every: tuple[int, ...]) -> list[tuple[int, int]]:
+def chunk_boundaries(start: int, stop: int, every: tuple[int, ...]) -> Iterator[tuple[int, int]]:
     """(first_step, count) for each compiled call from `start` to `stop`, ending at every multiple of
-    each of `every` (logging, evaluation, probes, ...) so the host sees the state exactly there."""
-    ends = {stop} | {s for n in every if n > 0 for s in range(n, stop, n) if s > start}
-    points = [start, *sorted(ends)]
-    return [(a, b - a) for a, b in zip(points, points[1:], strict=False)]
+    each of `every` (logging, evaluation, probes, ...) so the host sees the state exactly there. Lazy: a
+    run of any length costs nothing until it gets there."""
+    first = start
+    while first < stop:
+        end = min([stop, *((first // n + 1) * n for n in every if n > 0)])
+        yield first, end - first
+        first = end
 
 
 def due(step: int, every: int, last: int) -> bool:

@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -25,8 +24,9 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec as P
+from tqdm import tqdm
 
-from resnet_jax import checks, distributed, faults, models, optim, probes
+from resnet_jax import checks, distributed, faults, footprint, models, optim, probes
 from resnet_jax import data as datasets
 from resnet_jax.checkpoint import as_tree
 from resnet_jax.config import Config, OptimConfig, as_dict
@@ -101,14 +101,6 @@ def form_groups(jobs: Sequence[MemberJob], max_members: int) -> list[list[Member
         for members in by_key.values()
         for i in range(0, len(members), max_members)
     ]
-
-
-def device_free_bytes() -> int:
-    """Free memory of the first device: the accelerator's allocator limit, or the host's available RAM."""
-    stats = jax.local_devices()[0].memory_stats() or {}
-    if "bytes_limit" in stats:
-        return int(stats["bytes_limit"]) - int(stats.get("bytes_in_use", 0))
-    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
 
 
 class TooLarge(Exception):
@@ -296,10 +288,12 @@ class PopulationEngine(Engine):
         total = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
         per_device = self.slots // self.devices if self.members_split else self.slots
         one = max((total - memory.alias_size_in_bytes - once) / per_device, 1.0)
-        fit = max(1, int((fraction * device_free_bytes() - once) // one))
-        log.info("one member needs %.1f MiB (and %.1f MiB once); %d fit in %.0f %% of a device's free memory",
-                 one / 2**20, once / 2**20, fit, 100 * fraction)  # fmt: skip
-        return fit * self.devices if self.members_split else fit
+        fit = max(1, int((fraction * footprint.free_bytes() - once) // one))
+        fit = fit * self.devices if self.members_split else fit
+        said = "all fit" if fit >= self.members else f"{fit} fit in one program"
+        log.info("population of %d: each member needs %s (and the group %s once); %s", self.members,
+                 footprint.size(one), footprint.size(once), said)  # fmt: skip
+        return fit
 
     def evaluate_members(self, state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int):
         """Each member's mean loss and error (%) over a split."""
@@ -349,7 +343,7 @@ def _start(
     member.tracker = open_tracker(member.cfg.logger, directory, wandb_dir=wandb_dir or directory.path,
                                   group=group, name=member.job.name, config=as_dict(member.cfg),
                                   concurrent=True)  # fmt: skip
-    member.summary = running_summary(member.setup, member.step, directory)
+    member.summary = running_summary(member.setup, member.step)
     directory.restart_summary(summary_at(member.summary, member.record, 0))
     return start.state
 
@@ -358,7 +352,7 @@ def _refuse(member: Member, exc: UserError, *, record: bool) -> None:
     """This member alone cannot train, for a reason in its own directory (held by another process, another
     configuration's, no intact checkpoint): one line, as a single run says it, and its siblings train.
     `record`: the directory is this run's, and its summary says why (never replacing a result)."""
-    member.summary = failure_to_start(member.directory.path, exc)
+    member.summary = failure_to_start(exc)
     with member.directory.speaking():
         log.error("error: %s", exc)
         if record:
@@ -412,28 +406,34 @@ def _train(
             if m.live and m.step == 0:
                 m.tracker.log(0, probed)
     cadences = (t.log_every, t.eval_every, cfg.probe.every, t.checkpoint_every)
-    for index, (first, count) in enumerate(chunk_boundaries(start, t.steps, cadences)):
-        active = [k for k, m in enumerate(members) if m.live and m.step == first]
-        if not active:
-            continue
-        alive = np.array([k in active for k in range(len(members))])
-        indices = np.stack([s.indices(first, count) for s in samplers], axis=1)
-        chunk_start = time.perf_counter()
-        state, rows = engine.train_members(state, indices, alive)
-        rows = distributed.host_copy(rows)
-        step = first + count
-        done = Done(rows=rows)
-        if due(step, t.eval_every, t.steps):
-            done.evaluated = engine.evaluate_members(state, data.x_test, data.y_test, t.eval_batch_size)
-        elapsed = time.perf_counter() - chunk_start
-        done.elapsed = elapsed if index > 0 else None  # the first call includes compilation
-        if probe is not None and due(step, cfg.probe.every, t.steps):
-            done.probed = probe(state)
-        if due(step, t.checkpoint_every, t.steps):  # once for all members, sliced on the host
-            done.host_state = jax.tree.map(distributed.host_copy, state)
-        for k in active:
-            with members[k].directory.speaking():
-                _after_chunk(members[k], k, step, done)
+    label = f"{len(members)} x {cfg.model.name}-{cfg.model.depth}"
+    bar = tqdm(total=t.steps, initial=start, disable=not t.progress, desc=label, unit="step")
+    try:
+        for index, (first, count) in enumerate(chunk_boundaries(start, t.steps, cadences)):
+            active = [k for k, m in enumerate(members) if m.live and m.step == first]
+            bar.update(count)
+            if not active:
+                continue
+            alive = np.array([k in active for k in range(len(members))])
+            indices = np.stack([s.indices(first, count) for s in samplers], axis=1)
+            chunk_start = time.perf_counter()
+            state, rows = engine.train_members(state, indices, alive)
+            step = first + count
+            done = Done(rows=distributed.host_copy(rows))
+            if due(step, t.eval_every, t.steps):
+                done.evaluated = engine.evaluate_members(state, data.x_test, data.y_test, t.eval_batch_size)
+            elapsed = time.perf_counter() - chunk_start
+            done.elapsed = elapsed if index > 0 else None  # the first call includes compilation
+            if probe is not None and due(step, cfg.probe.every, t.steps):
+                done.probed = probe(state)
+            if due(step, t.checkpoint_every, t.steps):  # once for all members, sliced on the host
+                done.host_state = jax.tree.map(distributed.host_copy, state)
+            for k in active:
+                with members[k].directory.speaking():
+                    _after_chunk(members[k], k, step, done)
+            bar.set_postfix(training=sum(m.live for m in members))
+    finally:
+        bar.close()
 
 
 @dataclass
@@ -502,8 +502,10 @@ def train_population(
     keys = {group_key(job.config) for job in jobs}
     if len(keys) != 1:
         raise ValueError("a population's members must differ only in " + ", ".join(POPULATION_KEYS))
+    distributed.check_backend()
     for job in jobs:
         checks.check(job.config)
+    footprint.check_fits(jobs[0].config)  # one member at least, before any directory is taken
     primary = distributed.is_primary()
     with contextlib.ExitStack() as stack:
         members = []

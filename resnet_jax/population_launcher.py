@@ -185,6 +185,20 @@ class PopulationLauncher(Launcher):
         return {m.run_dir: code for members, code in results for m in members}
 
 
+def member_line(name: str, summary: dict) -> str:
+    """What a member reached, as its summary says: its errors where it has them, else why it stopped."""
+    said = f"{name}: {summary['status']} at step {summary['step']}"
+    final = summary.get("final", {})
+    errors = [
+        f"{label} {final[key]:.2f} %"
+        for key, label in (("train/error", "train error"), ("test/error", "test error"))
+        if isinstance(final.get(key), (int, float))
+    ]
+    if summary["status"] != "completed" and summary.get("error"):
+        return f"{said}: {summary['error']}"
+    return f"{said}: {', '.join(errors)}" if errors else said
+
+
 def _train(
     members: list[population.MemberJob], sweep_dir: Path, *, fit_to_memory: bool, layout: str
 ) -> dict[Path, int]:
@@ -209,8 +223,6 @@ def _train(
         log.exception("population failed: %s", ", ".join(str(m.run_dir) for m in members))
         return dict.fromkeys(codes, 1)
     for job, summary in zip(members, summaries, strict=True):
-        final = summary.get("final", {})
-        log.info("%s: %s at step %s, train error %s %%, test error %s %%", job.name, summary["status"],
-                 summary["step"], final.get("train/error"), final.get("test/error"))  # fmt: skip
+        log.info("%s", member_line(job.name, summary))
         codes[job.run_dir] = summary.get("exit_code", 0)  # a member that diverged or was refused
     return codes

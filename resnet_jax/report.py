@@ -23,10 +23,6 @@ CSV_COLUMNS = (
 )  # fmt: skip
 
 
-def _final(run: RunRecord, key: str) -> float | None:
-    return run.summary.get("final", {}).get(key)
-
-
 def _fmt(value: float | None, digits: int = 2) -> str:
     return "" if value is None else f"{value:.{digits}f}"
 
@@ -43,8 +39,8 @@ def csv_rows(runs: list[RunRecord], root: Path) -> list[dict[str, object]]:
             "model": run.get("model.name"), "depth": run.get("model.depth"),
             "residual": run.get("model.residual"), "l2": run.get("optim.l2"), "seed": run.get("seed"),
             "status": run.status, "step": run.summary.get("step"), "params": run.summary.get("params"),
-            "final_train_error": _final(run, "train/error"), "final_test_error": _final(run, "test/error"),
-            "best_test_error": run.summary.get("best", {}).get("test/error"),
+            "final_train_error": run.metric("train/error"), "final_test_error": run.metric("test/error"),
+            "best_test_error": run.metric("test/error", "best"),
             "steps_per_s": run.summary.get("steps_per_s"),
         })  # fmt: skip
     return rows
@@ -77,7 +73,7 @@ def aggregate(runs: list[RunRecord]) -> list[dict[str, object]]:
             "not_completed": sum(r.status != "completed" for r in members),
         }
         for key in ("train/error", "test/error"):
-            values = [v for v in (_final(r, key) for r in members) if v is not None]
+            values = [v for v in (r.metric(key) for r in members) if v is not None]
             row[f"{key}_mean"] = statistics.fmean(values) if values else None
             row[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0 if values else None
         out.append(row)
@@ -111,30 +107,49 @@ FIGURES = {
 }
 
 
-def build_report(root: Path, extra: list[Path] = ()) -> Path:
-    """Read every run under `root` (and `extra`), write figures, tables and report.md into `root`."""
+def draw_figures(runs: list[RunRecord], table: list[dict[str, object]], folder: Path) -> list[str]:
+    """Every figure of `FIGURES` that can be drawn from these runs; one line for each that could not."""
+    drawers = {
+        "fig6_training_curves.png": lambda path: figures.plot_training_curves(runs, path),
+        "error_vs_depth.png": lambda path: figures.plot_error_vs_depth(table, path),
+        "fig7_response_std.png": lambda path: figures.plot_response_std(runs, path),
+        "grad_norm_per_layer.png": lambda path: figures.plot_per_layer(
+            runs, "grad_norm", ("first", "last"), path, "||dL/dW||"
+        ),
+        "branch_ratio_vs_l2.png": lambda path: figures.plot_branch_ratio(runs, path),
+        "identity_vs_l2.png": lambda path: figures.plot_identity_vs_l2(runs, path),
+    }
+    failed = []
+    for name, draw in drawers.items():
+        try:
+            draw(folder / name)
+        except OSError:
+            raise  # the output cannot be written: said once, by `main`
+        except Exception as exc:  # a figure the runs' values cannot make; the rest of the report stands
+            figures.close_all()
+            failed.append(f"`figures/{name}` not drawn: {type(exc).__name__}: {exc}")
+    return failed
+
+
+def build_report(root: Path, extra: list[Path] = (), output: Path | None = None) -> Path:
+    """Read every run under `root` (and `extra`), write figures, tables and report.md into `output` (by
+    default `root`)."""
+    output = output or root
     paths = sorted(set(find_runs(root)) | {p.resolve() for p in extra})
     every = [load_run(p) for p in paths]
     if not every:
         raise SystemExit(f"error: no run directories (with summary.json or metrics.jsonl) under {root}")
     damaged = [r for r in every if r.damage]
     # a run whose config or summary cannot be read has nothing to plot or aggregate: listed, not drawn
-    runs = [r for r in every if r.config and "status" in r.summary and r.summary["status"] != "damaged"]
-    folder = root / "figures"
+    runs = [r for r in every if r.status != "damaged"]
+    folder = output / "figures"
     folder.mkdir(parents=True, exist_ok=True)
     rows, table = csv_rows(every, root), aggregate(runs)
-    with (root / "runs.csv").open("w", newline="") as f:
+    with (output / "runs.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=CSV_COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    figures.plot_training_curves(runs, folder / "fig6_training_curves.png")
-    figures.plot_error_vs_depth(table, folder / "error_vs_depth.png")
-    figures.plot_response_std(runs, folder / "fig7_response_std.png")
-    figures.plot_per_layer(
-        runs, "grad_norm", ("first", "last"), folder / "grad_norm_per_layer.png", "||dL/dW||"
-    )
-    figures.plot_branch_ratio(runs, folder / "branch_ratio_vs_l2.png")
-    figures.plot_identity_vs_l2(runs, folder / "identity_vs_l2.png")
+    not_drawn = draw_figures(runs, table, folder)
     summary_columns = [
         "model",
         "residual",
@@ -177,10 +192,12 @@ def build_report(root: Path, extra: list[Path] = ()) -> Path:
         "",
         "## Figures",
         "",
+        *[f"- {line}" for line in not_drawn],
+        *([""] if not_drawn else []),
     ]
     for name, caption in FIGURES.items():
         text += [f"### {caption}", "", f"![{caption}](figures/{name})", ""]
-    report = root / "report.md"
+    report = output / "report.md"
     report.write_text("\n".join(text))
     return report
 
@@ -191,10 +208,19 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("sweep_dir", type=Path, help="a sweep directory (e.g. multirun/degradation)")
     parser.add_argument("run_dirs", type=Path, nargs="*", help="more run directories to include")
+    parser.add_argument("--output", type=Path, help="where to write the report (default: SWEEP_DIR)")
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         sys.exit(f"error: sweep directory {args.sweep_dir} does not exist")
-    print(build_report(args.sweep_dir.resolve(), args.run_dirs))
+    output = (args.output or args.sweep_dir).resolve()
+    try:
+        print(build_report(args.sweep_dir.resolve(), args.run_dirs, output))
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        sys.exit(
+            f"error: cannot write the report into {output} ({exc.strerror or exc}{where}); write it "
+            "elsewhere with --output DIR"
+        )
 
 
 if __name__ == "__main__":

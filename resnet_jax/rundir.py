@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import errno
 import json
 import logging
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,10 +32,10 @@ from typing import Any
 
 import yaml
 
-from resnet_jax import faults
+from resnet_jax import faults, storage
 from resnet_jax.checkpoint import Checkpoints, DamagedCheckpoint
 from resnet_jax.config import differences
-from resnet_jax.errors import CheckpointError, ConfigError, StorageFull
+from resnet_jax.errors import CheckpointError, ConfigError
 from resnet_jax.lock import RunLock
 
 log = logging.getLogger(__name__)
@@ -62,36 +62,6 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     return value
-
-
-# a write refused for lack of space (a full disk, a quota): the OS's error codes, and its words for them
-NO_SPACE_CODES = (errno.ENOSPC, errno.EDQUOT)
-NO_SPACE = tuple(os.strerror(code) for code in NO_SPACE_CODES)
-
-
-def refused_for_lack_of_space(exc: BaseException) -> bool:
-    """Whether `exc`, or what it arose from, is a write refused for lack of space (Orbax reports an OSError's
-    text inside its own exceptions)."""
-    seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, OSError) and exc.errno in NO_SPACE_CODES:
-            return True
-        if any(text in str(exc) for text in NO_SPACE):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Readers never see a half-written file: write beside it, then rename over it."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        tmp.write_text(text)
-    except OSError:
-        tmp.unlink(missing_ok=True)  # a partial copy is no use to anyone
-        raise
-    os.replace(tmp, path)
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -162,23 +132,31 @@ class RunDir:
         if not self.primary:
             yield self
             return
-        self.path.mkdir(parents=True, exist_ok=True)
-        self._lock.acquire()
+        with self._writing("its lock", "write_lock", started=False):
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire()
         try:
-            self._log_handler = logging.FileHandler(self.path / LOG_FILE)
-            self._log_handler.setFormatter(logging.Formatter(LOG_FORMAT))
-            self._log_handler.addFilter(lambda _record: _SPEAKING.get() in (None, self.path))
+            with self._writing(LOG_FILE, "write_log", started=False):
+                cut = end_torn_log(self.path / LOG_FILE)
+                self._log_handler = RunLogHandler(self.path / LOG_FILE, self.path)
             logging.getLogger().addHandler(self._log_handler)
+            if cut:
+                log.warning("%s ended in a line cut short (%d bytes); removed", self.path / LOG_FILE, cut)
             yield self
         finally:
-            if self._log_handler is not None:
-                logging.getLogger().removeHandler(self._log_handler)
-                self._log_handler.close()
-                self._log_handler = None
-            if self._checkpoints is not None:
-                self._checkpoints.close()
-                self._checkpoints = None
-            self._lock.release()
+            try:
+                if self._log_handler is not None:
+                    logging.getLogger().removeHandler(self._log_handler)
+                    self._log_handler.close()
+                    self._log_handler = None
+                self.close_checkpoints()
+            finally:
+                self._lock.release()  # whatever failed before: the directory is given back
+
+    def close_checkpoints(self) -> None:
+        if self._checkpoints is not None:
+            self._checkpoints.close()
+            self._checkpoints = None
 
     @contextlib.contextmanager
     def speaking(self) -> Iterator[None]:
@@ -191,52 +169,69 @@ class RunDir:
             _SPEAKING.reset(token)
 
     @contextlib.contextmanager
-    def _writing(self, what: str, point: str, step: int | None = None) -> Iterator[None]:
-        """Around a write into the directory (`point`: its fault point's name): a full disk is one line that
-        says what was being written and that the run resumes (the files already there stay as they were:
-        every write is atomic, or an append that a resume rebuilds)."""
+    def _writing(
+        self, what: str, point: str, step: int | None = None, *, started: bool = True
+    ) -> Iterator[None]:
+        """Around a write into the directory (`point`: its fault point's name): a write the OS refuses (a full
+        disk, a quota, a file-size limit, a read-only file system, a permission) is one line that says what
+        was being written and what to do (the files already there stay as they were: every write is atomic,
+        or an append that a resume rebuilds)."""
         try:
             faults.point(point, step)
             yield
         except Exception as exc:
-            if not refused_for_lack_of_space(exc):
+            code = storage.refusal(exc)
+            if code is None:
                 raise
-            raise StorageFull(
-                f"no space left on the device of {self.path} while writing {what}; the run stopped there: "
-                "free space, then run the same command to resume from its newest checkpoint"
-            ) from exc
+            raise storage.refused(self.path, what, code, started=started) from exc
 
     # -- identity ------------------------------------------------------------------------------------------
 
-    def recorded_config(self) -> dict[str, Any] | None:
-        """The config the directory's run was started with: config.yaml, or (if that is missing or damaged
-        while checkpoints exist) the newest readable checkpoint's record of it."""
-        config = read_yaml(self.path / CONFIG_FILE)
-        if config is not None:
-            return config
+    def trained_config(self) -> tuple[int, dict[str, Any]] | None:
+        """(step, config) of the newest checkpoint whose record reads: what the run was trained with, which a
+        config.yaml edited by hand cannot change. None without a readable checkpoint."""
         for step in self.checkpoint_steps():
             try:
                 config = self.checkpoints.meta(step).get("config")
             except DamagedCheckpoint:
                 continue
             if config:
-                log.warning("%s is missing or damaged; rebuilt from the checkpoint at step %d",
-                            self.path / CONFIG_FILE, step)  # fmt: skip
-                if self.primary:
-                    _write_atomic(self.path / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
-                return config
+                return step, config
         return None
 
+    def recorded_config(self) -> dict[str, Any] | None:
+        """The config of the directory's run: its checkpoints', or config.yaml's before the first checkpoint
+        (until then nothing trained could be taken for another configuration's result)."""
+        trained = self.trained_config()
+        return trained[1] if trained is not None else read_yaml(self.path / CONFIG_FILE)
+
     def claim(self, config: dict[str, Any], overrides: list[str]) -> None:
-        """Make the directory this config's: record it on the first start, refuse any other config after."""
-        recorded = self.recorded_config()
-        if recorded is None:
+        """Make the directory this config's: record it on the first start, refuse any other config after.
+        Once checkpoints exist they decide, and a config.yaml that no longer says what they were trained with
+        (missing, damaged, edited by hand) is rewritten from them."""
+        trained = self.trained_config()
+        recorded = read_yaml(self.path / CONFIG_FILE)
+        if trained is None and recorded is None:
             if self.primary:
-                with self._writing(CONFIG_FILE, "write_config"):
-                    _write_atomic(self.path / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
-                    _write_atomic(self.path / OVERRIDES_FILE, yaml.safe_dump(list(overrides)))
+                with self._writing(CONFIG_FILE, "write_config", started=False):
+                    storage.write_atomic(self.path / CONFIG_FILE, yaml.safe_dump(config, sort_keys=False))
+                    storage.write_atomic(self.path / OVERRIDES_FILE, yaml.safe_dump(list(overrides)))
             return
-        check_same_run(self.path, recorded, config)
+        if trained is None:
+            check_same_run(self.path, recorded, config)
+            return
+        step, trained_with = trained
+        check_same_run(self.path, trained_with, config)
+        if recorded is None or differences(recorded, trained_with):
+            said = (
+                "is missing or damaged" if recorded is None else "does not say what the run was trained with"
+            )
+            log.warning("%s %s; rebuilt from the checkpoint at step %d", self.path / CONFIG_FILE, said, step)
+            if self.primary:
+                with self._writing(CONFIG_FILE, "write_config", started=False):
+                    storage.write_atomic(
+                        self.path / CONFIG_FILE, yaml.safe_dump(trained_with, sort_keys=False)
+                    )
 
     # -- checkpoints ---------------------------------------------------------------------------------------
 
@@ -293,12 +288,14 @@ class RunDir:
         """Begin this attempt's metrics with `rows` (a checkpoint's, or none for a fresh start): rows an
         earlier attempt logged after them go, as they will be logged again, identically."""
         self.rows = list(rows)
-        on_disk, damaged = read_rows(self.path / METRICS_FILE)
+        _, damaged = read_rows(self.path / METRICS_FILE)
         if damaged:
             log.warning("%s was damaged; rebuilt from the checkpoint", self.path / METRICS_FILE)
-        if on_disk != self.rows and self.primary:
+        # compared as bytes: a last row without its newline parses, but the next row appended would join it
+        wanted = "".join(json.dumps(r) + "\n" for r in self.rows)
+        if _bytes(self.path / METRICS_FILE) != wanted.encode() and self.primary:
             with self._writing(METRICS_FILE, "write_metrics"):
-                _write_atomic(self.path / METRICS_FILE, "".join(json.dumps(r) + "\n" for r in self.rows))
+                storage.write_atomic(self.path / METRICS_FILE, wanted)
 
     def append_metrics(self, row: dict[str, Any]) -> None:
         self.rows.append(row)
@@ -323,15 +320,14 @@ class RunDir:
     def write_summary(self, summary: dict[str, Any]) -> None:
         if self.primary:
             with self._writing(SUMMARY_FILE, "write_summary", summary.get("step")):
-                _write_atomic(self.path / SUMMARY_FILE, json.dumps(summary, indent=2) + "\n")
+                storage.write_atomic(self.path / SUMMARY_FILE, summary_text(summary))
 
     def complete_from(self, restored: Restored) -> dict[str, Any]:
         """A run whose final checkpoint exists is complete: its summary and metrics are the checkpoint's.
         Files that already say so are left untouched; missing, damaged or stale ones are rewritten."""
-        summary = restored.meta["summary"]
-        on_disk = self.read_summary()
-        if on_disk != summary:
-            if on_disk is None and (self.path / SUMMARY_FILE).exists():
+        summary = without_location(restored.meta["summary"])
+        if _bytes(self.path / SUMMARY_FILE) != summary_text(summary).encode():
+            if self.read_summary() is None and (self.path / SUMMARY_FILE).exists():
                 log.warning("%s was damaged; rebuilt from the final checkpoint", self.path / SUMMARY_FILE)
             self.write_summary(summary)
         self.start_metrics(restored.meta["metrics"])
@@ -343,8 +339,8 @@ class RunDir:
         write, is what the run reports."""
         try:
             self.write_summary(summary)
-        except StorageFull:
-            log.warning("%s not rewritten (no space left): it shows the run at its newest checkpoint",
+        except storage.StorageRefused:
+            log.debug("%s not rewritten (the write was refused): it shows the run at its newest checkpoint",
                         self.path / SUMMARY_FILE)  # fmt: skip
 
     def record_failure(self, summary: dict[str, Any]) -> None:
@@ -356,7 +352,7 @@ class RunDir:
 
     def outcome(self, config: dict[str, Any]) -> tuple[int, str]:
         """(exit code, one line) of the run of `config` this directory holds, read from its files alone."""
-        recorded = read_yaml(self.path / CONFIG_FILE)
+        recorded = self.recorded_config()
         if recorded is not None and differences(recorded, config):
             return 2, f"holds a run of another configuration ({'; '.join(differences(recorded, config))})"
         summary = self.read_summary()
@@ -370,6 +366,91 @@ class RunDir:
             return code, f"never finished: {status} at step {summary.get('step')}"
         error = f": {summary['error']}" if summary.get("error") else ""
         return code, f"{status} at step {summary.get('step')}{error}"
+
+
+class RunLogHandler(logging.FileHandler):
+    """train.log: this directory's lines (`speaking`); a write the OS refuses (the file-size limit, a full
+    disk) ends the log quietly, since the run's own one line says what happened."""
+
+    def __init__(self, path: Path, run_dir: Path):
+        super().__init__(path)
+        self.run_dir = run_dir
+        self.refused = False
+        self.setFormatter(logging.Formatter(LOG_FORMAT))
+        self.addFilter(lambda _record: not self.refused and _SPEAKING.get() in (None, run_dir))
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        if storage.refusal(sys.exc_info()[1]) is None:
+            super().handleError(record)
+            return
+        self.refused = True
+
+    def flush(self) -> None:
+        with self._unless_refused():
+            super().flush()
+
+    def close(self) -> None:
+        with self._unless_refused():
+            super().close()
+
+    @contextlib.contextmanager
+    def _unless_refused(self) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            if storage.refusal(exc) is None:
+                raise
+            self.refused = True
+
+
+def summary_text(summary: dict[str, Any]) -> str:
+    """summary.json's text for `summary`: the one form it is written in."""
+    return json.dumps(summary, indent=2) + "\n"
+
+
+def _bytes(path: Path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return None
+
+
+def without_location(summary: dict[str, Any]) -> dict[str, Any]:
+    """A summary without the path it was written at (older records held it): a directory moved elsewhere
+    lives where it is now."""
+    return {key: value for key, value in summary.items() if key != "run_dir"}
+
+
+def recorded_config(path: Path) -> dict[str, Any] | None:
+    """`RunDir.recorded_config` of the directory at `path`, read without taking it."""
+    directory = RunDir(path, primary=False)
+    try:
+        return directory.recorded_config()
+    finally:
+        directory.close_checkpoints()
+
+
+def end_torn_log(path: Path, block: int = 1 << 16) -> int:
+    """Cut a last line that an interrupted write left unfinished (and whatever follows it, such as the
+    zeros a crash leaves at the end of a file), so the next attempt's lines start on lines of their own;
+    returns the bytes cut."""
+    try:
+        with path.open("rb+") as f:
+            size = end = f.seek(0, os.SEEK_END)
+            while end > 0:
+                start = max(0, end - block)
+                f.seek(start)
+                chunk = f.read(end - start)
+                newline = chunk.rfind(b"\n")
+                if newline >= 0:
+                    end = start + newline + 1
+                    break
+                end = start
+            if end < size:
+                f.truncate(end)
+            return size - end
+    except FileNotFoundError:
+        return 0
 
 
 def check_same_run(path: Path, recorded: dict[str, Any], config: dict[str, Any]) -> None:

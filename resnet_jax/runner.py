@@ -22,12 +22,13 @@ import numpy as np
 import optax
 from tqdm import tqdm
 
-from resnet_jax import checks, distributed, faults, models, optim, probes
+from resnet_jax import checks, distributed, faults, footprint, models, optim, probes
 from resnet_jax import data as datasets
 from resnet_jax.checkpoint import DamagedCheckpoint, as_tree
-from resnet_jax.config import Config, as_dict
+from resnet_jax.config import Config, as_dict, identity_digest
 from resnet_jax.engine import Engine, EpochSampler, TrainState
 from resnet_jax.errors import CheckpointError, UserError
+from resnet_jax.interrupts import INTERRUPTS
 from resnet_jax.loop import Diverged, Record, chunk_boundaries, due
 from resnet_jax.rundir import Restored, RunDir
 from resnet_jax.tracking import Tracker, open_tracker
@@ -122,10 +123,16 @@ def start_or_resume(setup: Setup, directory: RunDir, restored: Restored | None) 
     return replace(start, state=setup.engine.place_state(start.state))
 
 
-def running_summary(setup: Setup, step: int, directory: RunDir) -> dict[str, Any]:
+def running_summary(setup: Setup, step: int) -> dict[str, Any]:
     """summary.json's fields when an attempt starts, at `step`."""
-    return {"status": "running", "step": step, "params": setup.params, "devices": setup.engine.devices,
-            "processes": jax.process_count(), "run_dir": str(directory.path)}  # fmt: skip
+    return {
+        "status": "running",
+        "step": step,
+        "params": setup.params,
+        "devices": setup.engine.devices,
+        "processes": jax.process_count(),
+        "identity": identity_digest(as_dict(setup.cfg)),  # what config.yaml must say (resnet_jax.runs)
+    }
 
 
 def ended_early(
@@ -137,16 +144,15 @@ def ended_early(
     return summary_at(ended, record, steps_this_attempt)
 
 
-def failure_to_start(run_dir: Path, exc: BaseException) -> dict[str, Any]:
+def failure_to_start(exc: BaseException) -> dict[str, Any]:
     """The summary of a run that did not start: why, and its exit code."""
     status, code = outcome_of(exc)
-    return {"status": status, "step": 0, "exit_code": code, "run_dir": str(run_dir),
-            "error": f"{type(exc).__name__}: {exc}"}  # fmt: skip
+    return {"status": status, "step": 0, "exit_code": code, "error": f"{type(exc).__name__}: {exc}"}
 
 
 def record_failure_to_start(directory: RunDir, exc: BaseException) -> None:
     """Before training: the directory says why the run did not start, unless it holds a result."""
-    directory.record_failure(failure_to_start(directory.path, exc))
+    directory.record_failure(failure_to_start(exc))
 
 
 def chunk_metrics(lr_at: optax.Schedule, step: int, rows: Any) -> dict[str, Any]:
@@ -233,7 +239,8 @@ def outcome_of(exc: BaseException) -> tuple[str, int]:
     """summary.json's status and the exit code for what ended a run early."""
     if isinstance(exc, Diverged):
         return "diverged", 3
-    if isinstance(exc, (KeyboardInterrupt, SystemExit)):  # preempted, timed out or stopped: resumable
+    interrupted = isinstance(exc, (KeyboardInterrupt, SystemExit)) or INTERRUPTS.received is not None
+    if interrupted:  # preempted, timed out or stopped (or an interrupt a library wrapped): resumable
         return "interrupted", 1
     return "failed", exc.exit_code if isinstance(exc, UserError) else 1
 
@@ -249,7 +256,7 @@ def train(setup: Setup, directory: RunDir, restored: Restored | None, *, group: 
     log.info("model=%s depth=%d residual=%s params=%d backend=%s devices=%d processes=%d",
              cfg.model.name, cfg.model.depth, cfg.model.residual, setup.params, jax.default_backend(),
              setup.engine.devices, jax.process_count())  # fmt: skip
-    summary = running_summary(setup, start.step, directory)
+    summary = running_summary(setup, start.step)
     directory.restart_summary(summary_at(summary, start.record, 0))
     try:
         train_chunks(setup, start, directory, tracker, summary)
@@ -279,7 +286,9 @@ def run(
     the directory, or another process writing it, is a one-line error.
     """
     distributed.initialize_multihost()  # before anything touches a JAX backend (the kernel check does)
+    distributed.check_backend()
     checks.check(cfg)
+    footprint.check_fits(cfg)  # before anything is allocated or written
     directory = RunDir(run_dir, primary=distributed.is_primary(), keep=cfg.trainer.keep_checkpoints)
     with directory.owned():
         directory.claim(as_dict(cfg), list(overrides))

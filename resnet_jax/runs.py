@@ -4,11 +4,39 @@ through the files it wrote, and a damaged run as damaged, with the reason."""
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from resnet_jax.config import identity_digest
 from resnet_jax.rundir import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, read_json, read_rows, read_yaml
+
+Number = (int, float)
+# the fields the report uses, and the types each may have (a field may be absent): a file whose JSON or YAML
+# parses but holds something else (a list for a number, text for a depth) is damaged, not drawn
+SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
+    "status": (str,),
+    "step": (int,),
+    "params": (int,),
+    "final": (dict,),
+    "best": (dict,),
+    "steps_per_s": (*Number, type(None)),
+    "wall_time_s": Number,
+    "identity": (str,),
+}
+CONFIG_TYPES: dict[str, tuple[type, ...]] = {
+    "model": (dict,),
+    "optim": (dict,),
+    "data": (dict,),
+    "model.name": (str,),
+    "model.depth": (int,),
+    "model.residual": (bool,),
+    "model.width": (int,),
+    "optim.l2": Number,
+    "optim.lr": Number,
+    "seed": (int,),
+}
 
 
 @dataclass
@@ -21,7 +49,18 @@ class RunRecord:
 
     @property
     def status(self) -> str:
-        return "damaged" if self.damage else self.summary.get("status", "unknown")
+        """The run's status as its summary says; `damaged` when its config or summary cannot be used (it is
+        not drawn). A problem elsewhere (a torn metrics line) is in `damage`, beside its status."""
+        if not self.config:
+            return "damaged"
+        return self.summary.get("status", "damaged")
+
+    def metric(self, key: str, section: str = "final") -> float | None:
+        """A final (or best) metric from the summary as a finite number; None when absent or not finite (a
+        diverged run's NaN is kept as text)."""
+        value = self.summary.get(section, {}).get(key)
+        finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        return value if finite else None
 
     def get(self, dotted: str, default: Any = None) -> Any:
         """A config value by dotted key, e.g. `model.depth`."""
@@ -46,22 +85,83 @@ class RunRecord:
         return rows[0 if which == "first" else -1][f"probe/{key}"]
 
 
+_ABSENT = object()
+
+
+def _wrong_types(record: dict[str, Any], types: dict[str, tuple[type, ...]]) -> list[str]:
+    """`key is <type>` for each field of `record` (dotted: nested) whose value is not of its allowed types."""
+    wrong = []
+    for dotted, allowed in types.items():
+        node: Any = record
+        for part in dotted.split("."):
+            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
+        ok = node is _ABSENT or (
+            isinstance(node, allowed) and not (isinstance(node, bool) and bool not in allowed)
+        )
+        if not ok:
+            wrong.append(f"{dotted} is {type(node).__name__}")
+    return wrong
+
+
+def _metrics_by_name(summary: dict[str, Any]) -> list[str]:
+    """The final and best metrics must be numbers (or the text a non-finite number is kept as)."""
+    return [
+        f"{section}.{key} is {type(value).__name__}"
+        for section in ("final", "best")
+        for key, value in summary.get(section, {}).items()
+        if not isinstance(value, (*Number, str)) or isinstance(value, bool)
+    ]
+
+
+def _rows_that_fit(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """The rows whose values are numbers, texts (a NaN kept as text) or lists of numbers (probes)."""
+
+    def fits(value: Any) -> bool:
+        if isinstance(value, list):
+            return all(isinstance(v, Number) and not isinstance(v, bool) for v in value)
+        return isinstance(value, (*Number, str)) and not isinstance(value, bool)
+
+    kept = [row for row in rows if all(fits(v) for v in row.values())]
+    return kept, len(rows) - len(kept)
+
+
 def load_run(path: Path) -> RunRecord:
-    """A run as its files tell it; what cannot be read is named in `damage` (the report lists such runs)."""
+    """A run as its files tell it; what cannot be read is named in `damage` (the report lists such runs, and
+    draws none whose config or summary is unusable)."""
     problems = []
     config = read_yaml(path / CONFIG_FILE)
     if config is None:
         problems.append(f"{CONFIG_FILE} missing or unreadable")
+    elif wrong := _wrong_types(config, CONFIG_TYPES):
+        problems.append(f"{CONFIG_FILE} holds values of the wrong type ({', '.join(wrong)})")
+        config = None
     summary = read_json(path / SUMMARY_FILE)
     if summary is None:
         problems.append(f"{SUMMARY_FILE} missing or unreadable")
+    elif wrong := _wrong_types(summary, SUMMARY_TYPES) or _metrics_by_name(summary):
+        problems.append(f"{SUMMARY_FILE} holds values of the wrong type ({', '.join(wrong)})")
+        summary = None
+    elif config is not None and "identity" in summary and summary["identity"] != identity_digest(config):
+        problems.append(
+            f"{CONFIG_FILE} does not say what the run was trained with (its checkpoints do; the run's own "
+            "command rewrites it from them)"
+        )
+        config = None
     rows, damaged_rows = read_rows(path / METRICS_FILE)
-    if damaged_rows:
-        problems.append(f"{METRICS_FILE} has unreadable lines")
+    rows, unfit = _rows_that_fit(rows)
+    if damaged_rows or unfit:
+        problems.append(f"{METRICS_FILE} has unreadable lines (the readable rows are used)")
     return RunRecord(path, config or {}, summary or {"status": "damaged"}, rows, "; ".join(problems) or None)
 
 
 def find_runs(root: Path) -> list[Path]:
-    """Every run directory under `root` (holding config.yaml, summary.json or metrics.jsonl), sorted."""
-    found = {p.parent for name in (CONFIG_FILE, SUMMARY_FILE, METRICS_FILE) for p in root.rglob(name)}
-    return sorted(p for p in found if "wandb" not in p.parts)
+    """Every run directory under `root` (holding config.yaml, summary.json or metrics.jsonl), sorted, found
+    in one walk that does not follow links (a link loop, or a link to elsewhere, is not walked into) and
+    skips folders it cannot read."""
+    names = {CONFIG_FILE, SUMMARY_FILE, METRICS_FILE}
+    found = []
+    for folder, subfolders, files in os.walk(root, followlinks=False):
+        subfolders[:] = sorted(d for d in subfolders if d != "wandb")
+        if names & set(files):
+            found.append(Path(folder))
+    return sorted(found)

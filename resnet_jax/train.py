@@ -8,6 +8,11 @@ the process exits non-zero, with one line per job, if any job failed, diverged o
 
 from __future__ import annotations
 
+# first of all, so that Ctrl-C or SIGTERM during the imports below is one line too (resnet_jax.interrupts)
+from resnet_jax.interrupts import INTERRUPTS
+
+INTERRUPTS.install()
+
 import logging
 import os
 import sys
@@ -20,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from resnet_jax import commandline
+from resnet_jax import commandline, faults
 from resnet_jax.config import CONF_DIR, as_dict, register, to_config
 from resnet_jax.errors import UserError
 from resnet_jax.loop import Diverged
@@ -34,7 +39,7 @@ register()
 _exit_codes: list[int] = []
 
 
-def format_summary(summary: dict[str, Any]) -> str:
+def format_summary(summary: dict[str, Any], run_dir: Path) -> str:
     """The one screen a user reads at the end of a run."""
     final = summary.get("final", {})
     best = summary.get("best", {})
@@ -49,7 +54,7 @@ def format_summary(summary: dict[str, Any]) -> str:
         ("train error", f"{pct(final, 'train/error')}  (best {pct(best, 'train/error').strip()})"),
         ("test error", f"{pct(final, 'test/error')}  (best {pct(best, 'test/error').strip()})"),
         ("wall time", f"{summary.get('wall_time_s', 0):.1f} s"),
-        ("run directory", summary["run_dir"]),
+        ("run directory", str(run_dir)),
     ]
     width = max(len(k) for k, _ in rows)
     return "\n".join(["", "=" * 60, *(f"{k:<{width}}  {v}" for k, v in rows), "=" * 60])
@@ -69,7 +74,7 @@ def _hydra_job(cfg: DictConfig) -> int:
             name=hydra_cfg.job.override_dirname or "default",
             wandb_dir=Path(hydra_cfg.sweep.dir) if multirun else run_dir,
         )
-        print(format_summary(summary), flush=True)
+        print(format_summary(summary, run_dir), flush=True)
         return 0
     except UserError as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -80,6 +85,8 @@ def _hydra_job(cfg: DictConfig) -> int:
         log.error("diverged: %s", exc)
         return 3
     except Exception:
+        if INTERRUPTS.received is not None:  # an interrupt that surfaced through a library as its own error
+            raise KeyboardInterrupt from None
         log.exception("run failed in %s", run_dir)
         return 1
 
@@ -111,6 +118,7 @@ def sweep_outcome(jobs: list[commandline.Job]) -> int:
 
 def main() -> None:
     """Console script: check every job of the command line, run Hydra, exit with the worst job's code."""
+    faults.point("startup")
     try:
         jobs = commandline.check(sys.argv[1:])
     except UserError as exc:
@@ -119,10 +127,16 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     codes = []
+    INTERRUPTS.begin()
     try:
         _hydra_main()
     except SystemExit as exc:  # Hydra said why a launcher failed (e.g. a job killed before its result)
         codes.append(exc.code if isinstance(exc.code, int) else 1)
+    except BaseException:
+        if INTERRUPTS.received is None:
+            raise
+        print(f"error: {INTERRUPTS.line()}", file=sys.stderr, flush=True)
+        sys.exit(INTERRUPTS.exit_code())
     codes += _exit_codes
     if jobs is not None and jobs.multirun:
         codes.append(sweep_outcome(jobs.jobs))

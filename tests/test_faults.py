@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import assert_same_record, snapshot, train, write_lock
 
-from resnet_jax import rundir
+from resnet_jax import storage
 from resnet_jax.lock import RunLock, process_start_time
 
 ARGS = ("model=mlp", "model.depth=4", "model.width=16", "trainer.steps=40", "trainer.batch_size=32",
@@ -115,18 +115,19 @@ def test_a_full_disk_stops_the_run_with_one_line_and_the_same_command_resumes_it
     assert_same_run(reference, run_dir)
 
 
-def test_a_write_refusedrefused_for_lack_of_space_is_recognised_through_orbax_s_wrapping() -> None:
+def test_a_refused_write_is_recognised_through_orbax_s_wrapping() -> None:
     """Orbax reports a full disk as a ValueError carrying the OS's words (seen on a full tmpfs)."""
     orbax = ValueError(
         'RESOURCE_EXHAUSTED: Error writing "step/0" in OCDBT database at local file "/x/": '
         "Failed to write 12016 bytes to file 15: No space left on device [os_error_code='28']"
     )
-    assert rundir.refused_for_lack_of_space(orbax)
+    assert storage.refusal(orbax) == errno.ENOSPC
+    assert storage.refusal(ValueError("Failed to write [os_error_code='27']")) == errno.EFBIG
     try:
         raise RuntimeError("saving failed") from OSError(errno.EDQUOT, os.strerror(errno.EDQUOT))
     except RuntimeError as exc:
-        assert rundir.refused_for_lack_of_space(exc)
-    assert not rundir.refused_for_lack_of_space(OSError(errno.EACCES, os.strerror(errno.EACCES)))
+        assert storage.refusal(exc) == errno.EDQUOT
+    assert storage.refusal(OSError(errno.ENOENT, os.strerror(errno.ENOENT))) is None
 
 
 @pytest.mark.parametrize("damage", ["garbage", "truncated", "missing"])
@@ -287,12 +288,7 @@ def test_another_config_in_the_same_directory_is_refused_listing_the_keys(
 
 def test_keys_that_do_not_change_results_may_differ(completed: Path) -> None:
     before = snapshot(completed, skip=("train.log",))
-    neutral = (
-        "model.dense_impl=xla",
-        "trainer.eval_batch_size=7",
-        "trainer.checkpoint_every=20",
-        "logger=wandb",
-    )
+    neutral = ("trainer.keep_checkpoints=3", "trainer.checkpoint_every=20", "logger=wandb")
     out = run_in(completed, *neutral)
     assert out.returncode == 0 and "run already completed at step 40" in out.stderr, out.stderr[-2000:]
     assert snapshot(completed, skip=("train.log",)) == before

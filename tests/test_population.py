@@ -17,7 +17,7 @@ import pytest
 from helpers import assert_same_record, final_arrays, metric_rows, snapshot, tiny_config, train, write_lock
 from wandb_records import history, run_record
 
-from resnet_jax import models, population, population_launcher
+from resnet_jax import footprint, models, population, population_launcher
 from resnet_jax.config import compose
 from resnet_jax.lock import process_start_time
 from resnet_jax.population import MemberJob, form_groups, train_population
@@ -135,12 +135,13 @@ def test_a_population_larger_than_the_device_memory_is_trained_in_smaller_progra
             seeds=[c.seed for c in configs], x_train=np.zeros((64, 8, 8, 1), np.float32),
             y_train=np.zeros(64, np.int32), augment=False, dtype=np.float32, layout=layout,
         )  # fmt: skip
-        monkeypatch.setattr(population, "device_free_bytes", lambda: 10**12)
+        monkeypatch.setattr(footprint, "free_bytes", lambda: 10**12)
         many = engine.members_that_fit(5, 32)
-        monkeypatch.setattr(population, "device_free_bytes", lambda: 10**12 // 100)
+        monkeypatch.setattr(footprint, "free_bytes", lambda: 10**12 // 100)
         fewer = engine.members_that_fit(5, 32)
         assert many > fewer > 1 and abs(many / fewer - 100) < 1, layout
-    monkeypatch.setattr(population, "device_free_bytes", lambda: 1)  # room for one member per program
+    # room for one member per program
+    monkeypatch.setattr(population.PopulationEngine, "members_that_fit", lambda *_: 1)
     with pytest.raises(population.TooLarge) as raised:
         train_population([replace(job, run_dir=tmp_path / "none" / job.name) for job in jobs], group="g",
                          fit_to_memory=True)  # fmt: skip

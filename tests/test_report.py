@@ -145,8 +145,9 @@ def test_damaged_runs_are_listed_with_the_reason_and_every_other_run_is_reported
     assert "10 runs;" in text and "3 damaged (listed below)" in text
     with (sweep / "runs.csv").open() as f:
         rows = {r["run"]: r for r in csv.DictReader(f)}
-    assert len(rows) == 10 and [rows[r.name]["status"] for r in runs[:3]] == ["damaged"] * 3
-    others = [r for name, r in rows.items() if name not in {p.name for p in runs[:3]}]
+    assert len(rows) == 10 and [rows[r.name]["status"] for r in runs[:2]] == ["damaged", "damaged"]
+    assert rows[runs[2].name]["status"] == json.loads((runs[2] / "summary.json").read_text())["status"]
+    others = [r for name, r in rows.items() if name not in {p.name for p in runs[:2]}]
     assert all(r["status"] in ("completed", "diverged") and r["final_test_error"] for r in others)
     for name in report.FIGURES:
         assert (sweep / "figures" / name).stat().st_size > 10_000
@@ -160,3 +161,80 @@ def test_a_killed_run_shows_its_last_checkpointed_step(sweep: Path) -> None:
     with (sweep / "runs.csv").open() as f:
         row = next(r for r in csv.DictReader(f) if r["run"] == run.name)
     assert (row["status"], row["step"]) == ("running", "30")
+
+
+def test_values_of_the_wrong_type_are_listed_and_every_other_run_is_reported(sweep: Path) -> None:
+    runs = sorted(p for p in sweep.iterdir() if p.is_dir())
+    summary = json.loads((runs[0] / "summary.json").read_text())
+    (runs[0] / "summary.json").write_text(json.dumps({**summary, "final": [1, 2], "step": "ten"}))
+    (runs[1] / "config.yaml").write_text(yaml.safe_dump({"model": "cifar", "seed": [0]}))
+    config = yaml.safe_load((runs[2] / "config.yaml").read_text())
+    (runs[2] / "config.yaml").write_text(
+        yaml.safe_dump({**config, "model": {**config["model"], "depth": "20"}})
+    )
+    (runs[3] / "summary.json").write_text(json.dumps([summary]))  # valid JSON, not an object
+    rows = (runs[4] / "metrics.jsonl").read_text().splitlines()
+    (runs[4] / "metrics.jsonl").write_text(
+        "\n".join([*rows, '{"step": 30, "probe/grad_norm": ["a"]}']) + "\n"
+    )
+    text = report.build_report(sweep).read_text()
+    damaged = text.split("## Damaged runs")[1].split("## Figures")[0]
+    assert (
+        f"`{runs[0].name}`: summary.json holds values of the wrong type (step is str, final is list)"
+        in damaged
+    )
+    assert (
+        f"`{runs[1].name}`: config.yaml holds values of the wrong type (model is str, seed is list)"
+        in damaged
+    )
+    assert f"`{runs[2].name}`: config.yaml holds values of the wrong type (model.depth is str)" in damaged
+    assert f"`{runs[3].name}`: summary.json missing or unreadable" in damaged
+    assert f"`{runs[4].name}`: metrics.jsonl has unreadable lines" in damaged
+    assert "not drawn" not in text
+    for name in report.FIGURES:
+        assert (sweep / "figures" / name).stat().st_size > 10_000
+
+
+def test_a_folder_of_only_damaged_runs_still_gets_a_report(tmp_path: Path) -> None:
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "summary.json").write_text("{ torn")
+    text = report.build_report(tmp_path).read_text()
+    assert "2 runs;" in text and "2 damaged (listed below)" in text
+
+
+def test_a_report_that_cannot_be_written_is_one_line_and_goes_elsewhere_with_output(
+    sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    (sweep / "figures").write_text("a file where the figures folder goes")  # the OS refuses, even to root
+    before = {p: p.stat().st_mtime_ns for p in sweep.rglob("*")}
+    with pytest.raises(SystemExit) as exited:
+        report.main([str(sweep)])
+    message = str(exited.value)
+    assert message.startswith(f"error: cannot write the report into {sweep}") and "--output DIR" in message
+    elsewhere = tmp_path / "elsewhere"
+    report.main([str(sweep), "--output", str(elsewhere)])
+    assert (elsewhere / "report.md").is_file() and (elsewhere / "runs.csv").is_file()
+    assert str(elsewhere / "report.md") in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in sweep.rglob("*")} == before  # the sweep left as it was
+
+
+def test_link_loops_and_thousands_of_empty_folders_are_walked_once(sweep: Path) -> None:
+    for i in range(3000):
+        (sweep / "empty" / f"{i:04d}").mkdir(parents=True)
+    (sweep / "loop").symlink_to(sweep, target_is_directory=True)
+    (sweep / "empty" / "0001" / "up").symlink_to(sweep / "empty", target_is_directory=True)
+    assert len(find_runs(sweep)) == 10
+    assert "10 runs;" in report.build_report(sweep).read_text()
+
+
+def test_a_figure_the_values_cannot_make_is_listed_and_the_rest_are_drawn(
+    sweep: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args) -> None:
+        raise ValueError("no finite values")
+
+    monkeypatch.setattr(report.figures, "plot_branch_ratio", broken)
+    text = report.build_report(sweep).read_text()
+    assert "- `figures/branch_ratio_vs_l2.png` not drawn: ValueError: no finite values" in text
+    assert (sweep / "figures" / "identity_vs_l2.png").stat().st_size > 10_000

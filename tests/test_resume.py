@@ -69,7 +69,11 @@ def test_a_run_of_another_model_in_the_directory_is_a_clear_error(tmp_path: Path
 
 def test_checkpoints_keep_only_the_newest(tmp_path: Path) -> None:
     cfg = tiny_config(
-        "model=mlp", "model.depth=4", "trainer.checkpoint_every=5", "trainer.keep_checkpoints=2"
+        "model=mlp",
+        "model.depth=4",
+        "trainer.log_every=5",
+        "trainer.checkpoint_every=5",
+        "trainer.keep_checkpoints=2",
     )
     run(cfg, tmp_path)
     assert Checkpoints(tmp_path / "checkpoints", 2).steps() == [20, 15]

@@ -8,7 +8,7 @@ from types import ModuleType
 from resnet_jax import rules
 from resnet_jax.config import Cifar10Data, DataConfig, DigitsData, SyntheticData
 from resnet_jax.data import cifar10, digits, synthetic
-from resnet_jax.data.dataset import NORMALIZATIONS, Dataset, normalize
+from resnet_jax.data.dataset import NORMALIZATIONS, Dataset, Shape, normalize
 
 _MODULES: dict[type, ModuleType] = {DigitsData: digits, Cifar10Data: cifar10, SyntheticData: synthetic}
 
@@ -28,6 +28,11 @@ def train_size(cfg: DataConfig) -> int:
     return _module(cfg).train_size(cfg)
 
 
+def shape(cfg: DataConfig) -> Shape:
+    """The dataset's sizes and image shape, known before loading (to check that a run fits in memory)."""
+    return _module(cfg).shape(cfg)
+
+
 def load(cfg: DataConfig) -> Dataset:
     """The dataset `cfg` describes, normalised as configured with its training split's statistics."""
     raw = _module(cfg).load(cfg)
@@ -35,4 +40,4 @@ def load(cfg: DataConfig) -> Dataset:
     return dataclasses.replace(raw, x_train=x_train, x_test=x_test)
 
 
-__all__ = ["Dataset", "check", "load", "train_size"]
+__all__ = ["Dataset", "Shape", "check", "load", "shape", "train_size"]

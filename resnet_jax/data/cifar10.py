@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from resnet_jax import rules
 from resnet_jax.config import Cifar10Data
-from resnet_jax.data.dataset import Dataset
+from resnet_jax.data.dataset import Dataset, Shape
 from resnet_jax.data.safe_pickle import safe_loads
 from resnet_jax.errors import DatasetError
 
@@ -119,6 +119,10 @@ def check(cfg: Cifar10Data) -> None:
 
 def train_size(_cfg: Cifar10Data) -> int:
     return TRAIN_IMAGES
+
+
+def shape(_cfg: Cifar10Data) -> Shape:
+    return Shape(TRAIN_IMAGES, IMAGES_PER_BATCH_MAX, (32, 32, 3), 10)
 
 
 def load(cfg: Cifar10Data) -> Dataset:

@@ -23,6 +23,22 @@ class Dataset:
         return tuple(self.x_train.shape[1:])
 
 
+@dataclass(frozen=True)
+class Shape:
+    """A dataset's sizes, known from its config before anything is read (to check a run fits in memory)."""
+
+    train_size: int
+    test_size: int
+    image_shape: tuple[int, int, int]
+    num_classes: int
+
+    @property
+    def image_bytes(self) -> int:
+        """Both splits' images as float32."""
+        height, width, channels = self.image_shape
+        return 4 * (self.train_size + self.test_size) * height * width * channels
+
+
 def normalize(x_train: np.ndarray, x_test: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray]:
     """Statistics come from the training split only, and are applied to both splits.
 

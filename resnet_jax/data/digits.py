@@ -10,7 +10,7 @@ from sklearn.model_selection import train_test_split
 
 from resnet_jax import rules
 from resnet_jax.config import DigitsData
-from resnet_jax.data.dataset import Dataset
+from resnet_jax.data.dataset import Dataset, Shape
 
 
 def check(cfg: DigitsData) -> None:
@@ -31,6 +31,11 @@ def _split(test_fraction: float, split_seed: int) -> tuple[np.ndarray, ...]:
 
 def train_size(cfg: DigitsData) -> int:
     return len(_split(cfg.test_fraction, cfg.split_seed)[0])
+
+
+def shape(cfg: DigitsData) -> Shape:
+    x_train, x_test, _, _ = _split(cfg.test_fraction, cfg.split_seed)
+    return Shape(len(x_train), len(x_test), tuple(x_train.shape[1:]), 10)
 
 
 def load(cfg: DigitsData) -> Dataset:

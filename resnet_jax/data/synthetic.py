@@ -6,7 +6,7 @@ import numpy as np
 
 from resnet_jax import rules
 from resnet_jax.config import SyntheticData
-from resnet_jax.data.dataset import Dataset
+from resnet_jax.data.dataset import Dataset, Shape
 
 
 def check(cfg: SyntheticData) -> None:
@@ -17,6 +17,11 @@ def check(cfg: SyntheticData) -> None:
 
 def train_size(cfg: SyntheticData) -> int:
     return cfg.train_size
+
+
+def shape(cfg: SyntheticData) -> Shape:
+    image = (cfg.image_size, cfg.image_size, cfg.channels)
+    return Shape(cfg.train_size, cfg.test_size, image, cfg.num_classes)
 
 
 def load(cfg: SyntheticData) -> Dataset:

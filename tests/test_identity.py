@@ -1,0 +1,156 @@
+"""A run directory's identity is what its checkpoints were trained with: a config.yaml edited by hand cannot
+pass another configuration off as the run, a directory moved elsewhere resumes and says where it is now, and
+every result-neutral key may change between attempts without moving the run or changing its results."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from helpers import TINY, assert_same_record, tiny_config, train, write_fake_cifar
+
+from resnet_jax import commandline, faults
+from resnet_jax.config import RESULT_NEUTRAL, compose
+from resnet_jax.runner import run
+from resnet_jax.runs import load_run
+
+MLP = ("model=mlp", "model.depth=4", "model.width=16", "trainer.steps=40", "trainer.log_every=5",
+       "trainer.eval_every=10", "trainer.checkpoint_every=10", "probe.every=10")  # fmt: skip
+
+
+def stop_after_checkpoint(cfg, run_dir: Path, step: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run `cfg` in `run_dir` until just after its checkpoint at `step`, as a preempted job stops there."""
+
+    def preempted(name: str, at: int | None = None) -> None:
+        if name == "after_checkpoint" and at == step:
+            raise KeyboardInterrupt("preempted")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(faults, "point", preempted)
+        with pytest.raises(KeyboardInterrupt):
+            run(cfg, run_dir)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    run(tiny_config(*MLP), run_dir)
+    return run_dir
+
+
+def test_an_edited_config_yaml_cannot_pass_another_configuration_off_as_the_run(
+    reference: Path, tmp_path: Path
+) -> None:
+    run_dir = tmp_path / "run"
+    shutil.copytree(reference, run_dir)
+    config = yaml.safe_load((run_dir / "config.yaml").read_text())
+    config["optim"]["lr"] = 0.05  # trained at 0.01
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    damage = load_run(run_dir).damage
+    assert damage and "config.yaml does not say what the run was trained with" in damage
+
+    claimed = train(*TINY, *MLP, "optim.lr=0.05", f"hydra.run.dir={run_dir}")
+    assert claimed.returncode == 2
+    assert claimed.stderr.strip().splitlines() == [
+        f"error: {run_dir} holds a run of another configuration (optim.lr: 0.01 -> 0.05); run it "
+        "elsewhere with hydra.run.dir=... (hydra.sweep.dir=... with -m) or another name=..., or rerun with "
+        "the recorded values"
+    ]
+    assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
+
+    own = train(*TINY, *MLP, f"hydra.run.dir={run_dir}")
+    assert own.returncode == 0, own.stderr[-2000:]
+    assert "config.yaml does not say what the run was trained with; rebuilt from the checkpoint" in own.stderr
+    assert (run_dir / "config.yaml").read_text() == (reference / "config.yaml").read_text()
+    assert load_run(run_dir).damage is None
+
+
+def test_a_moved_run_directory_resumes_and_says_where_it_lives(
+    reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tiny_config(*MLP)
+    first, moved = tmp_path / "disk-a" / "run", tmp_path / "disk-b" / "archive" / "run"
+    stop_after_checkpoint(cfg, first, 20, monkeypatch)
+    moved.parent.mkdir(parents=True)
+    shutil.move(first, moved)
+    summary = run(cfg, moved)
+    assert summary["status"] == "completed"
+    assert_same_record(reference, moved)
+    for name in ("summary.json", "metrics.jsonl", "config.yaml", "overrides.yaml"):
+        assert str(first) not in (moved / name).read_text(), name
+    assert load_run(moved).damage is None
+    archived = tmp_path / "disk-c" / "run"  # a completed run copied again: reported, not retrained
+    shutil.copytree(moved, archived)
+    assert run(cfg, archived)["final"] == summary["final"]
+    assert str(moved) not in (archived / "summary.json").read_text()
+
+
+# each result-neutral key (config.RESULT_NEUTRAL) changed between two attempts of one run: (the prefix it
+# tests, the first attempt's overrides, the second's)
+NEUTRAL_CHANGES = [
+    ("name", (), ("name=elsewhere",)),
+    ("logger", (), ("logger=wandb", "logger.tags=[a,b]", "logger.project=other", "logger.mode=disabled")),
+    ("trainer.progress", (), ("trainer.progress=true",)),
+    ("trainer.checkpoint_every", (), ("trainer.checkpoint_every=20",)),
+    ("trainer.checkpoint_every", (), ("trainer.checkpoint_every=0",)),
+    ("trainer.keep_checkpoints", (), ("trainer.keep_checkpoints=5",)),
+    ("data.root", ("data.root={a}",), ("data.root={b}",)),
+    ("data.download", ("data.root={a}",), ("data.root={a}", "data.download=true")),
+]
+
+
+def test_every_result_neutral_key_is_tested() -> None:
+    assert {prefix for prefix, _, _ in NEUTRAL_CHANGES} == set(RESULT_NEUTRAL)
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Two folders holding the same (fake) CIFAR-10 archive, and its MD5."""
+    root = tmp_path_factory.mktemp("cifar")
+    md5 = write_fake_cifar(root / "a")
+    shutil.copytree(root / "a", root / "b")
+    return {"a": str(root / "a"), "b": str(root / "b"), "md5": md5}
+
+
+@pytest.fixture(scope="module")
+def cifar_reference(tmp_path_factory: pytest.TempPathFactory, archives: dict[str, str]) -> Path:
+    run_dir = tmp_path_factory.mktemp("cifar-reference") / "run"
+    run(
+        tiny_config(*MLP, "data=cifar10", f"data.md5={archives['md5']}", f"data.root={archives['a']}"),
+        run_dir,
+    )
+    return run_dir
+
+
+@pytest.mark.parametrize(("prefix", "before", "after"), NEUTRAL_CHANGES)
+def test_a_result_neutral_key_changed_between_attempts_keeps_the_directory_and_the_results(
+    prefix: str, before: tuple[str, ...], after: tuple[str, ...], archives: dict[str, str], request,
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    on_cifar = prefix.startswith("data.")
+    base = (*MLP, "data=cifar10", f"data.md5={archives['md5']}") if on_cifar else MLP
+    before, after = ([o.format(**archives) for o in overrides] for overrides in (before, after))
+    reference = request.getfixturevalue("cifar_reference" if on_cifar else "reference")
+    run_dir = tmp_path / "run"
+    stop_after_checkpoint(tiny_config(*base, *before), run_dir, 20, monkeypatch)
+    run(tiny_config(*base, *after), run_dir)
+    assert_same_record(reference, run_dir)
+
+    def placed(*overrides: str) -> Path:
+        return commandline.planned_jobs([*TINY, *base, *overrides]).jobs[0].run_dir
+
+    # the sweep's name places the sweep; within it, the run's own directory keeps its name
+    same = (lambda p: p.name) if prefix == "name" else (lambda p: p)
+    assert same(placed(*before)) == same(placed(*after))
+
+
+def test_a_result_affecting_key_names_the_directory_and_is_refused_on_resume(tmp_path: Path) -> None:
+    plain, other = (commandline.planned_jobs([*MLP, *extra]).jobs[0].run_dir for extra in ((), ("seed=1",)))
+    assert plain != other
+    run_dir = tmp_path / "run"
+    run(tiny_config(*MLP), run_dir)
+    with pytest.raises(Exception, match=r"model.unroll: None -> True"):
+        run(compose("logger=none", *MLP, "model.unroll=true"), run_dir)
