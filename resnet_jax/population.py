@@ -291,8 +291,13 @@ class PopulationEngine(Engine):
         fit = max(1, int((fraction * footprint.free_bytes() - once) // one))
         fit = fit * self.devices if self.members_split else fit
         said = "all fit" if fit >= self.members else f"{fit} fit in one program"
-        log.info("population of %d: each member needs %s (and the group %s once); %s", self.members,
-                 footprint.size(one), footprint.size(once), said)  # fmt: skip
+        log.info(
+            "population of %d: each member needs %s (and the group %s once); %s",
+            self.members,
+            footprint.size(one),
+            footprint.size(once),
+            said,
+        )
         return fit
 
     def evaluate_members(self, state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int):

@@ -30,6 +30,19 @@ TINY = ("logger=none", "trainer.steps=20", "trainer.batch_size=32", "trainer.eva
         "probe.batch_size=16")  # fmt: skip
 
 
+# a 40-step run of the notes' dense net, a checkpoint every 10 steps: the run the edge tests interrupt, damage
+# and compare (tests/test_identity.py, test_torn_writes.py, test_limits.py, test_interrupts.py)
+SHORT_RUN = (
+    *TINY,
+    "model=mlp",
+    "model.depth=4",
+    "model.width=16",
+    "trainer.steps=40",
+    "trainer.log_every=5",
+    "trainer.checkpoint_every=10",
+)
+
+
 def tiny_config(*overrides: str) -> Config:
     """What `python -m resnet_jax.train TINY OVERRIDES` runs (composed through Hydra, as users get it)."""
     return compose(*TINY, *overrides)

@@ -10,15 +10,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import TINY, assert_same_record, tiny_config, train, write_fake_cifar
+from helpers import SHORT_RUN, assert_same_record, train, write_fake_cifar
 
 from resnet_jax import commandline, faults
 from resnet_jax.config import RESULT_NEUTRAL, compose
 from resnet_jax.runner import run
 from resnet_jax.runs import load_run
-
-MLP = ("model=mlp", "model.depth=4", "model.width=16", "trainer.steps=40", "trainer.log_every=5",
-       "trainer.eval_every=10", "trainer.checkpoint_every=10", "probe.every=10")  # fmt: skip
 
 
 def stop_after_checkpoint(cfg, run_dir: Path, step: int, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -34,25 +31,18 @@ def stop_after_checkpoint(cfg, run_dir: Path, step: int, monkeypatch: pytest.Mon
             run(cfg, run_dir)
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    run(tiny_config(*MLP), run_dir)
-    return run_dir
-
-
 def test_an_edited_config_yaml_cannot_pass_another_configuration_off_as_the_run(
-    reference: Path, tmp_path: Path
+    short_run: Path, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
-    shutil.copytree(reference, run_dir)
+    shutil.copytree(short_run, run_dir)
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     config["optim"]["lr"] = 0.05  # trained at 0.01
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     damage = load_run(run_dir).damage
     assert damage and "config.yaml does not say what the run was trained with" in damage
 
-    claimed = train(*TINY, *MLP, "optim.lr=0.05", f"hydra.run.dir={run_dir}")
+    claimed = train(*SHORT_RUN, "optim.lr=0.05", f"hydra.run.dir={run_dir}")
     assert claimed.returncode == 2
     assert claimed.stderr.strip().splitlines() == [
         f"error: {run_dir} holds a run of another configuration (optim.lr: 0.01 -> 0.05); run it "
@@ -61,24 +51,24 @@ def test_an_edited_config_yaml_cannot_pass_another_configuration_off_as_the_run(
     ]
     assert json.loads((run_dir / "summary.json").read_text())["status"] == "completed"
 
-    own = train(*TINY, *MLP, f"hydra.run.dir={run_dir}")
+    own = train(*SHORT_RUN, f"hydra.run.dir={run_dir}")
     assert own.returncode == 0, own.stderr[-2000:]
     assert "config.yaml does not say what the run was trained with; rebuilt from the checkpoint" in own.stderr
-    assert (run_dir / "config.yaml").read_text() == (reference / "config.yaml").read_text()
+    assert (run_dir / "config.yaml").read_text() == (short_run / "config.yaml").read_text()
     assert load_run(run_dir).damage is None
 
 
 def test_a_moved_run_directory_resumes_and_says_where_it_lives(
-    reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    short_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cfg = tiny_config(*MLP)
+    cfg = compose(*SHORT_RUN)
     first, moved = tmp_path / "disk-a" / "run", tmp_path / "disk-b" / "archive" / "run"
     stop_after_checkpoint(cfg, first, 20, monkeypatch)
     moved.parent.mkdir(parents=True)
     shutil.move(first, moved)
     summary = run(cfg, moved)
     assert summary["status"] == "completed"
-    assert_same_record(reference, moved)
+    assert_same_record(short_run, moved)
     for name in ("summary.json", "metrics.jsonl", "config.yaml", "overrides.yaml"):
         assert str(first) not in (moved / name).read_text(), name
     assert load_run(moved).damage is None
@@ -119,7 +109,7 @@ def archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 def cifar_reference(tmp_path_factory: pytest.TempPathFactory, archives: dict[str, str]) -> Path:
     run_dir = tmp_path_factory.mktemp("cifar-reference") / "run"
     run(
-        tiny_config(*MLP, "data=cifar10", f"data.md5={archives['md5']}", f"data.root={archives['a']}"),
+        compose(*SHORT_RUN, "data=cifar10", f"data.md5={archives['md5']}", f"data.root={archives['a']}"),
         run_dir,
     )
     return run_dir
@@ -127,20 +117,25 @@ def cifar_reference(tmp_path_factory: pytest.TempPathFactory, archives: dict[str
 
 @pytest.mark.parametrize(("prefix", "before", "after"), NEUTRAL_CHANGES)
 def test_a_result_neutral_key_changed_between_attempts_keeps_the_directory_and_the_results(
-    prefix: str, before: tuple[str, ...], after: tuple[str, ...], archives: dict[str, str], request,
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:  # fmt: skip
+    prefix: str,
+    before: tuple[str, ...],
+    after: tuple[str, ...],
+    archives: dict[str, str],
+    request,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     on_cifar = prefix.startswith("data.")
-    base = (*MLP, "data=cifar10", f"data.md5={archives['md5']}") if on_cifar else MLP
+    base = ("data=cifar10", f"data.md5={archives['md5']}") if on_cifar else ()
     before, after = ([o.format(**archives) for o in overrides] for overrides in (before, after))
-    reference = request.getfixturevalue("cifar_reference" if on_cifar else "reference")
+    reference = request.getfixturevalue("cifar_reference" if on_cifar else "short_run")
     run_dir = tmp_path / "run"
-    stop_after_checkpoint(tiny_config(*base, *before), run_dir, 20, monkeypatch)
-    run(tiny_config(*base, *after), run_dir)
+    stop_after_checkpoint(compose(*SHORT_RUN, *base, *before), run_dir, 20, monkeypatch)
+    run(compose(*SHORT_RUN, *base, *after), run_dir)
     assert_same_record(reference, run_dir)
 
     def placed(*overrides: str) -> Path:
-        return commandline.planned_jobs([*TINY, *base, *overrides]).jobs[0].run_dir
+        return commandline.planned_jobs([*SHORT_RUN, *base, *overrides]).jobs[0].run_dir
 
     # the sweep's name places the sweep; within it, the run's own directory keeps its name
     same = (lambda p: p.name) if prefix == "name" else (lambda p: p)
@@ -148,9 +143,11 @@ def test_a_result_neutral_key_changed_between_attempts_keeps_the_directory_and_t
 
 
 def test_a_result_affecting_key_names_the_directory_and_is_refused_on_resume(tmp_path: Path) -> None:
-    plain, other = (commandline.planned_jobs([*MLP, *extra]).jobs[0].run_dir for extra in ((), ("seed=1",)))
+    plain, other = (
+        commandline.planned_jobs([*SHORT_RUN, *extra]).jobs[0].run_dir for extra in ((), ("seed=1",))
+    )
     assert plain != other
     run_dir = tmp_path / "run"
-    run(tiny_config(*MLP), run_dir)
+    run(compose(*SHORT_RUN), run_dir)
     with pytest.raises(Exception, match=r"model.unroll: None -> True"):
-        run(compose("logger=none", *MLP, "model.unroll=true"), run_dir)
+        run(compose(*SHORT_RUN, "model.unroll=true"), run_dir)

@@ -9,18 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from helpers import TINY, assert_same_record, train
-
-ARGS = (*TINY, "model=mlp", "model.depth=4", "model.width=16", "trainer.steps=40", "trainer.log_every=5",
-        "trainer.eval_every=10", "trainer.checkpoint_every=10", "probe.every=10")  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    out = train(*ARGS, f"hydra.run.dir={run_dir}")
-    assert out.returncode == 0, out.stderr[-2000:]
-    return run_dir
+from helpers import SHORT_RUN, assert_same_record, train
 
 
 def interrupted_lines(out: subprocess.CompletedProcess) -> list[str]:
@@ -49,10 +38,10 @@ MOMENTS = [
 
 @pytest.mark.parametrize(("point", "signal", "code", "says", "left_at"), MOMENTS)
 def test_an_interrupt_at_any_moment_is_one_line_and_the_same_command_resumes(
-    point: str, signal: str, code: int, says: str, left_at: str | None, reference: Path, tmp_path: Path
+    point: str, signal: str, code: int, says: str, left_at: str | None, short_run_cli: Path, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
-    out = train(*ARGS, f"hydra.run.dir={run_dir}", env={"RESNET_JAX_FAULT": f"{point}:{signal}"})
+    out = train(*SHORT_RUN, f"hydra.run.dir={run_dir}", env={"RESNET_JAX_FAULT": f"{point}:{signal}"})
     assert out.returncode == code, out.stderr[-3000:]
     lines = interrupted_lines(out)
     assert len(lines) == 1 and says in lines[0], out.stderr[-3000:]
@@ -60,13 +49,13 @@ def test_an_interrupt_at_any_moment_is_one_line_and_the_same_command_resumes(
     assert (json.loads(summary.read_text())["status"] if summary.exists() else None) == left_at
     if signal != "sigint2":  # a second Ctrl-C skips the cleanup: its lock is taken over, as a killed one's
         assert not (run_dir / ".lock").exists()
-    again = train(*ARGS, f"hydra.run.dir={run_dir}")
+    again = train(*SHORT_RUN, f"hydra.run.dir={run_dir}")
     assert again.returncode == 0, again.stderr[-2000:]
-    assert_same_record(reference, run_dir)
+    assert_same_record(short_run_cli, run_dir)
 
 
 def test_an_interrupted_population_sweep_is_one_line_and_resumes(tmp_path: Path) -> None:
-    sweep = ("-m", *ARGS, "seed=0,1", "launcher=population", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    sweep = ("-m", *SHORT_RUN, "seed=0,1", "launcher=population", f"hydra.sweep.dir={tmp_path / 'sweep'}")
     out = train(*sweep, env={"RESNET_JAX_FAULT": "after_log@15:sigint"})
     assert out.returncode == 130, out.stderr[-3000:]
     assert len(interrupted_lines(out)) == 1

@@ -13,13 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO, TINY, assert_same_record, train
+from helpers import REPO, SHORT_RUN, assert_same_record, train
 
 from resnet_jax import commandline
 from resnet_jax.config import NAME_BYTES, run_name
-
-ARGS = (*TINY, "model=mlp", "model.depth=4", "model.width=16", "trainer.steps=40", "trainer.log_every=5",
-        "trainer.eval_every=10", "trainer.checkpoint_every=10", "probe.every=10")  # fmt: skip
 
 
 def one_error_line(out: subprocess.CompletedProcess) -> str:
@@ -35,24 +32,16 @@ def status(run_dir: Path) -> str | None:
     return json.loads(path.read_text())["status"] if path.exists() else None
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    out = train(*ARGS, f"hydra.run.dir={run_dir}")
-    assert out.returncode == 0, out.stderr[-2000:]
-    return run_dir
-
-
 def test_a_name_longer_than_the_file_system_allows_is_shortened_stably() -> None:
     long = "x" * 300
     assert run_name(long) == run_name(long) and len(run_name(long).encode()) <= NAME_BYTES
     assert run_name(long) != run_name(long + "y") and run_name("short") == "short"
     sweep = commandline.planned_jobs(
-        ["-m", *ARGS, f"name={long}", "seed=0,1", *(f"+data.x{i}=1" for i in ())]
+        ["-m", *SHORT_RUN, f"name={long}", "seed=0,1", *(f"+data.x{i}=1" for i in ())]
     )
     overrides = [f"optim.lr=0.0{i}00000000000000{i}" for i in range(1, 3)]
     many = commandline.planned_jobs(
-        [*ARGS, *overrides, "optim.boundaries=[" + ",".join(map(str, range(1, 39))) + "]"]
+        [*SHORT_RUN, *overrides, "optim.boundaries=[" + ",".join(map(str, range(1, 39))) + "]"]
     )
     for job in [*sweep.jobs, *many.jobs]:
         assert all(len(part.encode()) <= 255 for part in job.run_dir.parts), job.run_dir
@@ -60,25 +49,25 @@ def test_a_name_longer_than_the_file_system_allows_is_shortened_stably() -> None
 
 def test_a_run_whose_overrides_name_a_too_long_directory_trains_and_keeps_them(tmp_path: Path) -> None:
     overrides = ("optim.boundaries=[" + ",".join(map(str, range(1, 40))) + "]", "optim.warmup_lr=0.01")
-    out = train(*ARGS, *overrides, cwd=tmp_path)
+    out = train(*SHORT_RUN, *overrides, cwd=tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     (run_dir,) = (tmp_path / "outputs" / "default").iterdir()
     assert len(run_dir.name.encode()) <= NAME_BYTES and "optim.boundaries=(1,2,3" in run_dir.name
-    assert {*ARGS, *overrides} <= set(yaml.safe_load((run_dir / "overrides.yaml").read_text()))
-    again = train(*ARGS, *overrides, cwd=tmp_path)  # the same command finds the same directory
+    assert {*SHORT_RUN, *overrides} <= set(yaml.safe_load((run_dir / "overrides.yaml").read_text()))
+    again = train(*SHORT_RUN, *overrides, cwd=tmp_path)  # the same command finds the same directory
     assert again.returncode == 0 and "already completed" in again.stderr
 
 
 def test_an_output_directory_with_brackets_is_one_line(tmp_path: Path) -> None:
     """Orbax finds a checkpoint's files by glob patterns: `[1]` in a path would hide them for good."""
-    out = train(*ARGS, f"hydra.run.dir='{tmp_path / 'runs[1]'}'")
+    out = train(*SHORT_RUN, f"hydra.run.dir='{tmp_path / 'runs[1]'}'")
     assert out.returncode == 2 and "has '[' or ']' in its path" in one_error_line(out)
     assert not (tmp_path / "runs[1]").exists()
 
 
 def test_an_output_directory_name_too_long_for_the_file_system_is_one_line(tmp_path: Path) -> None:
     run_dir = tmp_path / ("y" * 300) / "run"
-    out = train(*ARGS, f"hydra.run.dir={run_dir}")
+    out = train(*SHORT_RUN, f"hydra.run.dir={run_dir}")
     assert out.returncode == 2
     assert "longer than the 255 the file system allows; choose a shorter hydra.run.dir" in one_error_line(out)
     assert list(tmp_path.iterdir()) == []  # nothing made
@@ -103,34 +92,34 @@ REFUSALS = [
 
 @pytest.mark.parametrize(("fault", "action", "says", "remedy"), REFUSALS)
 def test_a_write_the_os_refuses_stops_the_run_with_one_line_and_the_same_command_completes(
-    fault: str, action: str, says: str, remedy: str, reference: Path, tmp_path: Path
+    fault: str, action: str, says: str, remedy: str, short_run_cli: Path, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
-    out = train(*ARGS, f"hydra.run.dir={run_dir}", env={"RESNET_JAX_FAULT": f"{fault}:{action}"})
+    out = train(*SHORT_RUN, f"hydra.run.dir={run_dir}", env={"RESNET_JAX_FAULT": f"{fault}:{action}"})
     assert out.returncode == 1, out.stderr[-2000:]
     line = one_error_line(out)
     assert says in line and remedy in line, line
     assert status(run_dir) != "completed" and not (run_dir / ".lock").exists()
-    again = train(*ARGS, f"hydra.run.dir={run_dir}")
+    again = train(*SHORT_RUN, f"hydra.run.dir={run_dir}")
     assert again.returncode == 0, again.stderr[-2000:]
-    assert_same_record(reference, run_dir)
+    assert_same_record(short_run_cli, run_dir)
 
 
 def test_a_real_file_size_limit_is_one_line_and_the_run_resumes_without_it(
-    reference: Path, tmp_path: Path
+    short_run_cli: Path, tmp_path: Path
 ) -> None:
     """`ulimit -f 8`: the first checkpoint's files pass 8 KiB (train.log too, with Orbax's echoes)."""
     run_dir = tmp_path / "run"
     limit = 8 * 1024
-    command = shlex.join([sys.executable, "-m", "resnet_jax.train", *ARGS, f"hydra.run.dir={run_dir}"])
-    out = subprocess.run(["bash", "-c", f"ulimit -f {limit // 1024} && exec {command}"], cwd=REPO,
-                         capture_output=True, text=True, timeout=600)  # fmt: skip
+    command = shlex.join([sys.executable, "-m", "resnet_jax.train", *SHORT_RUN, f"hydra.run.dir={run_dir}"])
+    limited = f"ulimit -f {limit // 1024} && exec {command}"
+    out = subprocess.run(["bash", "-c", limited], cwd=REPO, capture_output=True, text=True, timeout=600)
     assert out.returncode == 1, out.stderr[-3000:]
     assert "reached the file-size limit (ulimit -f)" in one_error_line(out)
     assert status(run_dir) != "completed"
-    again = train(*ARGS, f"hydra.run.dir={run_dir}")
+    again = train(*SHORT_RUN, f"hydra.run.dir={run_dir}")
     assert again.returncode == 0, again.stderr[-2000:]
-    assert_same_record(reference, run_dir)
+    assert_same_record(short_run_cli, run_dir)
 
 
 @pytest.mark.parametrize(
@@ -146,7 +135,7 @@ def test_a_real_file_size_limit_is_one_line_and_the_run_resumes_without_it(
 def test_a_step_count_out_of_range_is_refused_before_anything_is_made(
     overrides: tuple[str, ...], says: str, tmp_path: Path
 ) -> None:
-    out = train(*ARGS, *overrides, f"hydra.run.dir={tmp_path / 'run'}")
+    out = train(*SHORT_RUN, *overrides, f"hydra.run.dir={tmp_path / 'run'}")
     assert out.returncode == 2
     assert says in one_error_line(out)
     assert not (tmp_path / "run").exists()
@@ -157,15 +146,17 @@ def test_a_step_count_out_of_range_is_refused_before_anything_is_made(
     [
         (("model.width=1000000",), "parameters (model.depth=4, model.width=1000000)"),
         (("data=synthetic", "data.train_size=10000000000"), "the dataset (data=synthetic, data.train_size="),
-        (("trainer.steps=1000000000", "trainer.log_every=1000000000", "trainer.checkpoint_every=0"),
-         "a chunk's batch indices (trainer.log_every=1000000000"),
+        (
+            ("trainer.steps=1000000000", "trainer.log_every=1000000000", "trainer.checkpoint_every=0"),
+            "a chunk's batch indices (trainer.log_every=1000000000",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_run_too_large_for_memory_is_refused_before_allocating(
     overrides: tuple[str, ...], most_of_it: str, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
-    out = train(*ARGS, *overrides, f"hydra.run.dir={run_dir}")
+    out = train(*SHORT_RUN, *overrides, f"hydra.run.dir={run_dir}")
     assert out.returncode == 1
     line = one_error_line(out)
     assert "would need at least" in line and "of memory, more than the" in line and most_of_it in line, line
@@ -174,11 +165,11 @@ def test_a_run_too_large_for_memory_is_refused_before_allocating(
 
 def test_a_backend_that_is_not_here_is_one_line_and_nothing_is_written(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
-    out = train(*ARGS, f"hydra.run.dir={run_dir}", env={"JAX_PLATFORMS": "gpu"})
+    out = train(*SHORT_RUN, f"hydra.run.dir={run_dir}", env={"JAX_PLATFORMS": "gpu"})
     assert out.returncode == 2
     line = one_error_line(out)
     assert line.startswith("error: JAX_PLATFORMS=gpu asks for a backend this machine cannot start") and (
         "unset JAX_PLATFORMS" in line
     )
     assert not run_dir.exists() or not any(run_dir.iterdir())
-    assert train(*ARGS, "trainer.steps=10", f"hydra.run.dir={run_dir}").returncode == 0
+    assert train(*SHORT_RUN, "trainer.steps=10", f"hydra.run.dir={run_dir}").returncode == 0

@@ -9,21 +9,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from helpers import assert_same_record, tiny_config
+from helpers import SHORT_RUN, assert_same_record
 
 from resnet_jax import faults, report
+from resnet_jax.config import compose
 from resnet_jax.runner import run
 from resnet_jax.runs import load_run
-
-MLP = ("model=mlp", "model.depth=4", "model.width=16", "trainer.steps=40", "trainer.log_every=5",
-       "trainer.eval_every=10", "trainer.checkpoint_every=10", "probe.every=10")  # fmt: skip
-
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    run(tiny_config(*MLP), run_dir)
-    return run_dir
 
 
 def torn(data: bytes, how: str) -> bytes:
@@ -46,22 +37,22 @@ HOW = ["cut-1", "cut-2", "cut-half", "cut-third", "garbage", "zeros", "binary"]
 @pytest.mark.parametrize("how", HOW)
 @pytest.mark.parametrize("name", ["metrics.jsonl", "summary.json"])
 def test_a_completed_run_s_torn_record_is_rebuilt_exactly(
-    name: str, how: str, reference: Path, tmp_path: Path
+    name: str, how: str, short_run: Path, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
-    shutil.copytree(reference, run_dir)
+    shutil.copytree(short_run, run_dir)
     path = run_dir / name
     path.write_bytes(torn(path.read_bytes(), how))
     # the report says so before the repair (a file that lost only its last newline still reads whole)
     assert (load_run(run_dir).damage is None) == (how == "cut-1")
-    run(tiny_config(*MLP), run_dir)
-    assert path.read_bytes() == (reference / name).read_bytes()
+    run(compose(*SHORT_RUN), run_dir)
+    assert path.read_bytes() == (short_run / name).read_bytes()
     assert load_run(run_dir).damage is None
 
 
 @pytest.mark.parametrize("how", ["cut-2", "cut-half", "garbage", "zeros"])
 def test_an_interrupted_run_s_torn_metrics_resume_to_the_uninterrupted_record(
-    how: str, reference: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    how: str, short_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     run_dir = tmp_path / "run"
 
@@ -72,39 +63,39 @@ def test_an_interrupted_run_s_torn_metrics_resume_to_the_uninterrupted_record(
     with monkeypatch.context() as patch:
         patch.setattr(faults, "point", crashed_writing)
         with pytest.raises(KeyboardInterrupt):
-            run(tiny_config(*MLP), run_dir)
+            run(compose(*SHORT_RUN), run_dir)
     metrics = run_dir / "metrics.jsonl"
     metrics.write_bytes(torn(metrics.read_bytes(), how))
-    run(tiny_config(*MLP), run_dir)
-    assert_same_record(reference, run_dir)
-    assert metrics.read_bytes() == (reference / "metrics.jsonl").read_bytes()
+    run(compose(*SHORT_RUN), run_dir)
+    assert_same_record(short_run, run_dir)
+    assert metrics.read_bytes() == (short_run / "metrics.jsonl").read_bytes()
 
 
 @pytest.mark.parametrize("how", ["cut-2", "cut-half", "zeros"])
 def test_a_torn_train_log_line_is_cut_and_the_next_attempt_starts_on_its_own_line(
-    how: str, reference: Path, tmp_path: Path
+    how: str, short_run: Path, tmp_path: Path
 ) -> None:
     run_dir = tmp_path / "run"
-    shutil.copytree(reference, run_dir)
+    shutil.copytree(short_run, run_dir)
     log = run_dir / "train.log"
     earlier = "".join(
         f"[2026-12-01 10:00:{i:02d},000][resnet_jax.runner][INFO] line {i}\n" for i in range(20)
     )
     damaged = torn(earlier.encode(), how)
     log.write_bytes(damaged)
-    run(tiny_config(*MLP), run_dir)
+    run(compose(*SHORT_RUN), run_dir)
     lines = log.read_text().splitlines()
     assert all(line.startswith("[20") for line in lines), lines  # every line a whole logged line
     assert "train.log ended in a line cut short" in log.read_text()
     assert log.read_bytes().startswith(damaged[: damaged.rfind(b"\n") + 1])  # the whole lines kept
 
 
-def test_the_report_reads_a_torn_metrics_file_and_draws_the_run(reference: Path, tmp_path: Path) -> None:
+def test_the_report_reads_a_torn_metrics_file_and_draws_the_run(short_run: Path, tmp_path: Path) -> None:
     run_dir = tmp_path / "sweep" / "run"
-    shutil.copytree(reference, run_dir)
+    shutil.copytree(short_run, run_dir)
     metrics = run_dir / "metrics.jsonl"
     metrics.write_bytes(torn(metrics.read_bytes(), "cut-2"))
-    rows = [json.loads(line) for line in (reference / "metrics.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (short_run / "metrics.jsonl").read_text().splitlines()]
     record = load_run(run_dir)
     assert record.rows == rows[:-1] and record.status == "completed"
     assert "metrics.jsonl has unreadable lines (the readable rows are used)" in record.damage
