@@ -211,7 +211,8 @@ class TrainerConfig:
     eval_every: int = 100  # evaluate on the test split every N steps and at the end
     log_every: int = 20  # steps per compiled call; metrics reach the host only here
     eval_batch_size: int = 1000
-    checkpoint_every: int = 100  # save the training state every N steps (and at the end); 0: at the end only
+    # save the training state at the first chunk end at or after every N steps, and at the end; 0: at the end
+    checkpoint_every: int = 100
     keep_checkpoints: int = 2  # newest checkpoints kept in <run_dir>/checkpoints
     dtype: str = "float32"  # float32 | bfloat16 (compute; parameters stay float32)
     progress: bool = True
@@ -389,7 +390,7 @@ RESULT_NEUTRAL = (
     "name",  # the sweep's name: it places the directory, so it is already the same
     "logger",  # where metrics go besides the run directory
     "trainer.progress",
-    "trainer.checkpoint_every",  # a multiple of trainer.log_every: it never changes where chunks end
+    "trainer.checkpoint_every",  # never ends a chunk of its own (loop.passed)
     "trainer.keep_checkpoints",
     "data.root",  # where the same (checksummed) files are read from
     "data.download",

@@ -10,9 +10,12 @@ command resumes (`resnet_jax.rundir`). Signals are the process's, so their state
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
+import sys
 from types import FrameType
+from typing import NoReturn
 
 # the shell's convention: 128 + the signal's number
 EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
@@ -42,7 +45,16 @@ class Interrupts:
     def line(self) -> str:
         """What the user reads after an interrupt that the runs recorded."""
         name = signal.Signals(self.received).name if self.received else "an interrupt"
-        return f"interrupted by {name}: each run stopped where it was and says so in its directory; {RESUME}"
+        stopped = "a run under way stopped where it was and says so in its directory"
+        return f"interrupted by {name}: {stopped}; {RESUME}"
+
+    def exit_after(self, line: str) -> NoReturn:
+        """The runs have recorded the interrupt: say so and end the process, without the interpreter's exit
+        handlers (JAX's, Orbax's, W&B's), which a second signal would interrupt into tracebacks or a crash."""
+        os.write(2, f"error: {line}\n".encode())
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(self.exit_code())
 
     def _handle(self, signum: int, _frame: FrameType | None) -> None:
         first = self.received is None

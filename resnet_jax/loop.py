@@ -30,16 +30,6 @@ def check(trainer: TrainerConfig, probe: ProbeConfig) -> None:
         raise ConfigError(
             f"trainer.steps={trainer.steps} is not allowed; the step counter holds at most {STEPS_MAX} steps"
         )
-    if trainer.checkpoint_every % trainer.log_every:
-        # a checkpoint is taken where a chunk ends anyway: the checkpoint interval may then change between
-        # attempts of a run without changing where its chunks end, and so without changing its results
-        raise ConfigError(
-            f"trainer.checkpoint_every={trainer.checkpoint_every} is not allowed; it must be 0 or a multiple "
-            f"of trainer.log_every={trainer.log_every} (checkpoints are taken where metrics are logged)"
-        )
-    rules.one_of("trainer.dtype", trainer.dtype, DTYPES)
-    rules.positive("probe.every", probe.every, allow_zero=True)
-    rules.positive("probe.batch_size", probe.batch_size)
 
 
 def chunk_boundaries(start: int, stop: int, every: tuple[int, ...]) -> Iterator[tuple[int, int]]:
@@ -56,6 +46,13 @@ def chunk_boundaries(start: int, stop: int, every: tuple[int, ...]) -> Iterator[
 def due(step: int, every: int, last: int) -> bool:
     """Whether something done every `every` steps (0: never) and at the last step is due at `step`."""
     return step == last or (every > 0 and step % every == 0)
+
+
+def passed(first: int, step: int, every: int, last: int) -> bool:
+    """Whether a chunk from `first` to `step` reached a multiple of `every` (0: never) or the last step. What
+    the host does this way (checkpoints) never ends a chunk of its own, so its cadence cannot change where the
+    chunks end, nor the results: a checkpoint is taken at the first chunk end at or after each multiple."""
+    return step == last or (every > 0 and step // every > first // every)
 
 
 @dataclass

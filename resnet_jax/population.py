@@ -32,7 +32,7 @@ from resnet_jax.checkpoint import as_tree
 from resnet_jax.config import Config, OptimConfig, as_dict
 from resnet_jax.engine import Engine, EpochSampler, TrainState, run_steps
 from resnet_jax.errors import UserError
-from resnet_jax.loop import Diverged, Record, chunk_boundaries, due
+from resnet_jax.loop import Diverged, Record, chunk_boundaries, due, passed
 from resnet_jax.ops import kernels
 from resnet_jax.rundir import Restored, RunDir
 from resnet_jax.runner import (
@@ -288,16 +288,12 @@ class PopulationEngine(Engine):
         total = memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
         per_device = self.slots // self.devices if self.members_split else self.slots
         one = max((total - memory.alias_size_in_bytes - once) / per_device, 1.0)
-        fit = max(1, int((fraction * footprint.free_bytes() - once) // one))
+        free = footprint.free_bytes()
+        fit = max(1, int((fraction * free - once) // one))
         fit = fit * self.devices if self.members_split else fit
-        said = "all fit" if fit >= self.members else f"{fit} fit in one program"
-        log.info(
-            "population of %d: each member needs %s (and the group %s once); %s",
-            self.members,
-            footprint.size(one),
-            footprint.size(once),
-            said,
-        )
+        said = "all fit in one program" if fit >= self.members else f"{fit} fit in one program"
+        share = f"{100 * fraction:.0f} % of the {footprint.size(free)} free"
+        log.info("population of %d: %s (%s)", self.members, said, share)
         return fit
 
     def evaluate_members(self, state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int):
@@ -345,10 +341,10 @@ def _start(
         return as_tree(restored.arrays, engine.member_initial[k])
     start = start_from(engine.member_initial[k], directory, restored)
     member.record, member.step, member.start_step = start.record, start.step, start.step
-    member.tracker = open_tracker(member.cfg.logger, directory, wandb_dir=wandb_dir or directory.path,
-                                  group=group, name=member.job.name, config=as_dict(member.cfg),
-                                  concurrent=True)  # fmt: skip
-    member.summary = running_summary(member.setup, member.step)
+    member.tracker = open_tracker(member.cfg.logger, directory, start.wandb_id,
+                                  wandb_dir=wandb_dir or directory.path, group=group, name=member.job.name,
+                                  config=as_dict(member.cfg), concurrent=True)  # fmt: skip
+    member.summary = running_summary(member.setup, start)
     directory.restart_summary(summary_at(member.summary, member.record, 0))
     return start.state
 
@@ -410,7 +406,7 @@ def _train(
         for m, probed in zip(members, probe(state), strict=True):
             if m.live and m.step == 0:
                 m.tracker.log(0, probed)
-    cadences = (t.log_every, t.eval_every, cfg.probe.every, t.checkpoint_every)
+    cadences = (t.log_every, t.eval_every, cfg.probe.every)
     label = f"{len(members)} x {cfg.model.name}-{cfg.model.depth}"
     bar = tqdm(total=t.steps, initial=start, disable=not t.progress, desc=label, unit="step")
     try:
@@ -431,7 +427,7 @@ def _train(
             done.elapsed = elapsed if index > 0 else None  # the first call includes compilation
             if probe is not None and due(step, cfg.probe.every, t.steps):
                 done.probed = probe(state)
-            if due(step, t.checkpoint_every, t.steps):  # once for all members, sliced on the host
+            if passed(first, step, t.checkpoint_every, t.steps):  # once for all members, sliced on the host
                 done.host_state = jax.tree.map(distributed.host_copy, state)
             for k in active:
                 with members[k].directory.speaking():

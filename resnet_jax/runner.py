@@ -29,9 +29,9 @@ from resnet_jax.config import Config, as_dict, identity_digest
 from resnet_jax.engine import Engine, EpochSampler, TrainState
 from resnet_jax.errors import CheckpointError, UserError
 from resnet_jax.interrupts import INTERRUPTS
-from resnet_jax.loop import Diverged, Record, chunk_boundaries, due
+from resnet_jax.loop import Diverged, Record, chunk_boundaries, due, passed
 from resnet_jax.rundir import Restored, RunDir
-from resnet_jax.tracking import Tracker, open_tracker
+from resnet_jax.tracking import Tracker, open_tracker, run_id
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +100,7 @@ class Start:
     state: TrainState
     step: int
     record: Record
+    wandb_id: str  # the run's W&B id, kept by its checkpoints: a moved directory continues the same W&B run
 
 
 def start_from(template: TrainState, directory: RunDir, restored: Restored | None) -> Start:
@@ -107,14 +108,15 @@ def start_from(template: TrainState, directory: RunDir, restored: Restored | Non
     metrics.jsonl), or `template` itself, the fresh state."""
     if restored is None:
         directory.start_metrics([])
-        return Start(template, 0, Record())
+        return Start(template, 0, Record(), run_id(directory.path))
     try:
         state = as_tree(restored.arrays, template)
     except DamagedCheckpoint as exc:
         raise CheckpointError(f"{directory.path} holds a checkpoint this run cannot use: {exc}") from None
     log.info("resuming from the checkpoint at step %d in %s", restored.step, directory.path)
     directory.start_metrics(restored.meta["metrics"])
-    return Start(state, restored.step, Record.resumed(restored.meta["record"]))
+    wandb_id = restored.meta["summary"].get("wandb_id") or run_id(directory.path)
+    return Start(state, restored.step, Record.resumed(restored.meta["record"]), wandb_id)
 
 
 def start_or_resume(setup: Setup, directory: RunDir, restored: Restored | None) -> Start:
@@ -123,15 +125,16 @@ def start_or_resume(setup: Setup, directory: RunDir, restored: Restored | None) 
     return replace(start, state=setup.engine.place_state(start.state))
 
 
-def running_summary(setup: Setup, step: int) -> dict[str, Any]:
-    """summary.json's fields when an attempt starts, at `step`."""
+def running_summary(setup: Setup, start: Start) -> dict[str, Any]:
+    """summary.json's fields when an attempt starts."""
     return {
         "status": "running",
-        "step": step,
+        "step": start.step,
         "params": setup.params,
         "devices": setup.engine.devices,
         "processes": jax.process_count(),
         "identity": identity_digest(as_dict(setup.cfg)),  # what config.yaml must say (resnet_jax.runs)
+        "wandb_id": start.wandb_id,
     }
 
 
@@ -207,7 +210,7 @@ def train_chunks(setup: Setup, start: Start, directory: RunDir, tracker: Tracker
     try:
         if setup.probe is not None and start.step == 0:  # at initialisation
             tracker.log(0, setup.probe(state))
-        cadences = (t.log_every, t.eval_every, cfg.probe.every, t.checkpoint_every)
+        cadences = (t.log_every, t.eval_every, cfg.probe.every)
         for index, (first, count) in enumerate(chunk_boundaries(start.step, t.steps, cadences)):
             chunk_start = time.perf_counter()
             state, rows = engine.train_chunk(state, sampler.indices(first, count))
@@ -226,7 +229,7 @@ def train_chunks(setup: Setup, start: Start, directory: RunDir, tracker: Tracker
                 metrics.update(setup.probe(state))
             tracker.log(step, metrics)
             faults.point("after_log", step)
-            if due(step, t.checkpoint_every, t.steps):
+            if passed(first, step, t.checkpoint_every, t.steps):
                 checkpoint(setup, directory, state, record, summary, start.step)
             bar.update(count)
             bar.set_postfix(loss=f"{metrics['train/loss']:.3f}", err=f"{metrics['train/error']:.1f}%",
@@ -251,12 +254,18 @@ def train(setup: Setup, directory: RunDir, restored: Restored | None, *, group: 
     cfg = setup.cfg
     start = start_or_resume(setup, directory, restored)
     tracker = open_tracker(
-        cfg.logger, directory, wandb_dir=wandb_dir, group=group, name=name, config=as_dict(cfg)
+        cfg.logger,
+        directory,
+        start.wandb_id,
+        wandb_dir=wandb_dir,
+        group=group,
+        name=name,
+        config=as_dict(cfg),
     )
     log.info("model=%s depth=%d residual=%s params=%d backend=%s devices=%d processes=%d",
              cfg.model.name, cfg.model.depth, cfg.model.residual, setup.params, jax.default_backend(),
              setup.engine.devices, jax.process_count())  # fmt: skip
-    summary = running_summary(setup, start.step)
+    summary = running_summary(setup, start)
     directory.restart_summary(summary_at(summary, start.record, 0))
     try:
         train_chunks(setup, start, directory, tracker, summary)

@@ -34,7 +34,8 @@ def check(cfg: LoggerConfig) -> None:
 
 
 def run_id(run_dir: Path) -> str:
-    """A W&B run id derived from the run directory: a resumed or requeued job continues the same run."""
+    """A new run's W&B id, derived from its directory; its checkpoints keep it (`runner.Start.wandb_id`), so
+    a resumed or requeued job, in the same directory or a moved one, continues the same W&B run."""
     return hashlib.sha1(str(run_dir.resolve()).encode()).hexdigest()[:16]
 
 
@@ -96,6 +97,7 @@ class Tracker:
 def open_tracker(
     cfg: LoggerConfig,
     directory: RunDir,
+    wandb_id: str,
     *,
     wandb_dir: Path,
     group: str,
@@ -124,7 +126,7 @@ def open_tracker(
             entity=cfg.entity,
             mode=mode,
             dir=str(wandb_dir),
-            id=run_id(directory.path),
+            id=wandb_id,
             resume="allow",
             group=group,
             name=name,

@@ -135,8 +135,7 @@ def main() -> None:
     except BaseException:
         if INTERRUPTS.received is None:
             raise
-        print(f"error: {INTERRUPTS.line()}", file=sys.stderr, flush=True)
-        sys.exit(INTERRUPTS.exit_code())
+        INTERRUPTS.exit_after(INTERRUPTS.line())
     codes += _exit_codes
     if jobs is not None and jobs.multirun:
         codes.append(sweep_outcome(jobs.jobs))

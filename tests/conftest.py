@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import SHORT_RUN, train, write_fake_cifar
+from helpers import SHORT_RUN, write_fake_cifar
 
 from resnet_jax.config import compose
 from resnet_jax.runner import run
@@ -28,13 +28,4 @@ def short_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """`helpers.SHORT_RUN` trained uninterrupted through the Python API: the record others must equal."""
     run_dir = tmp_path_factory.mktemp("short-run") / "run"
     run(compose(*SHORT_RUN), run_dir)
-    return run_dir
-
-
-@pytest.fixture(scope="session")
-def short_run_cli(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`helpers.SHORT_RUN` trained uninterrupted from the command line."""
-    run_dir = tmp_path_factory.mktemp("short-run-cli") / "run"
-    out = train(*SHORT_RUN, f"hydra.run.dir={run_dir}")
-    assert out.returncode == 0, out.stderr[-2000:]
     return run_dir

@@ -69,6 +69,13 @@ def train(
     )
 
 
+def trained(run_dir: Path, *args: str) -> Path:
+    """`run_dir` after `python -m resnet_jax.train ARGS` completed there: a reference record."""
+    out = train(*args, f"hydra.run.dir={run_dir}")
+    assert out.returncode == 0, out.stderr[-2000:]
+    return run_dir
+
+
 def final_arrays(run_dir: Path) -> dict[str, np.ndarray]:
     """The newest checkpoint's arrays by path."""
     with ocp.CheckpointManager(run_dir.resolve() / "checkpoints") as manager:

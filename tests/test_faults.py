@@ -311,6 +311,10 @@ def test_a_sweep_with_a_diverged_job_exits_non_zero_naming_it(launcher: str, tmp
     ), lines
     statuses = sorted(summary(p.parent)["status"] for p in sweep.glob("*/summary.json"))
     assert statuses == ["completed", "diverged"]
+    assert "None" not in out.stderr  # every line says what a run reached, never a missing number
+    if launcher == "population":  # the members' own lines: the diverged one says what ended it
+        said = [line for line in out.stderr.splitlines() if "optim.lr=1000000.0: diverged at step 10" in line]
+        assert said and "training loss became" in said[0], out.stderr[-3000:]
 
 
 def test_a_sweep_whose_jobs_were_killed_before_any_result_exits_non_zero_naming_each(tmp_path: Path) -> None:

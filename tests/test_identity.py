@@ -64,10 +64,11 @@ def test_a_moved_run_directory_resumes_and_says_where_it_lives(
     cfg = compose(*SHORT_RUN)
     first, moved = tmp_path / "disk-a" / "run", tmp_path / "disk-b" / "archive" / "run"
     stop_after_checkpoint(cfg, first, 20, monkeypatch)
+    wandb_id = json.loads((first / "summary.json").read_text())["wandb_id"]
     moved.parent.mkdir(parents=True)
     shutil.move(first, moved)
     summary = run(cfg, moved)
-    assert summary["status"] == "completed"
+    assert summary["status"] == "completed" and summary["wandb_id"] == wandb_id  # the same W&B run goes on
     assert_same_record(short_run, moved)
     for name in ("summary.json", "metrics.jsonl", "config.yaml", "overrides.yaml"):
         assert str(first) not in (moved / name).read_text(), name
@@ -86,6 +87,7 @@ NEUTRAL_CHANGES = [
     ("trainer.progress", (), ("trainer.progress=true",)),
     ("trainer.checkpoint_every", (), ("trainer.checkpoint_every=20",)),
     ("trainer.checkpoint_every", (), ("trainer.checkpoint_every=0",)),
+    ("trainer.checkpoint_every", (), ("trainer.checkpoint_every=7",)),  # not a multiple of trainer.log_every
     ("trainer.keep_checkpoints", (), ("trainer.keep_checkpoints=5",)),
     ("data.root", ("data.root={a}",), ("data.root={b}",)),
     ("data.download", ("data.root={a}",), ("data.root={a}", "data.download=true")),

@@ -4,6 +4,7 @@ compiled program, and every member's run directory is the one the single run wit
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 import subprocess
@@ -121,11 +122,12 @@ def test_members_differing_in_anything_but_the_population_keys_form_separate_pro
 
 
 def test_a_population_larger_than_the_device_memory_is_trained_in_smaller_programs(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The members that fit follow the free memory (XLA's memory analysis of the population's own compiled
     chunk, no other compilation); with room for one, the launcher trains three programs of one, and each
     member ends as in one program of three."""
+    caplog.set_level(logging.INFO, logger=population.__name__)
     configs = [tiny_config("model=mlp", *member) for member in MEMBERS]
     jobs = [MemberJob(cfg, tmp_path / "one" / str(k), name=str(k)) for k, cfg in enumerate(configs)]
     summaries = train_population(jobs, group="g", fit_to_memory=True)  # room for all (CPU: the host's RAM)
@@ -140,6 +142,10 @@ def test_a_population_larger_than_the_device_memory_is_trained_in_smaller_progra
         monkeypatch.setattr(footprint, "free_bytes", lambda: 10**12 // 100)
         fewer = engine.members_that_fit(5, 32)
         assert many > fewer > 1 and abs(many / fewer - 100) < 1, layout
+    # said in sizes a person reads, never as a raw count of members that could fit
+    said = [r.getMessage() for r in caplog.records if "fit in one program" in r.getMessage()]
+    fits = r"population of 3: all fit in one program \(80 % of the [\d.]+ [KMGT]iB free\)"
+    assert said and all(re.fullmatch(fits, line) for line in said), said
     # room for one member per program
     monkeypatch.setattr(population.PopulationEngine, "members_that_fit", lambda *_: 1)
     with pytest.raises(population.TooLarge) as raised:

@@ -28,7 +28,7 @@ def test_resnet_on_digits_reaches_under_ten_percent_test_error(tmp_path: Path) -
 
 
 def test_run_directory_contract(tmp_path: Path) -> None:
-    """metrics.jsonl and summary.json keys are a public contract (README: "Run directory")."""
+    """metrics.jsonl and summary.json keys are a public contract (docs/run-directory.md: "Layout")."""
     summary = run(tiny_config("model=mlp", "model.depth=4"), tmp_path)
     lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines] == [0, 10, 20]
@@ -45,6 +45,7 @@ def test_run_directory_contract(tmp_path: Path) -> None:
     on_disk = json.loads((tmp_path / "summary.json").read_text())
     assert on_disk == json.loads(json.dumps(summary))
     assert {"status", "step", "params", "wall_time_s", "steps_per_s", "final", "best"} <= set(on_disk)
+    assert {"identity", "wandb_id"} <= set(on_disk) and "run_dir" not in on_disk  # no path: a moved run
     assert on_disk["final"]["test/error"] == rows[-1]["test/error"]
     assert on_disk["best"]["train/loss"] == min(r["train/loss"] for r in rows)
     assert on_disk["params"] == 64 * 64 + 64 + 2 * (64 * 64 + 64) + 64 * 10 + 10

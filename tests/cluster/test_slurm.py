@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from helpers import assert_same_record, train
+from helpers import assert_same_record, train, trained
 
 pytestmark = pytest.mark.cluster
 
@@ -70,10 +70,7 @@ def summary_at(run_dir: Path, step: int) -> bool:
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The uninterrupted run, in this process's machine, outside SLURM."""
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    out = train(*RUN, f"hydra.run.dir={run_dir}")
-    assert out.returncode == 0, out.stderr[-2000:]
-    return run_dir
+    return trained(tmp_path_factory.mktemp("reference") / "run", *RUN)
 
 
 def test_a_cpu_sweep_with_only_the_partition_named_runs_to_completion(tmp_path: Path) -> None:
