@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install train test test-all test-cluster lint bench gpu-wheels gpu-dry-run clean
+.PHONY: install fashion-mnist train test test-all test-cluster lint bench gpu-wheels gpu-dry-run clean
 
 install: $(STAMP)
 
@@ -16,6 +16,14 @@ $(STAMP): pyproject.toml $(wildcard resnet_jax/ops/*.cc resnet_jax/ops/*.h)
 	$(BIN)/python -m resnet_jax.ops.onednn
 	@touch $(STAMP)
 
+# Fashion-MNIST's four files, where Debian's package puts them (data.root's default for data=fashion_mnist)
+FASHION_MNIST := /usr/share/datasets/fashion-mnist
+
+fashion-mnist:  ## Debian's dataset-fashion-mnist (apt-get, as root), unless its files are there already
+	@test -f $(FASHION_MNIST)/train-images-idx3-ubyte.gz || { \
+		command -v apt-get >/dev/null || { echo "error: Fashion-MNIST is not in $(FASHION_MNIST) and apt-get is not here; put its four files in a folder and pass data.root=..." >&2; exit 2; }; \
+		apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist; }
+
 train: install  ## ResNet-20 on the embedded digits data (about a minute on 2 CPU cores)
 	$(BIN)/python -m resnet_jax.train $(ARGS)
 
@@ -23,11 +31,11 @@ train: install  ## ResNet-20 on the embedded digits data (about a minute on 2 CP
 # one worker, so its module fixtures run once): most of a test's time is a subprocess starting and compiling
 TEST_WORKERS ?= auto
 
-test: install  ## the default suite (slow and cluster tests excluded), then lint
+test: install fashion-mnist  ## the default suite (slow and cluster tests excluded), then lint
 	$(BIN)/python -m pytest -q -m "not slow and not cluster" -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 	$(BIN)/ruff check resnet_jax hydra_plugins tests benchmarks
 
-test-all: install  ## every test but the cluster tests, slow ones included
+test-all: install fashion-mnist  ## every test but the cluster tests, slow ones included
 	$(BIN)/python -m pytest -q -m "not cluster" $(ARGS)
 
 test-cluster: install  ## against a real single-node SLURM, brought up (as root) and torn down around the tests

@@ -1,10 +1,10 @@
 """The config: one schema per group option, holding that option's defaults, and nothing else.
 
-Each option of a config group (`model=cifar|mlp`, `data=digits|cifar10|synthetic`, `optim=sgd|adamw`,
-`logger=wandb|none`) is a dataclass registered in Hydra's ConfigStore: its fields are the only keys the
-option has and their values its defaults, so `model=mlp` has no `shortcut` and a run's config shows only
-what applies. `conf/config.yaml` picks the options; `compose` gives library callers and tests exactly
-the config a user gets from the same overrides. Value rules live with the modules that use the values
+Each option of a config group (`model=cifar|mlp`, `data=digits|fashion_mnist|mnist|cifar10|synthetic`,
+`optim=sgd|adamw`, `logger=wandb|none`) is a dataclass registered in Hydra's ConfigStore: its fields are the
+only keys the option has and their values its defaults, so `model=mlp` has no `shortcut` and a run's config
+shows only what applies. `conf/config.yaml` picks the options; `compose` gives library callers and tests
+exactly the config a user gets from the same overrides. Value rules live with the modules that use the values
 (`resnet_jax.checks` asks each); this module imports nothing else of the package but its errors.
 """
 
@@ -103,6 +103,32 @@ class Cifar10Data(DataConfig):
     md5: str = "c58f30108f718f92721af3b95e74349a"
     normalize: str = "per_pixel_mean"
     augment: bool = True
+
+
+@dataclass
+class IdxData(DataConfig):
+    """The four IDX files of MNIST's distribution format under `root` (gzipped or not), 60,000 / 10,000
+    28x28 grey images of 10 classes (resnet_jax/data/idx.py)."""
+
+    root: str = MISSING
+
+
+@dataclass
+class FashionMnistData(IdxData):
+    """Zalando's Fashion-MNIST, checksummed; Debian's `dataset-fashion-mnist` puts it in `root`. Augmented by
+    default with the 4-pixel pad, random crop and horizontal flip that the published residual entries use."""
+
+    name: str = "fashion_mnist"
+    root: str = "/usr/share/datasets/fashion-mnist"
+    augment: bool = True
+
+
+@dataclass
+class MnistData(IdxData):
+    """LeCun's handwritten digits, 28x28 (not flipped: a mirrored digit is another glyph)."""
+
+    name: str = "mnist"
+    root: str = "~/.cache/resnet_jax/mnist"
 
 
 @dataclass
@@ -241,7 +267,13 @@ class Config:
 # Every option of every group: the name users type, and the schema that holds its keys and defaults.
 GROUP_OPTIONS: dict[str, dict[str, type]] = {
     "model": {"cifar": CifarModel, "mlp": MlpModel},
-    "data": {"digits": DigitsData, "cifar10": Cifar10Data, "synthetic": SyntheticData},
+    "data": {
+        "digits": DigitsData,
+        "fashion_mnist": FashionMnistData,
+        "mnist": MnistData,
+        "cifar10": Cifar10Data,
+        "synthetic": SyntheticData,
+    },
     "optim": {"sgd": SgdOptim, "adamw": AdamwOptim},
     "logger": {"wandb": WandbLogger, "none": NoLogger},
 }

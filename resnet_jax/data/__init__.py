@@ -6,11 +6,17 @@ import dataclasses
 from types import ModuleType
 
 from resnet_jax import rules
-from resnet_jax.config import Cifar10Data, DataConfig, DigitsData, SyntheticData
-from resnet_jax.data import cifar10, digits, synthetic
+from resnet_jax.config import Cifar10Data, DataConfig, DigitsData, FashionMnistData, MnistData, SyntheticData
+from resnet_jax.data import cifar10, digits, idx, synthetic
 from resnet_jax.data.dataset import NORMALIZATIONS, Dataset, Shape, normalize
 
-_MODULES: dict[type, ModuleType] = {DigitsData: digits, Cifar10Data: cifar10, SyntheticData: synthetic}
+_MODULES: dict[type, ModuleType] = {
+    DigitsData: digits,
+    FashionMnistData: idx,
+    MnistData: idx,
+    Cifar10Data: cifar10,
+    SyntheticData: synthetic,
+}
 
 
 def _module(cfg: DataConfig) -> ModuleType:
