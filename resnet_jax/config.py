@@ -82,6 +82,9 @@ class DataConfig:
     name: str = MISSING
     normalize: str = "per_channel"  # per_channel (standardise) | per_pixel_mean (the paper's)
     augment: bool = False  # the paper's 4-pixel pad, random crop and horizontal flip (on device)
+    # images held out of the training split, always the same ones, to choose a recipe without the test set;
+    # evaluated beside it as val/loss, val/error (0: none)
+    validation: int = 0
 
 
 @dataclass

@@ -422,7 +422,10 @@ def _train(
             step = first + count
             done = Done(rows=distributed.host_copy(rows))
             if due(step, t.eval_every, t.steps):
-                done.evaluated = engine.evaluate_members(state, data.x_test, data.y_test, t.eval_batch_size)
+                done.evaluated = {
+                    split: engine.evaluate_members(state, x, y, t.eval_batch_size)
+                    for split, (x, y) in data.evaluated_splits().items()
+                }
             elapsed = time.perf_counter() - chunk_start
             done.elapsed = elapsed if index > 0 else None  # the first call includes compilation
             if probe is not None and due(step, cfg.probe.every, t.steps):
@@ -443,7 +446,7 @@ class Done:
     evaluation, the probes and the state on the host (for the checkpoints)."""
 
     rows: np.ndarray
-    evaluated: list[dict[str, float]] | None = None
+    evaluated: dict[str, list[dict[str, float]]] | None = None  # by split, each member's loss and error
     elapsed: float | None = None
     probed: list[dict[str, list[float]]] | None = None
     host_state: TrainState | None = None
@@ -468,8 +471,8 @@ def _after_chunk(member: Member, k: int, step: int, done: Done) -> None:
         _finish(member, error=Diverged(f"training loss became {metrics['train/loss']} at step {step}; "
                                              "lower optim.lr or check the data"))  # fmt: skip
         return
-    if done.evaluated is not None:
-        metrics.update({"test/loss": done.evaluated[k]["loss"], "test/error": done.evaluated[k]["error"]})
+    for split, members in (done.evaluated or {}).items():
+        metrics.update({f"{split}/loss": members[k]["loss"], f"{split}/error": members[k]["error"]})
     record.add(metrics)
     if done.probed is not None:
         metrics.update(done.probed[k])

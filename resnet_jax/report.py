@@ -19,7 +19,7 @@ from resnet_jax.runs import RunRecord, find_runs, load_run
 
 CSV_COLUMNS = (
     "run", "model", "depth", "residual", "l2", "seed", "status", "step", "params",
-    "final_train_error", "final_test_error", "best_test_error", "steps_per_s",
+    "final_train_error", "final_test_error", "final_val_error", "best_test_error", "steps_per_s",
 )  # fmt: skip
 
 
@@ -40,6 +40,7 @@ def csv_rows(runs: list[RunRecord], root: Path) -> list[dict[str, object]]:
             "residual": run.get("model.residual"), "l2": run.get("optim.l2"), "seed": run.get("seed"),
             "status": run.status, "step": run.summary.get("step"), "params": run.summary.get("params"),
             "final_train_error": run.metric("train/error"), "final_test_error": run.metric("test/error"),
+            "final_val_error": run.metric("val/error"),
             "best_test_error": run.metric("test/error", "best"),
             "steps_per_s": run.summary.get("steps_per_s"),
         })  # fmt: skip

@@ -171,8 +171,9 @@ def step_record(setup: Setup, state: TrainState, step: int, rows: jax.Array) -> 
     if not math.isfinite(record["train/loss"]):
         return record
     if due(step, t.eval_every, t.steps):
-        evaluated = setup.engine.evaluate(state, setup.data.x_test, setup.data.y_test, t.eval_batch_size)
-        record.update({"test/loss": evaluated["loss"], "test/error": evaluated["error"]})
+        for split, (x, y) in setup.data.evaluated_splits().items():
+            evaluated = setup.engine.evaluate(state, x, y, t.eval_batch_size)
+            record.update({f"{split}/loss": evaluated["loss"], f"{split}/error": evaluated["error"]})
     return record
 
 

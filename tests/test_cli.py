@@ -87,7 +87,11 @@ FAILS_BEFORE_HYDRA = [
     ("model.depth=21", r"^error: model\.depth=21 is not valid for model=cifar: depth must be 6n\+2"),
     ("model.depth=2", r"^error: model\.depth=2 is not valid .*nearest valid: 8$"),
     ("model=resnet", r"^error: model=resnet is not allowed; choose one of: cifar, mlp$"),
-    ("data=imagenet", r"^error: data=imagenet is not allowed; choose one of: cifar10, digits, fashion_mnist, mnist, synthetic$"),
+    (
+        "data=imagenet",
+        r"^error: data=imagenet is not allowed; choose one of: "
+        r"cifar10, digits, fashion_mnist, mnist, synthetic$",
+    ),
     ("optim=lamb", r"^error: optim=lamb is not allowed; choose one of: adamw, sgd$"),
     (
         "optim.schedule=step",

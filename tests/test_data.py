@@ -15,9 +15,11 @@ from helpers import add_member, write_fake_cifar
 
 from resnet_jax import data as datasets
 from resnet_jax.config import Cifar10Data, DigitsData, SyntheticData
+from resnet_jax.data import digits
 from resnet_jax.data.augment import pad_crop_flip
+from resnet_jax.data.dataset import hold_out
 from resnet_jax.data.safe_pickle import UnsafePickleError, safe_loads
-from resnet_jax.errors import DatasetError
+from resnet_jax.errors import ConfigError, DatasetError
 
 
 def test_digits_is_a_fixed_stratified_normalised_split() -> None:
@@ -140,3 +142,27 @@ def test_cifar10_download_fetches_verifies_and_loads(tmp_path: Path, monkeypatch
     assert ds.x_train.shape == (50, 32, 32, 3)
     assert (root / "cifar-10-python.tar.gz").read_bytes() == (source / "cifar-10-python.tar.gz").read_bytes()
     assert not list(root.glob("*.part"))  # no partial file left behind
+
+
+def test_a_validation_split_is_held_out_of_the_training_images_the_same_for_every_run() -> None:
+    whole, held = datasets.load(DigitsData()), datasets.load(DigitsData(validation=300))
+    assert held.x_train.shape[0] == 1137 and held.x_val.shape == (300, 8, 8, 1) and whole.x_val is None
+    assert datasets.train_size(DigitsData(validation=300)) == 1137
+    np.testing.assert_array_equal(held.y_val, datasets.load(DigitsData(validation=300)).y_val)
+    assert set(held.evaluated_splits()) == {"test", "val"} and set(whole.evaluated_splits()) == {"test"}
+    # normalised with the statistics of the images it trains on, the held-out ones excluded
+    assert abs(float(held.x_train.mean())) < 1e-5 and abs(float(held.x_train.std()) - 1) < 1e-4
+    raw = digits.load(DigitsData())
+    split = hold_out(raw, 300)  # every training image in exactly one of the two
+    rows = lambda x: sorted(image.tobytes() for image in x)  # noqa: E731
+    assert rows(np.concatenate([split.x_train, split.x_val])) == rows(raw.x_train)
+    np.testing.assert_array_equal(split.x_test, raw.x_test)
+
+
+@pytest.mark.parametrize("validation", [-1, 1437, 10**9])
+def test_a_validation_split_out_of_range_is_one_line(validation: int) -> None:
+    said = (
+        rf"^data.validation={validation} is not allowed; it holds out that many of the 1437 training images"
+    )
+    with pytest.raises(ConfigError, match=said + r" of data=digits: choose 0..1436$"):
+        datasets.check(DigitsData(validation=validation))

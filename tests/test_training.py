@@ -14,6 +14,7 @@ from resnet_jax import models, optim
 from resnet_jax.data import load
 from resnet_jax.engine import Engine, EpochSampler
 from resnet_jax.loop import Diverged
+from resnet_jax.population import MemberJob, train_population
 from resnet_jax.runner import run
 
 
@@ -115,3 +116,22 @@ def test_the_dense_net_trains_with_its_familys_defaults(depth: int, tmp_path: Pa
                       "trainer.eval_every=100", "trainer.log_every=50", "probe.every=0")  # fmt: skip
     summary = run(cfg, tmp_path)
     assert summary["status"] == "completed" and summary["final"]["test/error"] < 12.0, summary["final"]
+
+
+def test_a_validation_split_is_evaluated_beside_the_test_split_in_runs_and_populations(
+    tmp_path: Path,
+) -> None:
+    """`data.validation=N`: val/loss and val/error at every evaluation, in the summary's final and best, and a
+    population's members record exactly what their single runs do."""
+    configs = [tiny_config("model=mlp", "model.depth=4", "data.validation=200", f"seed={s}") for s in (0, 1)]
+    singles = [run(cfg, tmp_path / f"single{k}") for k, cfg in enumerate(configs)]
+    rows = [json.loads(line) for line in (tmp_path / "single0" / "metrics.jsonl").read_text().splitlines()]
+    evaluated = [r for r in rows if "test/error" in r]
+    assert evaluated and all({"val/loss", "val/error"} <= set(r) for r in evaluated)
+    assert (
+        singles[0]["final"]["val/error"] == evaluated[-1]["val/error"] and "val/error" in singles[0]["best"]
+    )
+    members = train_population(
+        [MemberJob(cfg, tmp_path / f"member{k}") for k, cfg in enumerate(configs)], group="g"
+    )
+    assert [m["final"] for m in members] == [s["final"] for s in singles]
