@@ -17,13 +17,10 @@ the entry point's sweep check and the report go through this module.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import json
 import logging
 import math
-import os
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -32,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from resnet_jax import faults, storage
+from resnet_jax import faults, runlog, storage
 from resnet_jax.checkpoint import Checkpoints, DamagedCheckpoint
 from resnet_jax.config import differences
 from resnet_jax.errors import CheckpointError, ConfigError
@@ -48,10 +45,6 @@ LOG_FILE = "train.log"
 LOCK_FILE = ".lock"
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "damaged"
-LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
-# the run directory whose train.log alone takes the lines logged now (None: every owned directory's does),
-# for a process that owns several (a population's members)
-_SPEAKING: contextvars.ContextVar[Path | None] = contextvars.ContextVar("speaking", default=None)
 
 # summary.json's status, and the exit code a sweep reports for it
 EXIT_CODES = {"completed": 0, "diverged": 3, "failed": 1, "interrupted": 1, "running": 1}
@@ -137,8 +130,8 @@ class RunDir:
             self._lock.acquire()
         try:
             with self._writing(LOG_FILE, "write_log", started=False):
-                cut = end_torn_log(self.path / LOG_FILE)
-                self._log_handler = RunLogHandler(self.path / LOG_FILE, self.path)
+                cut = runlog.end_torn_line(self.path / LOG_FILE)
+                self._log_handler = runlog.RunLogHandler(self.path / LOG_FILE, self.path)
             logging.getLogger().addHandler(self._log_handler)
             if cut:
                 log.warning("%s ended in a line cut short (%d bytes); removed", self.path / LOG_FILE, cut)
@@ -162,11 +155,8 @@ class RunDir:
     def speaking(self) -> Iterator[None]:
         """Lines logged inside go to this directory's train.log only, not to the other directories this
         process owns (a population's other members)."""
-        token = _SPEAKING.set(self.path)
-        try:
+        with runlog.speaking(self.path):
             yield
-        finally:
-            _SPEAKING.reset(token)
 
     @contextlib.contextmanager
     def _writing(
@@ -368,41 +358,6 @@ class RunDir:
         return code, f"{status} at step {summary.get('step')}{error}"
 
 
-class RunLogHandler(logging.FileHandler):
-    """train.log: this directory's lines (`speaking`); a write the OS refuses (the file-size limit, a full
-    disk) ends the log quietly, since the run's own one line says what happened."""
-
-    def __init__(self, path: Path, run_dir: Path):
-        super().__init__(path)
-        self.run_dir = run_dir
-        self.refused = False
-        self.setFormatter(logging.Formatter(LOG_FORMAT))
-        self.addFilter(lambda _record: not self.refused and _SPEAKING.get() in (None, run_dir))
-
-    def handleError(self, record: logging.LogRecord) -> None:
-        if storage.refusal(sys.exc_info()[1]) is None:
-            super().handleError(record)
-            return
-        self.refused = True
-
-    def flush(self) -> None:
-        with self._unless_refused():
-            super().flush()
-
-    def close(self) -> None:
-        with self._unless_refused():
-            super().close()
-
-    @contextlib.contextmanager
-    def _unless_refused(self) -> Iterator[None]:
-        try:
-            yield
-        except OSError as exc:
-            if storage.refusal(exc) is None:
-                raise
-            self.refused = True
-
-
 def summary_text(summary: dict[str, Any]) -> str:
     """summary.json's text for `summary`: the one form it is written in."""
     return json.dumps(summary, indent=2) + "\n"
@@ -428,29 +383,6 @@ def recorded_config(path: Path) -> dict[str, Any] | None:
         return directory.recorded_config()
     finally:
         directory.close_checkpoints()
-
-
-def end_torn_log(path: Path, block: int = 1 << 16) -> int:
-    """Cut a last line that an interrupted write left unfinished (and whatever follows it, such as the
-    zeros a crash leaves at the end of a file), so the next attempt's lines start on lines of their own;
-    returns the bytes cut."""
-    try:
-        with path.open("rb+") as f:
-            size = end = f.seek(0, os.SEEK_END)
-            while end > 0:
-                start = max(0, end - block)
-                f.seek(start)
-                chunk = f.read(end - start)
-                newline = chunk.rfind(b"\n")
-                if newline >= 0:
-                    end = start + newline + 1
-                    break
-                end = start
-            if end < size:
-                f.truncate(end)
-            return size - end
-    except FileNotFoundError:
-        return 0
 
 
 def check_same_run(path: Path, recorded: dict[str, Any], config: dict[str, Any]) -> None:
