@@ -163,7 +163,7 @@ FOREIGN_KEYS = [
      f"model.shortcut is not a key of model=mlp; its keys are: {MLP_KEYS}"),
     (("model=mlp", "model.preact=true"), f"model.preact is not a key of model=mlp; its keys are: {MLP_KEYS}"),
     (("data=digits", "data.image_size=32"), "data.image_size is not a key of data=digits; its keys are: "
-     "name, normalize, augment, test_fraction, split_seed"),
+     "name, normalize, augment, validation, test_fraction, split_seed"),
     (("optim=adamw", "optim.momentum=0.5"),
      f"optim.momentum is not a key of optim=adamw; its keys are: {ADAMW_KEYS}"),
     (("logger=none", "logger.mode=online"), "logger.mode is not a key of logger=none; its keys are: name"),
