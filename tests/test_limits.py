@@ -15,9 +15,10 @@ import pytest
 import yaml
 from helpers import REPO, SHORT_RUN, assert_same_record, train
 
-from resnet_jax import commandline
+from resnet_jax import commandline, faults
 from resnet_jax.config import NAME_BYTES, compose, run_name
 from resnet_jax.runner import run
+from resnet_jax.storage import StorageRefused
 
 
 def one_error_line(out: subprocess.CompletedProcess) -> str:
@@ -93,15 +94,18 @@ REFUSALS = [
 
 @pytest.mark.parametrize(("fault", "action", "says", "remedy"), REFUSALS)
 def test_a_write_the_os_refuses_stops_the_run_with_one_line_and_the_same_command_completes(
-    fault: str, action: str, says: str, remedy: str, short_run: Path, tmp_path: Path
+    fault: str, action: str, says: str, remedy: str, short_run: Path, tmp_path: Path, monkeypatch
 ) -> None:
+    """In this process (the command line prints the same line: the real `ulimit -f` test below)."""
     run_dir = tmp_path / "run"
-    out = train(*SHORT_RUN, f"hydra.run.dir={run_dir}", env={"RESNET_JAX_FAULT": f"{fault}:{action}"})
-    assert out.returncode == 1, out.stderr[-2000:]
-    line = one_error_line(out)
-    assert says in line and remedy in line, line
+    monkeypatch.setenv(faults.ENV, f"{fault}:{action}")
+    with pytest.raises(StorageRefused) as refused:
+        run(compose(*SHORT_RUN), run_dir)
+    line = str(refused.value)
+    assert refused.value.exit_code == 1 and "\n" not in line and says in line and remedy in line, line
     assert status(run_dir) != "completed" and not (run_dir / ".lock").exists()
-    run(compose(*SHORT_RUN), run_dir)  # the same run, the cause gone (in this process: a faster check)
+    monkeypatch.delenv(faults.ENV)
+    run(compose(*SHORT_RUN), run_dir)  # the same run, the cause gone
     assert_same_record(short_run, run_dir)
 
 
