@@ -13,7 +13,7 @@ import yaml
 from helpers import SHORT_RUN, assert_same_record, train, write_fake_cifar
 
 from resnet_jax import commandline, faults
-from resnet_jax.config import RESULT_NEUTRAL, compose
+from resnet_jax.config import RESULT_NEUTRAL, as_dict, compose, differences
 from resnet_jax.runner import run
 from resnet_jax.runs import load_run
 
@@ -153,3 +153,14 @@ def test_a_result_affecting_key_names_the_directory_and_is_refused_on_resume(tmp
     run(compose(*SHORT_RUN), run_dir)
     with pytest.raises(Exception, match=r"model.unroll: None -> True"):
         run(compose(*SHORT_RUN, "model.unroll=true"), run_dir)
+
+
+def test_a_run_recorded_before_a_key_existed_is_the_same_run_at_its_default() -> None:
+    """Runs written before `data.validation` existed resume: a key is added with the old behaviour as its
+    default, so its absence from a record matches that default, and only that."""
+    wanted = as_dict(compose(*SHORT_RUN))
+    older = {**wanted, "data": {k: v for k, v in wanted["data"].items() if k != "validation"}}
+    assert differences(older, wanted) == []
+    held_out = as_dict(compose(*SHORT_RUN, "data.validation=100"))
+    assert differences(older, held_out) == ["data.validation: (absent) -> 100"]
+    assert differences(wanted, older) == ["data.validation: 0 -> (absent)"]  # a key removed is a change
