@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install fashion-mnist train test test-all test-cluster lint bench gpu-wheels gpu-dry-run clean
+.PHONY: install fashion-mnist train test test-avx2 test-all test-cluster lint bench gpu-wheels gpu-dry-run clean
 
 install: $(STAMP)
 
@@ -34,6 +34,12 @@ TEST_WORKERS ?= auto
 test: install fashion-mnist  ## the default suite (slow and cluster tests excluded), then lint
 	$(BIN)/python -m pytest -q -m "not slow and not cluster" -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 	$(BIN)/ruff check resnet_jax hydra_plugins tests benchmarks
+
+# the tests that compare two programs' results bit for bit, as a CPU with AVX2 and no AVX-512 rounds float32
+# (XLA's and oneDNN's code for the older instruction set): CI runs them on both
+test-avx2: install fashion-mnist  ## the `bits` tests again, computing as an AVX2-only CPU does
+	XLA_FLAGS="$$XLA_FLAGS --xla_cpu_max_isa=AVX2" ONEDNN_MAX_CPU_ISA=AVX2 \
+		$(BIN)/python -m pytest -q -m "bits and not slow and not cluster" $(ARGS)
 
 test-all: install fashion-mnist  ## every test but the cluster tests, slow ones included
 	$(BIN)/python -m pytest -q -m "not cluster" $(ARGS)

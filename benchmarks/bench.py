@@ -56,8 +56,17 @@ def make_engine(
     y = rng.integers(0, 10, size=examples).astype(np.int32)
     model = models.build(cfg.model, shape, 10, cfg.seed)
     tx, _ = optim.build(cfg.optim, 10_000)
-    return Engine(model, tx, x_train=x, y_train=y, l2=cfg.optim.l2, l2_scope=cfg.optim.l2_scope,
-                  augment=False, dtype=dtype, seed=cfg.seed)  # fmt: skip
+    return Engine(
+        model,
+        tx,
+        x_train=x,
+        y_train=y,
+        l2=cfg.optim.l2,
+        l2_scope=cfg.optim.l2_scope,
+        augment=False,
+        dtype=dtype,
+        seed=cfg.seed,
+    )
 
 
 def train_rate(engine: Engine, batch: int, steps_per_call: int, calls: int) -> tuple[float, float]:
@@ -80,8 +89,14 @@ def train_rate(engine: Engine, batch: int, steps_per_call: int, calls: int) -> t
     return calls * steps_per_call / (time.perf_counter() - start), first
 
 
-def make_population(cfg: Config, shape: tuple[int, int, int], members: int, layout: str = "auto",
-                    examples: int = 1024, dtype: jnp.dtype = jnp.float32) -> PopulationEngine:  # fmt: skip
+def make_population(
+    cfg: Config,
+    shape: tuple[int, int, int],
+    members: int,
+    layout: str = "auto",
+    examples: int = 1024,
+    dtype: jnp.dtype = jnp.float32,
+) -> PopulationEngine:
     """`members` copies of `cfg` (seeds 0, 1, ...) as one population on random data, computed with `layout`
     (`population.LAYOUTS`) and the kernels the launcher gives that layout."""
     rng = np.random.default_rng(0)
@@ -89,8 +104,17 @@ def make_population(cfg: Config, shape: tuple[int, int, int], members: int, layo
     y = rng.integers(0, 10, size=examples).astype(np.int32)
     layout = resolve_layout(layout)
     networks = [models.build(population_model(cfg.model, layout), shape, 10, seed) for seed in range(members)]
-    return PopulationEngine(networks, [cfg.optim] * members, 10_000, seeds=list(range(members)), x_train=x,
-                            y_train=y, augment=False, dtype=dtype, layout=layout)  # fmt: skip
+    return PopulationEngine(
+        networks,
+        [cfg.optim] * members,
+        10_000,
+        seeds=list(range(members)),
+        x_train=x,
+        y_train=y,
+        augment=False,
+        dtype=dtype,
+        layout=layout,
+    )
 
 
 def population_rate(
@@ -154,13 +178,27 @@ def bench_scan(batch: int) -> None:
         ("xla_conv_unrolled", xla_conv, batch, 1, 10),
     ]
     for (name, k), rate in interleaved_rates(runs).items():
-        emit(bench="cifar_scan", variant=name, steps_per_call=k, depth=20, batch=batch,
-             images_per_s=round(rate * batch, 1), statistic="median of 3 interleaved rounds")  # fmt: skip
+        emit(
+            bench="cifar_scan",
+            variant=name,
+            steps_per_call=k,
+            depth=20,
+            batch=batch,
+            images_per_s=round(rate * batch, 1),
+            statistic="median of 3 interleaved rounds",
+        )
     mlp = make_engine(config("model=mlp", "model.depth=10", "model.width=64"), (8, 8, 1), 128)
     runs = [("mlp", mlp, 128, 1, 200), ("mlp", mlp, 128, 100, 2)]
     for (_, k), rate in interleaved_rates(runs).items():
-        emit(bench="mlp_chunk", steps_per_call=k, depth=10, width=64, batch=128, steps_per_s=round(rate, 1),
-             statistic="median of 3 interleaved rounds")  # fmt: skip
+        emit(
+            bench="mlp_chunk",
+            steps_per_call=k,
+            depth=10,
+            width=64,
+            batch=128,
+            steps_per_s=round(rate, 1),
+            statistic="median of 3 interleaved rounds",
+        )
 
 
 def bench_mlp(depths: tuple[int, ...]) -> None:
@@ -172,8 +210,14 @@ def bench_mlp(depths: tuple[int, ...]) -> None:
             cfg = config("model=mlp", f"model.depth={depth}", "model.width=64", f"model.dense_impl={impl}")
             runs.append((impl, make_engine(cfg, (8, 8, 1), 128), 128, 100, 5))
         for (impl, _), rate in interleaved_rates(runs).items():
-            emit(bench=names[impl], depth=depth, width=64, batch=128, steps_per_s=round(rate, 1),
-                 statistic="median of 3 interleaved rounds")  # fmt: skip
+            emit(
+                bench=names[impl],
+                depth=depth,
+                width=64,
+                batch=128,
+                steps_per_s=round(rate, 1),
+                statistic="median of 3 interleaved rounds",
+            )
 
 
 def compiled_chunk(engine: Engine, batch: int):
@@ -195,9 +239,11 @@ def bench_memory(depths: tuple[int, ...], batch: int) -> None:
     """XLA's compiled memory analysis of one training step (temporaries beyond arguments/outputs):
     scanned blocks with and without remat, and the default (unrolled up to depth 110, remat above)."""
     for depth in depths:
-        variants = {"scanned": config(f"model.depth={depth}", "model.unroll=false", "model.remat=false"),
-                    "scanned_remat": config(f"model.depth={depth}", "model.unroll=false", "model.remat=true"),
-                    "default": config(f"model.depth={depth}")}  # fmt: skip
+        variants = {
+            "scanned": config(f"model.depth={depth}", "model.unroll=false", "model.remat=false"),
+            "scanned_remat": config(f"model.depth={depth}", "model.unroll=false", "model.remat=true"),
+            "default": config(f"model.depth={depth}"),
+        }
         for name, cfg in variants.items():
             compiled, _ = compiled_chunk(make_engine(cfg, (32, 32, 3), batch, 256), batch)
             stats = compiled.memory_analysis()
@@ -277,8 +323,12 @@ def bench_torch(python: str, batch: int) -> None:
         ref = statistics.median(run_torch(python, "torch_mlp.py", *args)["steps_per_s"] for _ in range(3))
         ours = [r for r in RESULTS if r.get("bench") == "mlp_train" and r["depth"] == depth]
         if ours:
-            emit(bench="ratio_mlp", depth=depth, torch_median_steps_per_s=ref,
-                 ratio=round(ours[-1]["steps_per_s"] / ref, 3))  # fmt: skip
+            emit(
+                bench="ratio_mlp",
+                depth=depth,
+                torch_median_steps_per_s=ref,
+                ratio=round(ours[-1]["steps_per_s"] / ref, 3),
+            )
 
 
 def bench_population(sweep_steps: tuple[int, ...] = (300, 3000)) -> None:
@@ -296,9 +346,16 @@ def bench_population(sweep_steps: tuple[int, ...] = (300, 3000)) -> None:
     ]
     rates = interleaved_rates(runs)
     for (name, _), rate in rates.items():
-        emit(bench="population_mlp", variant=name, depth=10, width=64, batch=128,
-             member_steps_per_s=round(rate, 1), vs_single=round(rate / rates[("single", 100)], 3),
-             statistic="median of 3 interleaved rounds")  # fmt: skip
+        emit(
+            bench="population_mlp",
+            variant=name,
+            depth=10,
+            width=64,
+            batch=128,
+            member_steps_per_s=round(rate, 1),
+            vs_single=round(rate / rates[("single", 100)], 3),
+            statistic="median of 3 interleaved rounds",
+        )
     resnet, shifted = config("model.depth=20"), config("model.depth=20", "model.conv_impl=shifted")
     runs = [
         ("single", make_engine(resnet, (32, 32, 3), 128), 128, 5, 2),
@@ -308,14 +365,25 @@ def bench_population(sweep_steps: tuple[int, ...] = (300, 3000)) -> None:
     ]
     rates = interleaved_rates(runs, rounds=2)
     for (name, _), rate in rates.items():
-        emit(bench="population_resnet", variant=name, depth=20, batch=128,
-             member_images_per_s=round(rate * 128, 1), vs_single=round(rate / rates[("single", 5)], 3),
-             statistic="median of 2 interleaved rounds")  # fmt: skip
+        emit(
+            bench="population_resnet",
+            variant=name,
+            depth=20,
+            batch=128,
+            member_images_per_s=round(rate * 128, 1),
+            vs_single=round(rate / rates[("single", 5)], 3),
+            statistic="median of 2 interleaved rounds",
+        )
     for steps in sweep_steps:
         seconds = {launcher: sweep_seconds(launcher, steps) for launcher in ("basic", "population")}
-        emit(bench="population_sweep", runs=16, steps=steps, basic_s=round(seconds["basic"], 1),
-             population_s=round(seconds["population"], 1),
-             speedup=round(seconds["basic"] / seconds["population"], 2))  # fmt: skip
+        emit(
+            bench="population_sweep",
+            runs=16,
+            steps=steps,
+            basic_s=round(seconds["basic"], 1),
+            population_s=round(seconds["population"], 1),
+            speedup=round(seconds["basic"] / seconds["population"], 2),
+        )
 
 
 def sweep_seconds(launcher: str, steps: int) -> float:
@@ -323,9 +391,19 @@ def sweep_seconds(launcher: str, steps: int) -> float:
     it (defaults otherwise: evaluation, probes and checkpoints every 100 steps)."""
     chosen = [f"launcher={launcher}"] if launcher != "basic" else []
     with tempfile.TemporaryDirectory() as directory:
-        args = ["-m", "model=mlp", "model.depth=10", "model.width=64", f"trainer.steps={steps}",
-                "logger=none", "trainer.progress=false", "optim.l2=0,1e-4,1e-3,1e-2", "seed=0,1,2,3",
-                f"hydra.sweep.dir={directory}/sweep", *chosen]  # fmt: skip
+        args = [
+            "-m",
+            "model=mlp",
+            "model.depth=10",
+            "model.width=64",
+            f"trainer.steps={steps}",
+            "logger=none",
+            "trainer.progress=false",
+            "optim.l2=0,1e-4,1e-3,1e-2",
+            "seed=0,1,2,3",
+            f"hydra.sweep.dir={directory}/sweep",
+            *chosen,
+        ]
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "resnet_jax.train", *args], check=True, capture_output=True)
         return time.perf_counter() - start
@@ -367,8 +445,10 @@ def summary_table() -> list[str]:
         name = f"{'MLP depth 10' if r['bench'] == 'population_mlp' else 'ResNet-20'}, {r['variant']} ({what})"
         lines.append(f"| {name}, vs one run | {rate} | | {r['vs_single']} |")
     for r in find(bench="population_sweep"):
-        lines.append(f"| sweep of 16 MLP runs, {r['steps']} steps: basic / population launcher (s) | "
-                     f"{r['basic_s']} / {r['population_s']} | | {r['speedup']} |")  # fmt: skip
+        lines.append(
+            f"| sweep of 16 MLP runs, {r['steps']} steps: basic / population launcher (s) | "
+            f"{r['basic_s']} / {r['population_s']} | | {r['speedup']} |"
+        )
     return lines
 
 

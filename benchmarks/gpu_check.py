@@ -84,9 +84,15 @@ def resnets(sizes: Sizes, budget: Budget) -> None:
         if not budget.allows(f"resnet{depth}", 20 + depth / 2):
             return
         images, compile_s = timed_rate(engine_for(depth, sizes.batch), sizes, sizes.steps_per_call)
-        bench.emit(bench="cifar_train", depth=depth, batch=sizes.batch, dtype="float32",
-                   steps_per_call=sizes.steps_per_call, images_per_s=round(images, 1),
-                   compile_s=round(compile_s, 1))  # fmt: skip
+        bench.emit(
+            bench="cifar_train",
+            depth=depth,
+            batch=sizes.batch,
+            dtype="float32",
+            steps_per_call=sizes.steps_per_call,
+            images_per_s=round(images, 1),
+            compile_s=round(compile_s, 1),
+        )
 
 
 def recipe(sizes: Sizes, budget: Budget) -> None:
@@ -97,26 +103,49 @@ def recipe(sizes: Sizes, budget: Budget) -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         steps = sizes.recipe_steps
-        overrides = ["experiment=he2015_cifar10", "data=synthetic", "data.test_size=1000",
-                     f"data.train_size={sizes.recipe_train_size}", f"trainer.steps={steps}",
-                     "logger=none", f"optim.boundaries=[{steps // 2},{steps * 3 // 4}]",
-                     "trainer.progress=false", f"trainer.eval_every={sizes.recipe_steps // 2}",
-                     f"hydra.run.dir={tmp}/run"]  # fmt: skip
+        overrides = [
+            "experiment=he2015_cifar10",
+            "data=synthetic",
+            "data.test_size=1000",
+            f"data.train_size={sizes.recipe_train_size}",
+            f"trainer.steps={steps}",
+            "logger=none",
+            f"optim.boundaries=[{steps // 2},{steps * 3 // 4}]",
+            "trainer.progress=false",
+            f"trainer.eval_every={sizes.recipe_steps // 2}",
+            f"hydra.run.dir={tmp}/run",
+        ]
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "resnet_jax.train", *overrides], check=True,
-                       env={**os.environ, "WANDB_MODE": "disabled",  # this process holds its own share
-                            "XLA_PYTHON_CLIENT_PREALLOCATE": "false"})  # fmt: skip
+        subprocess.run(
+            [sys.executable, "-m", "resnet_jax.train", *overrides],
+            check=True,
+            env={
+                **os.environ,
+                "WANDB_MODE": "disabled",  # this process holds its own share
+                "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+            },
+        )
         wall = time.perf_counter() - start
         summary = json.loads((Path(tmp) / "run" / "summary.json").read_text())
     rate = summary["steps_per_s"]
-    row = bench.emit(bench="recipe", depth=20, steps=sizes.recipe_steps, process_wall_s=round(wall, 1),
-                     steps_per_s=rate, projected_64k_min=round(RECIPE_STEPS / rate / 60, 2))  # fmt: skip
+    row = bench.emit(
+        bench="recipe",
+        depth=20,
+        steps=sizes.recipe_steps,
+        process_wall_s=round(wall, 1),
+        steps_per_s=rate,
+        projected_64k_min=round(RECIPE_STEPS / rate / 60, 2),
+    )
     measured = {r["depth"]: r["images_per_s"] for r in bench.RESULTS if r.get("bench") == "cifar_train"}
     for depth, images in measured.items():  # the deeper nets at the recipe's speed per image of ResNet-20
         if depth != 20 and 20 in measured:
             scaled = row["steps_per_s"] * images / measured[20]
-            bench.emit(bench="recipe_projection", depth=depth, from_depth=20,
-                       projected_64k_min=round(RECIPE_STEPS / scaled / 60, 2))  # fmt: skip
+            bench.emit(
+                bench="recipe_projection",
+                depth=depth,
+                from_depth=20,
+                projected_64k_min=round(RECIPE_STEPS / scaled / 60, 2),
+            )
 
 
 def precision(sizes: Sizes, budget: Budget) -> None:
@@ -135,8 +164,13 @@ def steps_per_call(sizes: Sizes, budget: Budget) -> None:
     engine = engine_for(depth, sizes.batch)
     for k in (1, sizes.steps_per_call):
         images, _ = timed_rate(engine, sizes, k)
-        bench.emit(bench="steps_per_call", depth=depth, batch=sizes.batch, steps_per_call=k,
-                   images_per_s=round(images, 1))  # fmt: skip
+        bench.emit(
+            bench="steps_per_call",
+            depth=depth,
+            batch=sizes.batch,
+            steps_per_call=k,
+            images_per_s=round(images, 1),
+        )
 
 
 def very_deep(sizes: Sizes, budget: Budget) -> None:
@@ -162,9 +196,15 @@ def very_deep(sizes: Sizes, budget: Budget) -> None:
             state, rows = compiled(state, engine.place_indices(indices))
         rows.block_until_ready()
         images = sizes.calls * sizes.batch / (time.perf_counter() - start)
-        bench.emit(bench="very_deep", depth=sizes.very_deep, batch=sizes.batch, remat=remat,
-                   compile_s=round(compile_s, 1), temp_gib=round(temp, 2),
-                   images_per_s=round(images, 1))  # fmt: skip
+        bench.emit(
+            bench="very_deep",
+            depth=sizes.very_deep,
+            batch=sizes.batch,
+            remat=remat,
+            compile_s=round(compile_s, 1),
+            temp_gib=round(temp, 2),
+            images_per_s=round(images, 1),
+        )
 
 
 def mlp(sizes: Sizes, budget: Budget) -> None:
@@ -188,37 +228,80 @@ def population(sizes: Sizes, budget: Budget) -> None:
         return
     together = sizes.members * sizes.batch
     cfg = bench.config(f"model.depth={depth}", "model.conv_impl=xla")
-    runs = [(f"single_xla_batch_{together}", bench.make_engine(cfg, (32, 32, 3), together), together,
-             sizes.steps_per_call, sizes.calls)]  # fmt: skip
+    runs = [
+        (
+            f"single_xla_batch_{together}",
+            bench.make_engine(cfg, (32, 32, 3), together),
+            together,
+            sizes.steps_per_call,
+            sizes.calls,
+        )
+    ]
     for conv in ("xla", "shifted"):
         cfg = bench.config(f"model.depth={depth}", f"model.conv_impl={conv}")
-        runs += [(f"single_{conv}", bench.make_engine(cfg, (32, 32, 3), sizes.batch), sizes.batch,
-                  sizes.steps_per_call, sizes.calls),
-                 (f"members_{sizes.members}_vmap_{conv}",
-                  bench.make_population(cfg, (32, 32, 3), sizes.members, "vmap"),
-                  sizes.batch, sizes.steps_per_call, sizes.calls)]  # fmt: skip
+        runs += [
+            (
+                f"single_{conv}",
+                bench.make_engine(cfg, (32, 32, 3), sizes.batch),
+                sizes.batch,
+                sizes.steps_per_call,
+                sizes.calls,
+            ),
+            (
+                f"members_{sizes.members}_vmap_{conv}",
+                bench.make_population(cfg, (32, 32, 3), sizes.members, "vmap"),
+                sizes.batch,
+                sizes.steps_per_call,
+                sizes.calls,
+            ),
+        ]
     cfg = bench.config(f"model.depth={depth}")
-    runs += [(f"members_{sizes.members}_in_turn", bench.make_population(cfg, (32, 32, 3), sizes.members,
-              "in_turn"), sizes.batch, sizes.steps_per_call, sizes.calls)]  # fmt: skip
+    runs += [
+        (
+            f"members_{sizes.members}_in_turn",
+            bench.make_population(cfg, (32, 32, 3), sizes.members, "in_turn"),
+            sizes.batch,
+            sizes.steps_per_call,
+            sizes.calls,
+        )
+    ]
     rates = bench.interleaved_rates(runs, rounds=2)
     single = rates[("single_xla", sizes.steps_per_call)]
     batch = {name: run_batch for name, _, run_batch, _, _ in runs}
     for (name, _), rate in rates.items():
-        bench.emit(bench="population_resnet", variant=name, depth=depth, batch=batch[name],
-                   member_images_per_s=round(rate * batch[name], 1),
-                   images_vs_single=round(rate * batch[name] / (single * sizes.batch), 2))  # fmt: skip
+        bench.emit(
+            bench="population_resnet",
+            variant=name,
+            depth=depth,
+            batch=batch[name],
+            member_images_per_s=round(rate * batch[name], 1),
+            images_vs_single=round(rate * batch[name] / (single * sizes.batch), 2),
+        )
     if not budget.allows("population_mlp", 30):
         return
     mlp_cfg = bench.config("model=mlp", f"model.depth={sizes.mlp_depths[0]}", "model.width=64")
-    runs = [("single", bench.make_engine(mlp_cfg, (8, 8, 1), 128), 128, 100, sizes.calls),
-            ("members_16_vmap", bench.make_population(mlp_cfg, (8, 8, 1), 16, "vmap"), 128, 100, sizes.calls),
-            ("members_16_in_turn", bench.make_population(mlp_cfg, (8, 8, 1), 16, "in_turn"), 128, 100,
-             sizes.calls)]  # fmt: skip
+    runs = [
+        ("single", bench.make_engine(mlp_cfg, (8, 8, 1), 128), 128, 100, sizes.calls),
+        ("members_16_vmap", bench.make_population(mlp_cfg, (8, 8, 1), 16, "vmap"), 128, 100, sizes.calls),
+        (
+            "members_16_in_turn",
+            bench.make_population(mlp_cfg, (8, 8, 1), 16, "in_turn"),
+            128,
+            100,
+            sizes.calls,
+        ),
+    ]
     rates = bench.interleaved_rates(runs, rounds=2)
     for (name, _), rate in rates.items():
-        bench.emit(bench="population_mlp", variant=name, depth=sizes.mlp_depths[0], width=64, batch=128,
-                   member_steps_per_s=round(rate, 1),
-                   steps_vs_single=round(rate / rates[("single", 100)], 2))  # fmt: skip
+        bench.emit(
+            bench="population_mlp",
+            variant=name,
+            depth=sizes.mlp_depths[0],
+            width=64,
+            batch=128,
+            member_steps_per_s=round(rate, 1),
+            steps_vs_single=round(rate / rates[("single", 100)], 2),
+        )
 
 
 SECTIONS = (resnets, recipe, precision, steps_per_call, very_deep, mlp, population)
@@ -240,15 +323,19 @@ def merged_table(rows: list[dict]) -> list[str]:
 
     modes = ["eager", *dict.fromkeys(r["compile"] for r in find(framework="torch") if r.get("compile"))]
     head = " | ".join(f"torch {m}" for m in modes)
-    lines = [f"| ResNet, batch 128, float32 (images/s) | resnet_jax | {head} | vs eager | vs best compiled |",
-             "| --- " * (len(modes) + 4) + "|"]  # fmt: skip
+    lines = [
+        f"| ResNet, batch 128, float32 (images/s) | resnet_jax | {head} | vs eager | vs best compiled |",
+        "| --- " * (len(modes) + 4) + "|",
+    ]
     for r in find(bench="cifar_train"):
         theirs = {m: torch_rate(r["depth"], m) for m in modes}
         compiled = max((v for m, v in theirs.items() if m != "eager" and v), default=None)
         cells = " | ".join(str(theirs[m] or "-") for m in modes)
         ours = r["images_per_s"]
-        lines.append(f"| ResNet-{r['depth']} | {ours} | {cells} | "
-                     f"{ratio(ours, theirs['eager'])} | {ratio(ours, compiled)} |")  # fmt: skip
+        lines.append(
+            f"| ResNet-{r['depth']} | {ours} | {cells} | "
+            f"{ratio(ours, theirs['eager'])} | {ratio(ours, compiled)} |"
+        )
     for r in find(framework="torch", error=True):
         lines.append(
             f"| torch {r.get('compile') or 'eager'} ResNet-{r['depth']}: {r['reason']} |"
@@ -277,17 +364,23 @@ def merged_table(rows: list[dict]) -> list[str]:
             f"| {r['images_per_s']} |"
         )
     for r in find(bench="very_deep"):
-        lines.append(f"| ResNet-{r['depth']} remat={r['remat']}: images/s, compile s, temporary GiB | "
-                     f"{r['images_per_s']}, {r['compile_s']}, {r['temp_gib']} |")  # fmt: skip
+        lines.append(
+            f"| ResNet-{r['depth']} remat={r['remat']}: images/s, compile s, temporary GiB | "
+            f"{r['images_per_s']}, {r['compile_s']}, {r['temp_gib']} |"
+        )
     for r in find(bench="mlp_train"):
         lines.append(f"| MLP depth {r['depth']}, width 64, batch 128 (steps/s) | {r['steps_per_s']} |")
     for r in find(bench="population_resnet"):
         name = f"ResNet-{r['depth']}, batch {r['batch']}, {r['variant']}"
-        lines.append(f"| {name}: images/s, all members (× one run) "
-                     f"| {r['member_images_per_s']} ({r['images_vs_single']}x) |")  # fmt: skip
+        lines.append(
+            f"| {name}: images/s, all members (× one run) "
+            f"| {r['member_images_per_s']} ({r['images_vs_single']}x) |"
+        )
     for r in find(bench="population_mlp"):
-        lines.append(f"| MLP depth {r['depth']}, {r['variant']}: steps/s, all members (× one run) "
-                     f"| {r['member_steps_per_s']} ({r['steps_vs_single']}x) |")  # fmt: skip
+        lines.append(
+            f"| MLP depth {r['depth']}, {r['variant']}: steps/s, all members (× one run) "
+            f"| {r['member_steps_per_s']} ({r['steps_vs_single']}x) |"
+        )
     for r in find(bench="not_run") + find(bench="failed"):
         lines.append(f"| {r['bench'].replace('_', ' ')}: {r['section']} | {r['reason']} |")
     return lines
@@ -319,8 +412,12 @@ def main() -> None:
         merge(*args.merge, args.table, args.json)
         return
     sizes, budget = (DRY if args.dry_run else FULL), Budget(args.budget_s, 0.1 if args.dry_run else 1.0)
-    bench.emit(bench="environment", jax=jax.__version__, devices=[str(d) for d in jax.devices()],
-               date=time.strftime("%Y-%m-%d"))  # fmt: skip
+    bench.emit(
+        bench="environment",
+        jax=jax.__version__,
+        devices=[str(d) for d in jax.devices()],
+        date=time.strftime("%Y-%m-%d"),
+    )
     failed = []
     for section in SECTIONS:
         if args.only and section.__name__ not in args.only:

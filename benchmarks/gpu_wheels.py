@@ -26,11 +26,25 @@ from packaging.utils import canonicalize_name
 IMAGE_PACKAGES = Path(__file__).with_name("gpu_image_packages.txt")
 PROJECT = "resnet_jax"
 # the GPU machine: what pip and the requirement markers are evaluated for
-TARGET_MARKERS = {"python_version": "3.12", "python_full_version": "3.12.3", "sys_platform": "linux",
-                  "platform_system": "Linux", "platform_machine": "x86_64", "implementation_name": "cpython",
-                  "platform_python_implementation": "CPython", "os_name": "posix", "extra": ""}  # fmt: skip
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
-             "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64")  # fmt: skip
+TARGET_MARKERS = {
+    "python_version": "3.12",
+    "python_full_version": "3.12.3",
+    "sys_platform": "linux",
+    "platform_system": "Linux",
+    "platform_machine": "x86_64",
+    "implementation_name": "cpython",
+    "platform_python_implementation": "CPython",
+    "os_name": "posix",
+    "extra": "",
+}
+PLATFORMS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_24_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+)
 # the CPU kernels' library: on a GPU every op runs XLA's kernels (ops/kernels.py), so it is not carried
 NOT_NEEDED_ON_GPU = {"onednn-cpu-gomp", "onednn-devel-cpu-gomp"}
 
@@ -66,9 +80,25 @@ def download(dest: Path, python_version: str) -> None:
     platforms = [arg for p in PLATFORMS for arg in ("--platform", p)]
     pip, cpython = [sys.executable, "-m", "pip"], "cp" + python_version.replace(".", "")
     for name, version in pins.items():
-        got = subprocess.run([*pip, "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
-                              python_version, "--implementation", "cp", *platforms, "-d", str(dest),
-                              f"{name}=={version}"], capture_output=True, text=True)  # fmt: skip
+        got = subprocess.run(
+            [
+                *pip,
+                "download",
+                "-q",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--python-version",
+                python_version,
+                "--implementation",
+                "cp",
+                *platforms,
+                "-d",
+                str(dest),
+                f"{name}=={version}",
+            ],
+            capture_output=True,
+            text=True,
+        )
         if got.returncode != 0:  # published as source only (antlr4-python3-runtime 4.9.3): build its wheel
             subprocess.run(
                 [*pip, "wheel", "-q", "--no-deps", "-w", str(dest), f"{name}=={version}"], check=True

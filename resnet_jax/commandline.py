@@ -27,7 +27,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from resnet_jax import checks, population, population_launcher
 from resnet_jax.config import (
     CONF_DIR,
-    GLOB_CLASS,
     Config,
     as_dict,
     composition_error,
@@ -35,6 +34,7 @@ from resnet_jax.config import (
     to_config,
 )
 from resnet_jax.errors import ConfigError
+from resnet_jax.names import GLOB_CLASS
 from resnet_jax.rundir import check_same_run, recorded_config
 
 NAME_MAX = 255  # bytes in one file name: Linux's file systems (ext4, XFS, Lustre, NFS, tmpfs) all allow this
@@ -117,8 +117,9 @@ def planned_jobs(argv: list[str]) -> Plan | None:
         )
         multirun = args.multirun or master.hydra.get("mode") == RunMode.MULTIRUN
         if multirun and mode != RunMode.MULTIRUN:
-            master = hydra.compose_config(config_name, args.overrides, run_mode=RunMode.MULTIRUN,
-                                          with_log_configuration=False)  # fmt: skip
+            master = hydra.compose_config(
+                config_name, args.overrides, run_mode=RunMode.MULTIRUN, with_log_configuration=False
+            )
         combos = _sweep(hydra, master) if multirun else [list(args.overrides)]
         jobs = []
         for number, overrides in enumerate(combos):

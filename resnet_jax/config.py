@@ -5,14 +5,13 @@ Each option of a config group (`model=cifar|mlp`, `data=digits|fashion_mnist|mni
 only keys the option has and their values its defaults, so `model=mlp` has no `shortcut` and a run's config
 shows only what applies. `conf/config.yaml` picks the options; `compose` gives library callers and tests
 exactly the config a user gets from the same overrides. Value rules live with the modules that use the values
-(`resnet_jax.checks` asks each); this module imports nothing else of the package but its errors.
+(`resnet_jax.checks` asks each); this module imports nothing else of the package but its errors and the
+directory-name rule (`resnet_jax.names`).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from resnet_jax.errors import ConfigError
+from resnet_jax.names import run_name
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"  # a link to the repository's conf/, files in a wheel
 
@@ -282,33 +282,6 @@ GROUP_OPTIONS: dict[str, dict[str, type]] = {
 }
 
 
-# a directory name's budget in bytes: file systems allow 255 per name; a longer one keeps its first part and
-# ends in a hash of the whole (the full overrides stay in the run's overrides.yaml)
-NAME_BYTES = 200
-NAME_HASH_CHARS = 16
-
-
-# Orbax finds a checkpoint's files with glob patterns built from its path, so a `[...]` in a directory's name
-# (a list override: optim.boundaries=[5,10]) is read as a character class and the checkpoint is never found
-GLOB_SAFE = str.maketrans("[]", "()")
-GLOB_CLASS = re.compile(r"[\[\]]")
-
-
-def run_name(value: str) -> str:
-    """A directory name for `value` (a run's overrides, or the sweep's name): `default` when empty, list
-    brackets as parentheses (`GLOB_SAFE`), and a stable shortening when it passes `NAME_BYTES`: the same
-    value always gets the same name."""
-    if not value:
-        return "default"
-    value = value.translate(GLOB_SAFE)
-    encoded = value.encode()
-    if len(encoded) <= NAME_BYTES:
-        return value
-    digest = hashlib.sha256(encoded).hexdigest()[:NAME_HASH_CHARS]
-    head = encoded[: NAME_BYTES - NAME_HASH_CHARS - 1].decode(errors="ignore")
-    return f"{head.rstrip(',=')}-{digest}"
-
-
 def register() -> None:
     """Make the schema and every group option known to Hydra (and the `run_name` resolver to OmegaConf)."""
     store = ConfigStore.instance()
@@ -415,12 +388,13 @@ def as_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-# Keys that change how a run is run, stored or shown, never its results: they may differ between the attempts
-# of one run (a resumed or requeued job), so they name neither its directory (`excluded_from_run_name`) nor
-# its identity (`identity`). Each is tested to leave a run's metrics rows, summary numbers and checkpoints
-# bit for bit as they were (tests/test_identity.py). Not here, because they change the last bits of a
-# result: the kernel choices (`model.conv_impl`, `model.dense_impl`), `model.remat`, `model.unroll` and
-# `trainer.eval_batch_size` (a convolution's per-example output depends on the batch's shape).
+# Keys that change how a run is run, stored or shown, never its results: they may differ between the
+# attempts of one run (a resumed or requeued job), so they name neither its directory
+# (`excluded_from_run_name`) nor its identity (`resnet_jax.identity`). Each is tested to leave a run's
+# metrics rows, summary numbers and checkpoints bit for bit as they were (tests/test_identity.py). Not here,
+# because they change the last bits of a result: the kernel choices (`model.conv_impl`, `model.dense_impl`),
+# `model.remat`, `model.unroll` and `trainer.eval_batch_size` (a convolution's per-example output depends
+# on the batch's shape).
 RESULT_NEUTRAL = (
     "name",  # the sweep's name: it places the directory, so it is already the same
     "logger",  # where metrics go besides the run directory
@@ -447,61 +421,3 @@ def excluded_from_run_name() -> list[str]:
     """`hydra.job.config.override_dirname.exclude_keys`: the result-neutral keys (every key of a neutral
     group) and the nameless groups, so that changing one between attempts keeps the run's directory."""
     return [*NAMELESS_GROUPS, *(key for prefix in RESULT_NEUTRAL for key in _dotted_keys(prefix))]
-
-
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flat(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def identity(config: dict[str, Any]) -> dict[str, Any]:
-    """The keys and values that make a run this run, flattened (`optim.lr`: 0.1, ...)."""
-    return {
-        key: value
-        for key, value in _flat(config).items()
-        if not any(key == n or key.startswith(f"{n}.") for n in RESULT_NEUTRAL)
-    }
-
-
-def identity_digest(config: dict[str, Any]) -> str:
-    """A SHA-256 of the identity: what a run's summary and checkpoints carry, so that a reader can tell a
-    config.yaml edited by hand from the configuration the run was trained with."""
-    text = json.dumps(identity(config), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-_NO_DEFAULT = object()
-
-
-def schema_default(config: dict[str, Any], dotted: str) -> Any:
-    """The schema's default for a dotted key of `config` (its group's chosen option's), or `_NO_DEFAULT`."""
-    section, _, key = dotted.partition(".")
-    field_types = {f.name: f.default_factory for f in dataclasses.fields(Config)}
-    if section in GROUP_OPTIONS:
-        schema = GROUP_OPTIONS[section].get(str((config.get(section) or {}).get("name")))
-    else:
-        factory = field_types.get(section)
-        schema = factory if dataclasses.is_dataclass(factory) else None
-    fields = {f.name: f for f in dataclasses.fields(schema)} if schema else {}
-    if key not in fields or fields[key].default is dataclasses.MISSING:
-        return _NO_DEFAULT
-    return fields[key].default
-
-
-def differences(recorded: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
-    """`key: recorded -> wanted` for each identity key whose value differs (or exists on one side only). A key
-    that a run recorded by an older version lacks, wanted at its default, is no difference: a key is added
-    with the behaviour that came before it as its default (`data.validation=0`)."""
-    a, b = identity(recorded), identity(wanted)
-    missing = object()
-    return [
-        f"{key}: {a.get(key, '(absent)')} -> {b.get(key, '(absent)')}"
-        for key in sorted(set(a) | set(b))
-        if a.get(key, missing) != b.get(key, missing)
-        and not (key not in a and b.get(key) == schema_default(wanted, key))
-    ]

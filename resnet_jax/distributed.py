@@ -43,9 +43,12 @@ def initialize_multihost() -> None:
         return
     tasks = int(os.environ.get("SLURM_NTASKS", "1"))
     if tasks > 1:
-        log.warning("this SLURM allocation has %d tasks but this process was not started by srun as one of "
-                    "them; training as a single process (start it with `srun python -m resnet_jax.train ...` "
-                    "to use every task)", tasks)  # fmt: skip
+        log.warning(
+            "this SLURM allocation has %d tasks but this process was not started by srun as one of "
+            "them; training as a single process (start it with `srun python -m resnet_jax.train ...` "
+            "to use every task)",
+            tasks,
+        )
 
 
 class BackendUnavailable(UserError):

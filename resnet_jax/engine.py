@@ -66,9 +66,14 @@ class Engine:
         self.y_train = distributed.put(np.asarray(y_train), self.replicated)
         self.l2, self.l2_scope, self.augment, self.dtype = l2, l2_scope, augment, dtype
         self.augment_key = jax.random.key(seed + 1)
+        self.params = sum(leaf.size for leaf in jax.tree.leaves(params))  # not BatchNorm statistics
         self._initial = jax.device_get(
             TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params))
         )
+        # a run's lifecycle (`resnet_jax.lifecycle`) steps its members through the methods below: this engine
+        # has one, a `population.PopulationEngine` several, with a leading member axis on every array
+        self.members = 1
+        self.member_initial = [self._initial]  # each member's step-0 state on the host
         self.compiled_chunk = jax.jit(self._train_chunk, donate_argnums=0)
         self.eval_batch = jax.jit(self._eval_batch)
 
@@ -97,6 +102,29 @@ class Engine:
         """K = len(indices) training steps in one compiled call; returns per-step (loss, error) rows."""
         return self.compiled_chunk(state, self.place_indices(indices))
 
+    def stacked(self, states: list[TrainState]) -> TrainState:
+        """The members' host states as the engine holds them on the devices: here the one state."""
+        (state,) = states
+        return self.place_state(state)
+
+    def train_members(self, state: TrainState, indices: np.ndarray, alive: np.ndarray):
+        """`train_chunk` for the lifecycle, which calls it only while its member trains: `indices` (K, 1, B);
+        returns the state and (K, 1, 2) rows."""
+        state, rows = self.train_chunk(state, indices[:, 0])
+        return state, rows[:, None]
+
+    def evaluate_members(self, state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int):
+        """`evaluate`, as a list of the members' results."""
+        return [self.evaluate(state, x, y, batch_size)]
+
+    def each_member(self, fn):
+        """`fn(params, model_state, *shared)` with a leading member axis on its outputs."""
+        return lambda *args: jax.tree.map(lambda value: value[None], fn(*args))
+
+    def host_member(self, host_state: TrainState, k: int) -> TrainState:
+        """Member k's state from the engine's state on the host: a single run's state, array for array."""
+        return host_state
+
     def apply(self, params: nnx.State, model_state: nnx.State, x: jax.Array, train: bool):
         """Logits and the model state after the call (updated BatchNorm statistics when training)."""
         model = nnx.merge(self.graphdef, params, model_state, copy=True)
@@ -107,14 +135,18 @@ class Engine:
         logits, new_model_state = self.apply(params, model_state, x, train=True)
         loss, errors = cross_entropy_and_errors(logits, y)
         data_loss = loss.mean()
-        # a traced l2 (one member of a population) is always added: 0 * penalty changes nothing
-        regularised = isinstance(l2, jax.Array) or l2 != 0
-        total = data_loss + 0.5 * l2 * l2_penalty(params, self.l2_scope) if regularised else data_loss
+        total = data_loss + 0.5 * l2 * l2_penalty(params, self.l2_scope)
         return total, (data_loss, errors.mean(), new_model_state)
 
-    def step_with(self, tx: optax.GradientTransformation, l2, augment_key: jax.Array, state: TrainState,
-                  indices: jax.Array, data: tuple[jax.Array, jax.Array] | None = None,
-                  ) -> tuple[TrainState, jax.Array]:  # fmt: skip
+    def step_with(
+        self,
+        tx: optax.GradientTransformation,
+        l2,
+        augment_key: jax.Array,
+        state: TrainState,
+        indices: jax.Array,
+        data: tuple[jax.Array, jax.Array] | None = None,
+    ) -> tuple[TrainState, jax.Array]:
         """One SGD step with this optimiser, L2 factor and augmentation key: what a population's members
         (`resnet_jax.population`) hold each their own of, as traced values. `data`: the training set as the
         caller holds it (inside `shard_map`, a device's own copy), else the engine's."""

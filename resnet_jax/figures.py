@@ -99,8 +99,14 @@ def plot_training_curves(runs: list[RunRecord], path: Path) -> None:
         for run in _by_kind(runs, residual):
             name = names[id(run)]
             ax.plot(*run.series("train/error"), "--", color=colour[name], linewidth=1)
-            ax.plot(*run.series("test/error"), "-", color=colour[name], linewidth=2, label=name,
-                    marker="x" if run.status != "completed" else None)  # fmt: skip
+            ax.plot(
+                *run.series("test/error"),
+                "-",
+                color=colour[name],
+                linewidth=2,
+                label=name,
+                marker="x" if run.status != "completed" else None,
+            )
         ax.set_title(f"{title} (dashed: train, solid: test)")
         ax.set_xlabel("step")
     _save(fig, axes, path, "error (%)")
@@ -119,10 +125,15 @@ def plot_error_vs_depth(table: list[dict[str, object]], path: Path) -> None:
             rows = sorted((r for r in rows if r[f"{split}/error_mean"] is not None), key=lambda r: r["depth"])
             if rows:
                 kind = "residual" if residual else "plain"
-                ax.errorbar([r["depth"] for r in rows], [r[f"{split}/error_mean"] for r in rows],
-                            yerr=[r[f"{split}/error_std"] for r in rows], marker="o", capsize=3,
-                            linestyle="-" if residual else "--",
-                            label=f"{kind}, {variant}" if variant else kind)  # fmt: skip
+                ax.errorbar(
+                    [r["depth"] for r in rows],
+                    [r[f"{split}/error_mean"] for r in rows],
+                    yerr=[r[f"{split}/error_std"] for r in rows],
+                    marker="o",
+                    capsize=3,
+                    linestyle="-" if residual else "--",
+                    label=f"{kind}, {variant}" if variant else kind,
+                )
         ax.set_title(f"final {split} error")
         ax.set_xlabel("depth (weighted layers)")
     _save(fig, axes, path, "error (%)")
@@ -150,11 +161,18 @@ def plot_per_layer(runs: list[RunRecord], key: str, which: tuple[str, ...], path
             colour = colours(name for name, _ in lines)
             for (name, moment), series in lines.items():
                 by_layer = zip(*series, strict=True)  # the seeds of one depth: as many layers each
-                points = [(i, statistics.geometric_mean(p)) for i, layer in enumerate(by_layer, start=1)
-                          if (p := [v for v in layer if v > 0])]  # fmt: skip
+                points = [
+                    (i, statistics.geometric_mean(p))
+                    for i, layer in enumerate(by_layer, start=1)
+                    if (p := [v for v in layer if v > 0])
+                ]
                 if points:
-                    ax.plot(*zip(*points, strict=True), styles[moment], color=colour[name],
-                            label=f"{name}, {moments[moment]}")  # fmt: skip
+                    ax.plot(
+                        *zip(*points, strict=True),
+                        styles[moment],
+                        color=colour[name],
+                        label=f"{name}, {moments[moment]}",
+                    )
             ax.set_title(", ".join(filter(None, [title, facet])) + seeds, fontsize=9)
             ax.set_xlabel("layer index (input side first)")
             ax.set_yscale("log")

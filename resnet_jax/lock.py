@@ -45,9 +45,14 @@ def _slurm_job() -> str | None:
 
 def me() -> dict[str, Any]:
     """Who this process is, as the lock file records it."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "start": process_start_time(os.getpid()),
-            "slurm_job": _slurm_job(), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "token": uuid.uuid4().hex}  # fmt: skip
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "start": process_start_time(os.getpid()),
+        "slurm_job": _slurm_job(),
+        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "token": uuid.uuid4().hex,
+    }
 
 
 def describe(holder: dict[str, Any]) -> str:
@@ -120,8 +125,12 @@ class RunLock:
         except FileNotFoundError:
             return  # another process moved it first; try to create ours again
         aside.unlink(missing_ok=True)
-        log.warning("taking over the lock of %s from %s (%s)", self.path.parent,
-                    describe(holder) if holder else "an unknown holder", reason)  # fmt: skip
+        log.warning(
+            "taking over the lock of %s from %s (%s)",
+            self.path.parent,
+            describe(holder) if holder else "an unknown holder",
+            reason,
+        )
 
     def release(self) -> None:
         """Remove the lock if it is still ours (never a successor's)."""

@@ -92,8 +92,13 @@ class Record:
 
     def meta(self) -> dict[str, Any]:
         """What a checkpoint stores of the record."""
-        return {"best": self.best, "final": self.final, "timed_steps": self.timed_steps,
-                "timed_s": self.timed_s, "wall_time_s": self.wall_time_s}  # fmt: skip
+        return {
+            "best": self.best,
+            "final": self.final,
+            "timed_steps": self.timed_steps,
+            "timed_s": self.timed_s,
+            "wall_time_s": self.wall_time_s,
+        }
 
     def speed(self, steps_this_attempt: int) -> float | None:
         """Steps per second without compilation; a run of one chunk has only its compiled time."""

@@ -86,8 +86,11 @@ def build(cfg: OptimConfig, steps: int) -> tuple[optax.GradientTransformation, o
     lr = schedule(cfg, steps)
     if isinstance(cfg, AdamwOptim):
         chosen = regularised(cfg.l2_scope)
-        tx = optax.adamw(lr, weight_decay=cfg.weight_decay,
-                         mask=lambda params: jax.tree_util.tree_map_with_path(chosen, params))  # fmt: skip
+        tx = optax.adamw(
+            lr,
+            weight_decay=cfg.weight_decay,
+            mask=lambda params: jax.tree_util.tree_map_with_path(chosen, params),
+        )
     else:
         # a traced momentum (a population member's) is used as it is: momentum 0 and > 0 never share a program
         momentum = cfg.momentum if isinstance(cfg.momentum, jax.Array) else cfg.momentum or None

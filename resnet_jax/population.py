@@ -2,20 +2,17 @@
 
 The members of a population share the network's structure, the data and every static setting; each has its
 own seed (initial parameters, data order, augmentation) and its own optimiser hyperparameters, which enter the
-compiled step as arrays with a leading member axis (`jax.vmap`). Each member writes exactly the run directory
-a single run of its config writes (`resnet_jax.runner`), so the report, W&B and resume cannot tell.
+compiled step as arrays with a leading member axis. This module says which runs form a population and how its
+engine computes them; their life (directories, chunks, records) is `resnet_jax.lifecycle`'s, the same as a
+single run's, so the report, W&B and resume cannot tell a member from a single run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
-import math
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,31 +21,11 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 from jax.sharding import PartitionSpec as P
-from tqdm import tqdm
 
-from resnet_jax import checks, distributed, faults, footprint, models, optim, probes
-from resnet_jax import data as datasets
-from resnet_jax.checkpoint import as_tree
+from resnet_jax import distributed, footprint, optim
 from resnet_jax.config import Config, OptimConfig, as_dict
-from resnet_jax.engine import Engine, EpochSampler, TrainState, run_steps
-from resnet_jax.errors import UserError
-from resnet_jax.loop import Diverged, Record, chunk_boundaries, due, passed
+from resnet_jax.engine import Engine, TrainState, run_steps
 from resnet_jax.ops import kernels
-from resnet_jax.rundir import Restored, RunDir
-from resnet_jax.runner import (
-    Setup,
-    checkpoint,
-    chunk_metrics,
-    ended_early,
-    failure_to_start,
-    probe_batch,
-    probe_lists,
-    record_failure_to_start,
-    running_summary,
-    start_from,
-    summary_at,
-)
-from resnet_jax.tracking import Tracker, open_tracker
 
 log = logging.getLogger(__name__)
 
@@ -126,14 +103,34 @@ class PopulationEngine(Engine):
     copies of the first member that never train and are never reported. With fewer, every member's batch is
     split over the devices, as a single run's."""
 
-    def __init__(self, networks: Sequence[nnx.Module], optim_cfgs: Sequence[OptimConfig], steps: int, *,
-                 seeds: Sequence[int], x_train: np.ndarray, y_train: np.ndarray, augment: bool, dtype: Any,
-                 layout: str, mesh=None):  # fmt: skip
+    def __init__(
+        self,
+        networks: Sequence[nnx.Module],
+        optim_cfgs: Sequence[OptimConfig],
+        steps: int,
+        *,
+        seeds: Sequence[int],
+        x_train: np.ndarray,
+        y_train: np.ndarray,
+        augment: bool,
+        dtype: Any,
+        layout: str,
+        mesh=None,
+    ):
         self.optim_cfg, self.steps, self.layout = optim_cfgs[0], steps, layout
         tx, _ = optim.build(self.optim_cfg, steps)
-        super().__init__(networks[0], tx, x_train=x_train, y_train=y_train, l2=self.optim_cfg.l2,
-                         l2_scope=self.optim_cfg.l2_scope, augment=augment, dtype=dtype, seed=seeds[0],
-                         mesh=mesh)  # fmt: skip
+        super().__init__(
+            networks[0],
+            tx,
+            x_train=x_train,
+            y_train=y_train,
+            l2=self.optim_cfg.l2,
+            l2_scope=self.optim_cfg.l2_scope,
+            augment=augment,
+            dtype=dtype,
+            seed=seeds[0],
+            mesh=mesh,
+        )
         self.members = len(networks)
         self.members_split = self.devices > 1 and self.members >= self.devices
         self.slots = -(-self.members // self.devices) * self.devices if self.members_split else self.members
@@ -150,8 +147,11 @@ class PopulationEngine(Engine):
                 jax.device_get(TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params)))
             )
         # without momentum (0 for every member: it is part of the group key) the optimiser keeps no trace
-        keys = [key for key in TRACED_OPTIM_KEYS if hasattr(self.optim_cfg, key)
-                and (key != "momentum" or self.optim_cfg.momentum)]  # fmt: skip
+        keys = [
+            key
+            for key in TRACED_OPTIM_KEYS
+            if hasattr(self.optim_cfg, key) and (key != "momentum" or self.optim_cfg.momentum)
+        ]
         values = {key: np.array([getattr(c, key) for c in optim_cfgs], np.float32) for key in keys}
         hyper = {key: self._padded(array) for key, array in values.items()}
         self.hyper = distributed.put_tree(hyper, self.state_sharding)
@@ -186,14 +186,21 @@ class PopulationEngine(Engine):
         """The members' host states, stacked (with the padding slots) and placed on the devices."""
         return self.place_state(jax.tree.map(self._padded, _stack(states)))
 
-    def _member_step(self, state: TrainState, indices: jax.Array, hyper: dict, augment_key: jax.Array,
-                     data: tuple[jax.Array, jax.Array] | None = None):  # fmt: skip
+    def _member_step(
+        self,
+        state: TrainState,
+        indices: jax.Array,
+        hyper: dict,
+        augment_key: jax.Array,
+        data: tuple[jax.Array, jax.Array] | None = None,
+    ):
         cfg = replace(self.optim_cfg, **hyper)
         tx, _ = optim.build(cfg, self.steps)
         return self.step_with(tx, cfg.l2, augment_key, state, indices, data)
 
-    def _population_chunk(self, state: TrainState, indices: jax.Array, alive: jax.Array, hyper: dict,
-                          augment_keys: jax.Array):  # fmt: skip
+    def _population_chunk(
+        self, state: TrainState, indices: jax.Array, alive: jax.Array, hyper: dict, augment_keys: jax.Array
+    ):
         """Every alive member trains the chunk's K steps (the others keep their state); (K, M, 2) rows. The
         per-member arrays are arguments, not closed over: split over several processes, a jitted function
         may not close over an array that spans them."""
@@ -201,8 +208,9 @@ class PopulationEngine(Engine):
         new, rows = chunk(state, indices, alive, hyper, augment_keys)
         return new, jax.lax.with_sharding_constraint(rows, self.replicated)
 
-    def _side_by_side(self, state: TrainState, indices: jax.Array, alive: jax.Array, hyper: dict,
-                      augment_keys: jax.Array):  # fmt: skip
+    def _side_by_side(
+        self, state: TrainState, indices: jax.Array, alive: jax.Array, hyper: dict, augment_keys: jax.Array
+    ):
         """The vmapped step inside the K-step scan. Masking once per chunk, not per step: a select over the
         whole state each step cost a fifth of the speed."""
         step = jax.vmap(self._member_step)
@@ -212,8 +220,9 @@ class PopulationEngine(Engine):
         )
         return kept, rows
 
-    def _in_turn(self, state: TrainState, indices: jax.Array, alive: jax.Array, hyper: dict,
-                 augment_keys: jax.Array):  # fmt: skip
+    def _in_turn(
+        self, state: TrainState, indices: jax.Array, alive: jax.Array, hyper: dict, augment_keys: jax.Array
+    ):
         """Each member's K steps after the previous member's, each the single run's chunk with the member's
         hyperparameters; a member not alive is skipped, not computed. With the members split over devices,
         each device takes its own members in turn."""
@@ -223,8 +232,9 @@ class PopulationEngine(Engine):
                 state, indices, hyper, augment_key, member_alive = member
 
                 def train(s: TrainState):
-                    s, rows = run_steps(lambda st, b: self._member_step(st, b, hyper, augment_key, data), s,
-                                        indices)  # fmt: skip
+                    s, rows = run_steps(
+                        lambda st, b: self._member_step(st, b, hyper, augment_key, data), s, indices
+                    )
                     return s, rows.astype(jnp.float32)  # float32 holds every dtype's loss exactly
 
                 def skip(s: TrainState):
@@ -240,9 +250,13 @@ class PopulationEngine(Engine):
             members, steps_members = P(distributed.DATA_AXIS), P(None, distributed.DATA_AXIS)
             # no value crosses devices, so shard_map's varying-axis check has nothing to find; it is off
             # because the oneDNN kernels' custom VJPs do not carry its types
-            local = jax.shard_map(local, mesh=self.mesh, check_vma=False,
-                                  in_specs=(members, steps_members, members, members, members, P()),
-                                  out_specs=(members, steps_members))  # fmt: skip
+            local = jax.shard_map(
+                local,
+                mesh=self.mesh,
+                check_vma=False,
+                in_specs=(members, steps_members, members, members, members, P()),
+                out_specs=(members, steps_members),
+            )
         return local(state, indices, hyper, augment_keys, alive, (self.x_train, self.y_train))
 
     def _program(self, state: TrainState, indices: jax.Array, *rest: Any):
@@ -257,8 +271,12 @@ class PopulationEngine(Engine):
         hyperparameters and augmentation keys."""
         indices = np.moveaxis(self._padded(np.moveaxis(indices, 1, 0)), 0, 1)
         alive = self._padded(np.asarray(alive, bool), fill=False)
-        return (distributed.put(indices, self.indices_sharding), distributed.put(alive, self.state_sharding),
-                self.hyper, self.augment_keys)  # fmt: skip
+        return (
+            distributed.put(indices, self.indices_sharding),
+            distributed.put(alive, self.state_sharding),
+            self.hyper,
+            self.augment_keys,
+        )
 
     def train_members(self, state: TrainState, indices: np.ndarray, alive: np.ndarray):
         """K steps of every alive member: `indices` (K, M, B); returns the state and (K, M, 2) rows."""
@@ -304,277 +322,9 @@ class PopulationEngine(Engine):
             for a, b in zip(loss[: self.members], error[: self.members], strict=True)
         ]
 
-
-def member_state(host_state: TrainState, k: int) -> TrainState:
-    """Member k's state, from the population's state on the host: a single run's state, array for array."""
-    return jax.tree.map(lambda leaf: np.asarray(leaf[k]), host_state)
-
-
-@dataclass
-class Member:
-    """One member's run: its directory, where it stands and what it has recorded."""
-
-    job: MemberJob
-    directory: RunDir
-    restored: Restored | None
-    setup: Setup | None = None
-    step: int = 0
-    start_step: int = 0
-    record: Record | None = None
-    tracker: Tracker | None = None
-    summary: dict[str, Any] | None = None
-    live: bool = True  # still training: not complete, not diverged
-    refused: bool = False  # its directory cannot take this run (see `_refuse`): it is left out of the program
-
-    @property
-    def cfg(self) -> Config:
-        return self.job.config
-
-
-def _start(
-    member: Member, engine: PopulationEngine, k: int, *, group: str, wandb_dir: Path | None
-) -> TrainState:
-    """The member's host state (fresh or restored), its metrics so far, tracker and first summary."""
-    restored, directory = member.restored, member.directory
-    if not member.live:  # complete: frozen in the program at its final state
-        member.step = restored.step
-        return as_tree(restored.arrays, engine.member_initial[k])
-    start = start_from(engine.member_initial[k], directory, restored)
-    member.record, member.step, member.start_step = start.record, start.step, start.step
-    member.tracker = open_tracker(member.cfg.logger, directory, start.wandb_id,
-                                  wandb_dir=wandb_dir or directory.path, group=group, name=member.job.name,
-                                  config=as_dict(member.cfg), concurrent=True)  # fmt: skip
-    member.summary = running_summary(member.setup, start)
-    directory.restart_summary(summary_at(member.summary, member.record, 0))
-    return start.state
-
-
-def _refuse(member: Member, exc: UserError, *, record: bool) -> None:
-    """This member alone cannot train, for a reason in its own directory (held by another process, another
-    configuration's, no intact checkpoint): one line, as a single run says it, and its siblings train.
-    `record`: the directory is this run's, and its summary says why (never replacing a result)."""
-    member.summary = failure_to_start(exc)
-    with member.directory.speaking():
-        log.error("error: %s", exc)
-        if record:
-            member.directory.record_failure(member.summary)
-    member.live, member.refused = False, True
-
-
-def _finish(member: Member, error: BaseException | None = None) -> None:
-    """Close the member's tracker; with `error`, its summary says how the run ended."""
-    if member.summary is None:
-        return
-    if error is not None:
-        member.summary = ended_early(member.summary, error, member.record, member.step - member.start_step)
-        member.directory.record_end(member.summary)
-    if member.tracker is not None:
-        member.tracker.summarise(member.summary)
-        member.tracker.close(0 if member.summary["status"] == "completed" else 1)
-        member.tracker = None
-    member.live = False
-
-
-def member_probes(cfg: Config, engine: PopulationEngine, data: datasets.Dataset):
-    """Every member's probes (`runner.probe_function`'s) in one call (`PopulationEngine.each_member`): a list
-    of JSON-ready dicts, one per member."""
-    if not cfg.probe.every:
-        return None
-    x, y = probe_batch(engine, cfg, data)
-    measure = partial(probes.measure, engine.graphdef, dtype=engine.dtype)
-    measure_all = jax.jit(engine.each_member(measure), out_shardings=engine.replicated)
-
-    def measure_members(state: TrainState) -> list[dict[str, list[float]]]:
-        values = {
-            key: distributed.host_copy(v)
-            for key, v in measure_all(state.params, state.model_state, x, y).items()
-        }
-        return [probe_lists({key: v[k] for key, v in values.items()}) for k in range(engine.members)]
-
-    return measure_members
-
-
-def _train(
-    members: list[Member], engine: PopulationEngine, state: TrainState, data: datasets.Dataset, probe
-) -> None:
-    """The chunk loop of `runner.train_chunks`, for every member at once."""
-    cfg = members[0].cfg
-    t = cfg.trainer
-    samplers = [EpochSampler(len(data.y_train), t.batch_size, m.cfg.seed) for m in members]
-    start = min(m.step for m in members if m.live)
-    if probe is not None and start == 0:
-        for m, probed in zip(members, probe(state), strict=True):
-            if m.live and m.step == 0:
-                m.tracker.log(0, probed)
-    cadences = (t.log_every, t.eval_every, cfg.probe.every)
-    label = f"{len(members)} x {cfg.model.name}-{cfg.model.depth}"
-    bar = tqdm(total=t.steps, initial=start, disable=not t.progress, desc=label, unit="step")
-    try:
-        for index, (first, count) in enumerate(chunk_boundaries(start, t.steps, cadences)):
-            active = [k for k, m in enumerate(members) if m.live and m.step == first]
-            bar.update(count)
-            if not active:
-                continue
-            alive = np.array([k in active for k in range(len(members))])
-            indices = np.stack([s.indices(first, count) for s in samplers], axis=1)
-            chunk_start = time.perf_counter()
-            state, rows = engine.train_members(state, indices, alive)
-            step = first + count
-            done = Done(rows=distributed.host_copy(rows))
-            if due(step, t.eval_every, t.steps):
-                done.evaluated = {
-                    split: engine.evaluate_members(state, x, y, t.eval_batch_size)
-                    for split, (x, y) in data.evaluated_splits().items()
-                }
-            elapsed = time.perf_counter() - chunk_start
-            done.elapsed = elapsed if index > 0 else None  # the first call includes compilation
-            if probe is not None and due(step, cfg.probe.every, t.steps):
-                done.probed = probe(state)
-            if passed(first, step, t.checkpoint_every, t.steps):  # once for all members, sliced on the host
-                done.host_state = jax.tree.map(distributed.host_copy, state)
-            for k in active:
-                with members[k].directory.speaking():
-                    _after_chunk(members[k], k, step, done)
-            bar.set_postfix(training=sum(m.live for m in members))
-    finally:
-        bar.close()
-
-
-@dataclass
-class Done:
-    """What a chunk produced for the members: their (K, M, 2) rows and, at their cadences, the test
-    evaluation, the probes and the state on the host (for the checkpoints)."""
-
-    rows: np.ndarray
-    evaluated: dict[str, list[dict[str, float]]] | None = None  # by split, each member's loss and error
-    elapsed: float | None = None
-    probed: list[dict[str, list[float]]] | None = None
-    host_state: TrainState | None = None
-
-
-def _after_chunk(member: Member, k: int, step: int, done: Done) -> None:
-    """What a single run does after a chunk, for one member: record, log, probe, checkpoint."""
-    cfg, record, setup = member.cfg, member.record, member.setup
-    count = step - member.step
-    metrics = chunk_metrics(setup.lr_at, step, done.rows[:, k])
-    if done.elapsed is not None:
-        record.time_chunk(count, done.elapsed)
-    member.step = member.summary["step"] = step
-    if not math.isfinite(metrics["train/loss"]):
-        member.tracker.log(step, metrics)
-        log.error(
-            "diverged: member %s: training loss became %s at step %d",
-            member.job.name,
-            metrics["train/loss"],
-            step,
-        )
-        _finish(member, error=Diverged(f"training loss became {metrics['train/loss']} at step {step}; "
-                                             "lower optim.lr or check the data"))  # fmt: skip
-        return
-    for split, members in (done.evaluated or {}).items():
-        metrics.update({f"{split}/loss": members[k]["loss"], f"{split}/error": members[k]["error"]})
-    record.add(metrics)
-    if done.probed is not None:
-        metrics.update(done.probed[k])
-    member.tracker.log(step, metrics)
-    faults.point("after_log", step)
-    if done.host_state is not None:
-        state = member_state(done.host_state, k)
-        checkpoint(setup, member.directory, state, record, member.summary, member.start_step)
-    if step == cfg.trainer.steps:
-        _finish(member)
-
-
-def train_population(
-    jobs: Sequence[MemberJob],
-    *,
-    group: str,
-    wandb_dir: Path | None = None,
-    fit_to_memory: bool = False,
-    layout: str = "auto",
-) -> list[dict[str, Any]]:
-    """Train the members of one population (configs equal but for `POPULATION_KEYS`) as one program; each
-    member's run directory ends as that of the single run with its config. Returns the members' summaries.
-
-    A member whose final checkpoint exists is reported, not retrained (it stays in the program, frozen, so the
-    others compute exactly as before); one that diverges is frozen and recorded as `diverged`; one whose
-    directory cannot take it is left out (`_refuse`: its summary here says why). With `fit_to_memory`, a
-    program larger than the device's memory raises `TooLarge` before any training. `layout`: one of
-    `LAYOUTS`.
-    """
-    distributed.initialize_multihost()
-    keys = {group_key(job.config) for job in jobs}
-    if len(keys) != 1:
-        raise ValueError("a population's members must differ only in " + ", ".join(POPULATION_KEYS))
-    distributed.check_backend()
-    for job in jobs:
-        checks.check(job.config)
-    footprint.check_fits(jobs[0].config)  # one member at least, before any directory is taken
-    primary = distributed.is_primary()
-    with contextlib.ExitStack() as stack:
-        members = []
-        for job in jobs:
-            directory = RunDir(job.run_dir, primary=primary, keep=job.config.trainer.keep_checkpoints)
-            member = Member(job, directory, None)
-            members.append(member)
-            owned = contextlib.ExitStack()
-            try:
-                owned.enter_context(member.directory.owned())
-                member.directory.claim(as_dict(job.config), list(job.overrides))
-            except UserError as exc:  # another process's directory, or another configuration's: not ours
-                owned.close()  # let it go before saying why: not a line of it is written
-                _refuse(member, exc, record=False)
-            else:
-                stack.enter_context(owned)
-        program = [m for m in members if not m.refused]  # the members the compiled program holds
-        try:
-            _prepare(program)
-            program = [m for m in program if not m.refused]
-            if not any(m.live for m in program):
-                return [m.summary for m in members]
-            engine, data = _set_up(program, resolve_layout(layout))
-            if fit_to_memory:
-                t = program[0].cfg.trainer
-                fit = engine.members_that_fit(min(t.log_every, t.steps), t.batch_size)
-                if fit < len(program):
-                    raise TooLarge(fit)
-            states = []
-            for k, m in enumerate(program):
-                with m.directory.speaking():
-                    states.append(_start(m, engine, k, group=group, wandb_dir=wandb_dir))
-        except TooLarge:  # nothing has started: the members are trained in smaller programs
-            raise
-        except BaseException as exc:
-            for m in program:
-                if m.live:
-                    record_failure_to_start(m.directory, exc)
-                    _finish(m)
-            raise
-        try:
-            _train(program, engine, engine.stacked(states), data, member_probes(program[0].cfg, engine, data))
-        except BaseException as exc:
-            for m in program:
-                if m.live:
-                    _finish(m, error=exc)
-            raise
-        return [m.summary for m in members]
-
-
-def _prepare(members: list[Member]) -> None:
-    """Each member's newest intact checkpoint; completed members are reported as they are, and a member with
-    checkpoints but none intact is refused."""
-    for m in members:
-        with m.directory.speaking():
-            try:
-                m.restored = m.directory.restore_newest()
-            except UserError as exc:
-                _refuse(m, exc, record=True)
-                continue
-            if m.restored is not None and m.restored.step >= m.cfg.trainer.steps:
-                log.info(
-                    "run already completed at step %d in %s; nothing to do", m.restored.step, m.directory.path
-                )
-                m.summary, m.live = m.directory.complete_from(m.restored), False
+    def host_member(self, host_state: TrainState, k: int) -> TrainState:
+        """Member k's state from the population's state on the host: a single run's state, array for array."""
+        return jax.tree.map(lambda leaf: np.asarray(leaf[k]), host_state)
 
 
 def population_model(model_cfg: Any, layout: str) -> Any:
@@ -584,31 +334,9 @@ def population_model(model_cfg: Any, layout: str) -> Any:
     if layout == "in_turn":
         return model_cfg
     ops = {"conv": "conv_impl", "dense": "dense_impl"}
-    chosen = {key: kernels.for_population(op, getattr(model_cfg, key))
-              for op, key in ops.items() if hasattr(model_cfg, key)}  # fmt: skip
+    chosen = {
+        key: kernels.for_population(op, getattr(model_cfg, key))
+        for op, key in ops.items()
+        if hasattr(model_cfg, key)
+    }
     return replace(model_cfg, **chosen)
-
-
-def _set_up(members: list[Member], layout: str) -> tuple[PopulationEngine, datasets.Dataset]:
-    """The data (once), every member's network from its own seed, the population engine and each member's
-    `Setup` (its learning-rate schedule for the logs, and the probes)."""
-    cfg = members[0].cfg
-    mesh = distributed.make_mesh()
-    if len(members) < mesh.devices.size:  # each member's batch is split over the devices
-        distributed.check_batch_divides(cfg.trainer.batch_size, mesh)
-    data = datasets.load(cfg.data)
-    networks = [models.build(population_model(m.cfg.model, layout), data.image_shape, data.num_classes,
-                             m.cfg.seed) for m in members]  # fmt: skip
-    engine = PopulationEngine(networks, [m.cfg.optim for m in members], cfg.trainer.steps,
-                              seeds=[m.cfg.seed for m in members], x_train=data.x_train,
-                              y_train=data.y_train, augment=cfg.data.augment,
-                              dtype=jnp.dtype(cfg.trainer.dtype), layout=layout, mesh=mesh)  # fmt: skip
-    if engine.members_split:
-        log.info("%d members split over %d devices (%d slots)", engine.members, engine.devices, engine.slots)
-    params = models.count_params(networks[0])
-    for m in members:
-        _, lr_at = optim.build(m.cfg.optim, cfg.trainer.steps)
-        m.setup = Setup(
-            m.cfg, data, engine, lr_at, params, probe=None
-        )  # probes: `member_probes`, all at once
-    return engine, data

@@ -25,7 +25,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from resnet_jax import population, rules, slurm
+from resnet_jax import lifecycle, outcome, population, rules, slurm
 from resnet_jax.config import to_config
 from resnet_jax.errors import ConfigError, UserError
 
@@ -66,9 +66,11 @@ def check(launcher: dict) -> None:
             continue
         rules.positive(f"hydra.launcher.executor.{key}", value)
         if value > 1 and launcher.get("backend") != "submitit_slurm":
-            raise ConfigError(f"hydra.launcher.executor.{key}={value} needs hydra.launcher.backend="
-                              "submitit_slurm (only SLURM starts a group's job as several JAX processes); "
-                              "set it to 1 or choose that backend")  # fmt: skip
+            raise ConfigError(
+                f"hydra.launcher.executor.{key}={value} needs hydra.launcher.backend="
+                "submitit_slurm (only SLURM starts a group's job as several JAX processes); "
+                "set it to 1 or choose that backend"
+            )
 
 
 # the command line's jobs, composed and checked once before Hydra starts (`resnet_jax.commandline`), by their
@@ -104,8 +106,9 @@ class PopulationJob:
 
 
 class PopulationLauncher(Launcher):
-    def __init__(self, *, max_members: int | None, backend: str, layout: str,
-                 executor: dict[str, Any]) -> None:  # fmt: skip
+    def __init__(
+        self, *, max_members: int | None, backend: str, layout: str, executor: dict[str, Any]
+    ) -> None:
         """Hydra passes every key of the launcher's config: `PopulationLauncherConf` owns their defaults."""
         self.max_members, self.backend, self.layout = max_members, backend, layout
         if OmegaConf.is_config(executor):
@@ -156,7 +159,7 @@ class PopulationLauncher(Launcher):
                 overrides=list(job.overrides),
                 _return_value=codes.get(job.run_dir, 1),
                 status=JobStatus.COMPLETED,
-            )  # fmt: skip
+            )
             for job in jobs
         ]
 
@@ -164,12 +167,18 @@ class PopulationLauncher(Launcher):
         """One submitit job per group (split by `max_members` here when it is set, so that the parts run at
         once), each group's exit code by its members' run directories."""
         groups = population.form_groups(jobs, self.max_members or len(jobs))
-        settings = {**self.executor, "submitit_folder": self.executor.get("submitit_folder")
-                    or str(sweep_dir / ".submitit" / "%j")}  # fmt: skip
+        settings = {
+            **self.executor,
+            "submitit_folder": self.executor.get("submitit_folder") or str(sweep_dir / ".submitit" / "%j"),
+        }
         executor, params = slurm.make_executor(self.backend, settings)
-        task = PopulationJob(sweep_dir, self.max_members, self.layout,
-                             OmegaConf.to_container(self.config.hydra.job_logging, resolve=True),
-                             self.config.hydra.verbose)  # fmt: skip
+        task = PopulationJob(
+            sweep_dir,
+            self.max_members,
+            self.layout,
+            OmegaConf.to_container(self.config.hydra.job_logging, resolve=True),
+            self.config.hydra.verbose,
+        )
         for members in groups:
             log.info("population job of %d: %s", len(members), "; ".join(m.name for m in members))
 
@@ -207,8 +216,13 @@ def _train(
     log.info("population of %d: %s", len(members), "; ".join(m.name for m in members))
     codes = {m.run_dir: 0 for m in members}
     try:
-        summaries = population.train_population(members, group=members[0].config.name, wandb_dir=sweep_dir,
-                                                fit_to_memory=fit_to_memory, layout=layout)  # fmt: skip
+        summaries = lifecycle.train_population(
+            members,
+            group=members[0].config.name,
+            wandb_dir=sweep_dir,
+            fit_to_memory=fit_to_memory,
+            layout=layout,
+        )
     except population.TooLarge as exc:
         log.info("%d members do not fit in the device's memory: %d per program", len(members), exc.fit)
         for part in population.form_groups(members, exc.fit):
@@ -224,5 +238,5 @@ def _train(
         return dict.fromkeys(codes, 1)
     for job, summary in zip(members, summaries, strict=True):
         log.info("%s", member_line(job.name, summary))
-        codes[job.run_dir] = summary.get("exit_code", 0)  # a member that diverged or was refused
+        codes[job.run_dir] = outcome.exit_code(summary)  # a member that diverged or was refused
     return codes

@@ -18,9 +18,21 @@ from resnet_jax import figures
 from resnet_jax.runs import RunRecord, find_runs, load_run
 
 CSV_COLUMNS = (
-    "run", "model", "depth", "residual", "l2", "seed", "status", "step", "params",
-    "final_train_error", "final_test_error", "final_val_error", "best_test_error", "steps_per_s",
-)  # fmt: skip
+    "run",
+    "model",
+    "depth",
+    "residual",
+    "l2",
+    "seed",
+    "status",
+    "step",
+    "params",
+    "final_train_error",
+    "final_test_error",
+    "final_val_error",
+    "best_test_error",
+    "steps_per_s",
+)
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -34,16 +46,24 @@ def _relative(path: Path, root: Path) -> str:
 def csv_rows(runs: list[RunRecord], root: Path) -> list[dict[str, object]]:
     rows = []
     for run in runs:
-        rows.append({
-            "run": _relative(run.path, root),
-            "model": run.get("model.name"), "depth": run.get("model.depth"),
-            "residual": run.get("model.residual"), "l2": run.get("optim.l2"), "seed": run.get("seed"),
-            "status": run.status, "step": run.summary.get("step"), "params": run.summary.get("params"),
-            "final_train_error": run.metric("train/error"), "final_test_error": run.metric("test/error"),
-            "final_val_error": run.metric("val/error"),
-            "best_test_error": run.metric("test/error", "best"),
-            "steps_per_s": run.summary.get("steps_per_s"),
-        })  # fmt: skip
+        rows.append(
+            {
+                "run": _relative(run.path, root),
+                "model": run.get("model.name"),
+                "depth": run.get("model.depth"),
+                "residual": run.get("model.residual"),
+                "l2": run.get("optim.l2"),
+                "seed": run.get("seed"),
+                "status": run.status,
+                "step": run.summary.get("step"),
+                "params": run.summary.get("params"),
+                "final_train_error": run.metric("train/error"),
+                "final_test_error": run.metric("test/error"),
+                "final_val_error": run.metric("val/error"),
+                "best_test_error": run.metric("test/error", "best"),
+                "steps_per_s": run.summary.get("steps_per_s"),
+            }
+        )
     return rows
 
 
@@ -54,8 +74,13 @@ def aggregate(runs: list[RunRecord]) -> list[dict[str, object]]:
     groups: dict[tuple, list[RunRecord]] = defaultdict(list)
     for run in runs:
         variant = ", ".join(figures.VARIANT_KEYS[k](run.get(k)) for k in others)
-        key = (run.get("model.name"), bool(run.get("model.residual")), run.get("model.depth"),
-               run.get("optim.l2"), variant)  # fmt: skip
+        key = (
+            run.get("model.name"),
+            bool(run.get("model.residual")),
+            run.get("model.depth"),
+            run.get("optim.l2"),
+            variant,
+        )
         groups[key].append(run)
 
     def order(item: tuple[tuple, list]) -> tuple:
@@ -163,7 +188,7 @@ def build_report(root: Path, extra: list[Path] = (), output: Path | None = None)
                 for r in table
             )
             else []
-        ),  # fmt: skip
+        ),
         "runs",
         "not_completed",
         "train/error_mean",

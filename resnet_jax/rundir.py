@@ -29,10 +29,10 @@ from typing import Any
 
 import yaml
 
-from resnet_jax import faults, runlog, storage
+from resnet_jax import faults, outcome, runlog, storage
 from resnet_jax.checkpoint import Checkpoints, DamagedCheckpoint
-from resnet_jax.config import differences
 from resnet_jax.errors import CheckpointError, ConfigError
+from resnet_jax.identity import differences
 from resnet_jax.lock import RunLock
 
 log = logging.getLogger(__name__)
@@ -45,9 +45,6 @@ LOG_FILE = "train.log"
 LOCK_FILE = ".lock"
 CHECKPOINT_DIR = "checkpoints"
 DAMAGED_DIR = "damaged"
-
-# summary.json's status, and the exit code a sweep reports for it
-EXIT_CODES = {"completed": 0, "diverged": 3, "failed": 1, "interrupted": 1, "running": 1}
 
 
 def json_safe(value: Any) -> Any:
@@ -245,8 +242,14 @@ class RunDir:
             try:
                 arrays, meta = self.checkpoints.restore(step)
             except DamagedCheckpoint as exc:
-                log.warning("the checkpoint at step %d in %s cannot be read (%s); moved to %s/, trying the "
-                            "one before", step, self.path, exc, DAMAGED_DIR)  # fmt: skip
+                log.warning(
+                    "the checkpoint at step %d in %s cannot be read (%s); moved to %s/, trying the "
+                    "one before",
+                    step,
+                    self.path,
+                    exc,
+                    DAMAGED_DIR,
+                )
                 self._move_aside(step)
                 continue
             return Restored(step, arrays, meta)
@@ -330,8 +333,10 @@ class RunDir:
         try:
             self.write_summary(summary)
         except storage.StorageRefused:
-            log.debug("%s not rewritten (the write was refused): it shows the run at its newest checkpoint",
-                        self.path / SUMMARY_FILE)  # fmt: skip
+            log.debug(
+                "%s not rewritten (the write was refused): it shows the run at its newest checkpoint",
+                self.path / SUMMARY_FILE,
+            )
 
     def record_failure(self, summary: dict[str, Any]) -> None:
         """A failure before training began; a completed run's summary is never replaced."""
@@ -351,7 +356,7 @@ class RunDir:
             at = f"; its newest checkpoint is at step {steps[0]}" if steps else ""
             return 1, f"never finished: no readable {SUMMARY_FILE}{at}"
         status = summary.get("status", "unknown")
-        code = summary.get("exit_code", EXIT_CODES.get(status, 1)) if status != "completed" else 0
+        code = outcome.exit_code(summary)
         if status in ("running", "interrupted"):
             return code, f"never finished: {status} at step {summary.get('step')}"
         error = f": {summary['error']}" if summary.get("error") else ""

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from resnet_jax.config import identity_digest
+from resnet_jax.identity import identity_digest
 from resnet_jax.rundir import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, read_json, read_rows, read_yaml
 
 Number = (int, float)

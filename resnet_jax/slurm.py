@@ -41,13 +41,28 @@ log = logging.getLogger(__name__)
 
 # Reasons a pending job keeps until someone changes the request or the cluster: squeue's REASON codes
 NEVER_CLEARS = (
-    "PartitionConfig", "ReqNodeNotAvail", "PartitionNodeLimit", "PartitionTimeLimit", "PartitionDown",
-    "PartitionInactive", "BadConstraints", "InvalidAccount", "InvalidQOS", "NodeDown",
-    "AssocMaxCpuPerJobLimit", "AssocMaxMemPerJobLimit", "AssocMaxNodePerJobLimit",
+    "PartitionConfig",
+    "ReqNodeNotAvail",
+    "PartitionNodeLimit",
+    "PartitionTimeLimit",
+    "PartitionDown",
+    "PartitionInactive",
+    "BadConstraints",
+    "InvalidAccount",
+    "InvalidQOS",
+    "NodeDown",
+    "AssocMaxCpuPerJobLimit",
+    "AssocMaxMemPerJobLimit",
+    "AssocMaxNodePerJobLimit",
     "AssocMaxWallDurationPerJobLimit",
-    "QOSMaxCpuPerJobLimit", "QOSMaxMemoryPerJob", "QOSMaxGRESPerJob", "QOSMaxNodePerJobLimit",
-    "QOSMaxWallDurationPerJobLimit", "MaxCpuPerAccount", "MaxMemPerLimit",
-)  # fmt: skip
+    "QOSMaxCpuPerJobLimit",
+    "QOSMaxMemoryPerJob",
+    "QOSMaxGRESPerJob",
+    "QOSMaxNodePerJobLimit",
+    "QOSMaxWallDurationPerJobLimit",
+    "MaxCpuPerAccount",
+    "MaxMemPerLimit",
+)
 CPUS_PER_TASK_MAX = 8
 MEM_GB_MAX = 32
 WATCH_EVERY_S = 5.0
@@ -103,8 +118,12 @@ class PendingWatch(threading.Thread):
             if not ids:
                 continue
             try:
-                out = subprocess.run(["squeue", "-h", "-o", "%i|%T|%r", "-j", ",".join(ids)],
-                                     capture_output=True, text=True, timeout=30).stdout  # fmt: skip
+                out = subprocess.run(
+                    ["squeue", "-h", "-o", "%i|%T|%r", "-j", ",".join(ids)],
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                ).stdout
             except (OSError, subprocess.SubprocessError):
                 continue
             for line in out.splitlines():
@@ -126,8 +145,12 @@ class PendingWatch(threading.Thread):
     def wait_until_gone(self) -> None:
         """Until none of the sweep's jobs is queued or running (so that their directories are final)."""
         while self.job_ids():
-            out = subprocess.run(["squeue", "-h", "-o", "%i", "-j", ",".join(self.job_ids())],
-                                 capture_output=True, text=True, timeout=30).stdout  # fmt: skip
+            out = subprocess.run(
+                ["squeue", "-h", "-o", "%i", "-j", ",".join(self.job_ids())],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            ).stdout
             if not out.strip():
                 return
             self._stop_event.wait(WATCH_EVERY_S)
@@ -137,9 +160,11 @@ def request(params: dict[str, Any]) -> str:
     """What the jobs ask for, in one phrase (for the lines that say why they cannot run)."""
     node = partition_nodes(params.get("partition"))
     there = f" (its nodes: {node[0]} CPUs, {node[1]} MB)" if node else ""
-    return (f"partition {params.get('partition') or '(default)'}{there}: {params.get('tasks_per_node', 1)} "
-            f"task(s) of {params.get('cpus_per_task')} CPUs, {params.get('mem_gb')} GB, "
-            f"{params.get('gpus_per_node') or 0} GPUs per node, {params.get('timeout_min')} min")  # fmt: skip
+    return (
+        f"partition {params.get('partition') or '(default)'}{there}: {params.get('tasks_per_node', 1)} "
+        f"task(s) of {params.get('cpus_per_task')} CPUs, {params.get('mem_gb')} GB, "
+        f"{params.get('gpus_per_node') or 0} GPUs per node, {params.get('timeout_min')} min"
+    )
 
 
 def watched(params: dict[str, Any], submit_and_wait: Callable[[], list[T]]) -> list[T]:
@@ -152,8 +177,10 @@ def watched(params: dict[str, Any], submit_and_wait: Callable[[], list[T]]) -> l
         return submit_and_wait()
     except submitit.core.utils.FailedJobError as exc:  # sbatch refused the submission
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"error: SLURM refused the sweep's jobs ({first}); they asked for {request(params)}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"error: SLURM refused the sweep's jobs ({first}); they asked for {request(params)}",
+            file=sys.stderr,
+        )
         raise SystemExit(2) from None
     except submitit.core.utils.UncompletedJobError as exc:  # a job ended without a result (e.g. cancelled)
         if watch.stuck is not None:  # said and cancelled; the run directories tell the rest
@@ -218,8 +245,9 @@ class SlurmLauncher(SubmititSlurmLauncher):
         job_params = []
         for number, overrides in enumerate(job_overrides, start=initial_job_idx):
             log.info("\t#%d : %s", number, " ".join(filter_overrides(overrides)))
-            job_params.append((list(overrides), "hydra.sweep.dir", number, f"job_id_for_{number}",
-                               Singleton.get_state()))  # fmt: skip
+            job_params.append(
+                (list(overrides), "hydra.sweep.dir", number, f"job_id_for_{number}", Singleton.get_state())
+            )
 
         def submit_and_wait() -> list[JobReturn]:
             jobs = executor.map_array(self, *zip(*job_params, strict=True))

@@ -25,7 +25,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from resnet_jax import commandline, faults
+from resnet_jax import commandline, faults, outcome
 from resnet_jax.config import CONF_DIR, as_dict, register, to_config
 from resnet_jax.errors import UserError
 from resnet_jax.loop import Diverged
@@ -80,15 +80,15 @@ def _hydra_job(cfg: DictConfig) -> int:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             log.exception("error")
         log.error("error: %s", exc)
-        return exc.exit_code
+        return outcome.of_exception(exc)[1]
     except Diverged as exc:
         log.error("diverged: %s", exc)
-        return 3
-    except Exception:
+        return outcome.of_exception(exc)[1]
+    except Exception as exc:
         if INTERRUPTS.received is not None:  # an interrupt that surfaced through a library as its own error
             raise KeyboardInterrupt from None
         log.exception("run failed in %s", run_dir)
-        return 1
+        return outcome.of_exception(exc)[1]
 
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")

@@ -25,9 +25,16 @@ REPO = Path(__file__).resolve().parents[1]
 LINUX_X86_64 = sys.platform == "linux" and platform.machine() == "x86_64"
 
 # A config that trains in seconds on digits, without W&B or a progress bar.
-TINY = ("logger=none", "trainer.steps=20", "trainer.batch_size=32", "trainer.eval_every=10",
-        "trainer.log_every=10", "trainer.progress=false", "probe.every=10",
-        "probe.batch_size=16")  # fmt: skip
+TINY = (
+    "logger=none",
+    "trainer.steps=20",
+    "trainer.batch_size=32",
+    "trainer.eval_every=10",
+    "trainer.log_every=10",
+    "trainer.progress=false",
+    "probe.every=10",
+    "probe.batch_size=16",
+)
 
 
 # a 40-step run of the notes' dense net, a checkpoint every 10 steps: the run the edge tests interrupt, damage

@@ -17,12 +17,22 @@ def test_summary_table_pairs_each_measurement_with_pytorch_and_the_ratio(monkeyp
         {"framework": "resnet_jax", "bench": "ratio_cifar", "depth": 20, "ratio": 1.2},
         {"framework": "resnet_jax", "bench": "cifar_train", "depth": 56, "batch": 128, "images_per_s": 200.0},
         {"framework": "resnet_jax", "bench": "mlp_train", "depth": 50, "steps_per_s": 630.0},
-        {"framework": "resnet_jax", "bench": "ratio_mlp", "depth": 50, "torch_median_steps_per_s": 170.0,
-         "ratio": 3.706},
+        {
+            "framework": "resnet_jax",
+            "bench": "ratio_mlp",
+            "depth": 50,
+            "torch_median_steps_per_s": 170.0,
+            "ratio": 3.706,
+        },
         {"framework": "resnet_jax", "bench": "compile", "depth": 1202, "compile_s": 3.4},
-        {"framework": "resnet_jax", "bench": "memory", "depth": 1202, "variant": "scanned_remat",
-         "temp_gib": 2.9},
-    ]  # fmt: skip
+        {
+            "framework": "resnet_jax",
+            "bench": "memory",
+            "depth": 1202,
+            "variant": "scanned_remat",
+            "temp_gib": 2.9,
+        },
+    ]
     monkeypatch.setattr(bench, "RESULTS", rows)
     table = bench.summary_table()
     assert table[:2] == ["| measurement | resnet_jax | PyTorch | ratio |", "| --- | --- | --- | --- |"]

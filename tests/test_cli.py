@@ -159,15 +159,22 @@ ADAMW_KEYS = (
     "weight_decay"
 )
 FOREIGN_KEYS = [
-    (("model=mlp", "model.shortcut=B"),
-     f"model.shortcut is not a key of model=mlp; its keys are: {MLP_KEYS}"),
+    (
+        ("model=mlp", "model.shortcut=B"),
+        f"model.shortcut is not a key of model=mlp; its keys are: {MLP_KEYS}",
+    ),
     (("model=mlp", "model.preact=true"), f"model.preact is not a key of model=mlp; its keys are: {MLP_KEYS}"),
-    (("data=digits", "data.image_size=32"), "data.image_size is not a key of data=digits; its keys are: "
-     "name, normalize, augment, validation, test_fraction, split_seed"),
-    (("optim=adamw", "optim.momentum=0.5"),
-     f"optim.momentum is not a key of optim=adamw; its keys are: {ADAMW_KEYS}"),
+    (
+        ("data=digits", "data.image_size=32"),
+        "data.image_size is not a key of data=digits; its keys are: "
+        "name, normalize, augment, validation, test_fraction, split_seed",
+    ),
+    (
+        ("optim=adamw", "optim.momentum=0.5"),
+        f"optim.momentum is not a key of optim=adamw; its keys are: {ADAMW_KEYS}",
+    ),
     (("logger=none", "logger.mode=online"), "logger.mode is not a key of logger=none; its keys are: name"),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(("args", "message"), FOREIGN_KEYS)
@@ -201,8 +208,15 @@ def test_rerunning_a_completed_run_reports_it_and_changes_nothing(completed_run:
 
 def test_wandb_online_without_network_warns_once_and_trains(tmp_path: Path) -> None:
     env = {"WANDB_API_KEY": "0" * 40, "WANDB_BASE_URL": "http://127.0.0.1:9"}
-    out = train(*FAST, "model.depth=4", "logger.init_timeout=3", f"hydra.run.dir={tmp_path}", cwd=REPO,
-                wandb_mode="online", env=env)  # fmt: skip
+    out = train(
+        *FAST,
+        "model.depth=4",
+        "logger.init_timeout=3",
+        f"hydra.run.dir={tmp_path}",
+        cwd=REPO,
+        wandb_mode="online",
+        env=env,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     warnings = [line for line in out.stderr.splitlines() if "W&B could not start" in line]
     assert len(warnings) == 1 and "continuing with metrics.jsonl only" in warnings[0]
@@ -220,8 +234,14 @@ def completed_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.slow
 def test_resnet_1202_builds_compiles_and_trains_two_steps(tmp_path: Path) -> None:
     """The foundation's depth check (about 2.5 min on 2 CPU cores; `make test-all`)."""
-    out = train("model.depth=1202", "data=synthetic", "trainer.steps=2", "probe.every=0",
-                f"hydra.run.dir={tmp_path}", cwd=REPO)  # fmt: skip
+    out = train(
+        "model.depth=1202",
+        "data=synthetic",
+        "trainer.steps=2",
+        "probe.every=0",
+        f"hydra.run.dir={tmp_path}",
+        cwd=REPO,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["status"] == "completed" and summary["step"] == 2 and summary["params"] == 19_421_274

@@ -45,9 +45,7 @@ def programmatic(**groups) -> Config:
 @pytest.mark.parametrize(
     ("group", "option"), [(g, o) for g, options in GROUP_OPTIONS.items() for o in options]
 )
-def test_every_option_composed_from_the_command_line_equals_its_programmatic_construction(
-    group: str, option: str
-) -> None:
+def test_every_option_from_the_command_line_equals_its_programmatic_form(group: str, option: str) -> None:
     """One place for defaults: `group=option` gives exactly the schema's own defaults, nothing else."""
     cfg = compose(f"{group}={option}")
     assert cfg == programmatic(**{group: GROUP_OPTIONS[group][option]()})
@@ -75,13 +73,25 @@ def test_every_experiment_preset_composes(experiment: str) -> None:
         check(cfg)
 
 
-def test_the_very_deep_study_sweeps_five_nets_over_three_seeds_each_in_its_own_directory() -> None:
+def test_the_very_deep_study_sweeps_five_nets_over_three_seeds() -> None:
     plan = commandline.check(["-m", "experiment=very_deep"])
-    nets = {(j.config.model.depth, j.config.model.residual, j.config.model.block, j.config.model.preact,
-             j.config.model.zero_init_residual) for j in plan.jobs}  # fmt: skip
-    assert nets == {(110, True, "basic", False, False), (110, False, "basic", False, False),
-                    (1202, True, "basic", False, False), (1202, True, "basic", False, True),
-                    (1001, True, "bottleneck", True, False)}  # fmt: skip
+    nets = {
+        (
+            j.config.model.depth,
+            j.config.model.residual,
+            j.config.model.block,
+            j.config.model.preact,
+            j.config.model.zero_init_residual,
+        )
+        for j in plan.jobs
+    }
+    assert nets == {
+        (110, True, "basic", False, False),
+        (110, False, "basic", False, False),
+        (1202, True, "basic", False, False),
+        (1202, True, "basic", False, True),
+        (1001, True, "bottleneck", True, False),
+    }
     assert len(plan.jobs) == len({j.run_dir for j in plan.jobs}) == 15
     assert {j.config.seed for j in plan.jobs} == {0, 1, 2}
 
@@ -164,7 +174,7 @@ def test_presets_of_the_papers_recipe_keep_it_unclipped(experiment: str) -> None
     assert compose(f"experiment={experiment}").optim.clip_norm == 0.0
 
 
-def test_a_config_file_setting_a_key_the_option_lacks_is_one_line_naming_the_file_and_the_keys() -> None:
+def test_a_config_file_key_the_option_lacks_is_one_line_naming_file_and_keys() -> None:
     # e.g. an experiment setting a CIFAR-only key on model=mlp: the file, the key and the option's keys
     text = "In 'experiment/study': ConfigKeyError raised while composing config:\n" + (
         "Key 'shortcut' not in 'MlpModel'"

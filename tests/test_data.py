@@ -144,7 +144,7 @@ def test_cifar10_download_fetches_verifies_and_loads(tmp_path: Path, monkeypatch
     assert not list(root.glob("*.part"))  # no partial file left behind
 
 
-def test_a_validation_split_is_held_out_of_the_training_images_the_same_for_every_run() -> None:
+def test_a_validation_split_is_held_out_the_same_for_every_run() -> None:
     whole, held = datasets.load(DigitsData()), datasets.load(DigitsData(validation=300))
     assert held.x_train.shape[0] == 1137 and held.x_val.shape == (300, 8, 8, 1) and whole.x_val is None
     assert datasets.train_size(DigitsData(validation=300)) == 1137

@@ -11,9 +11,18 @@ from pathlib import Path
 import numpy as np
 from helpers import REPO, final_arrays, metric_rows
 
-ARGS = ("model=cifar", "model.depth=8", "trainer.steps=6", "trainer.batch_size=32", "trainer.log_every=3",
-        "trainer.eval_every=3", "probe.every=3", "probe.batch_size=16", "trainer.progress=false",
-        "logger=none")  # fmt: skip
+ARGS = (
+    "model=cifar",
+    "model.depth=8",
+    "trainer.steps=6",
+    "trainer.batch_size=32",
+    "trainer.log_every=3",
+    "trainer.eval_every=3",
+    "probe.every=3",
+    "probe.batch_size=16",
+    "trainer.progress=false",
+    "logger=none",
+)
 
 
 def train_on(devices: int, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
@@ -24,8 +33,12 @@ def train_on(devices: int, run_dir: Path, *extra: str) -> subprocess.CompletedPr
     }
     return subprocess.run(
         [sys.executable, "-m", "resnet_jax.train", *ARGS, *extra, f"hydra.run.dir={run_dir}"],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_eight_devices_compute_what_one_device_computes(tmp_path: Path) -> None:

@@ -19,9 +19,18 @@ from helpers import assert_same_record, snapshot, train, write_lock
 from resnet_jax import storage
 from resnet_jax.lock import RunLock, process_start_time
 
-ARGS = ("model=mlp", "model.depth=4", "model.width=16", "trainer.steps=40", "trainer.batch_size=32",
-        "trainer.log_every=5", "trainer.eval_every=10", "trainer.checkpoint_every=10", "probe.every=10",
-        "logger=none")  # fmt: skip
+ARGS = (
+    "model=mlp",
+    "model.depth=4",
+    "model.width=16",
+    "trainer.steps=40",
+    "trainer.batch_size=32",
+    "trainer.log_every=5",
+    "trainer.eval_every=10",
+    "trainer.checkpoint_every=10",
+    "probe.every=10",
+    "logger=none",
+)
 
 
 def run_in(run_dir: Path, *extra: str, fault: str | None = None, env: dict | None = None):
@@ -171,8 +180,10 @@ def test_a_damaged_config_is_rebuilt_from_the_checkpoint(reference: Path, comple
 
 
 def _damage_checkpoint(run_dir: Path, step: int, how: str) -> None:
-    files = sorted((p for p in (run_dir / "checkpoints" / str(step) / "state").rglob("*") if p.is_file()),
-                   key=lambda p: p.stat().st_size)  # fmt: skip
+    files = sorted(
+        (p for p in (run_dir / "checkpoints" / str(step) / "state").rglob("*") if p.is_file()),
+        key=lambda p: p.stat().st_size,
+    )
     if how == "truncated":
         for path in files:
             path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
@@ -199,7 +210,7 @@ def test_a_damaged_newest_checkpoint_falls_back_to_the_one_before(
     assert [p.name.split("-")[1] for p in (completed / "damaged").iterdir()] == ["40"]
 
 
-def test_no_intact_checkpoint_is_one_line_naming_the_directory_and_how_to_start_over(completed: Path) -> None:
+def test_no_intact_checkpoint_is_one_line_naming_the_directory_and_the_fix(completed: Path) -> None:
     for step in (30, 40):
         _damage_checkpoint(completed, step, "truncated")
     out = run_in(completed)
@@ -294,9 +305,21 @@ def test_keys_that_do_not_change_results_may_differ(completed: Path) -> None:
     assert snapshot(completed, skip=("train.log",)) == before
 
 
-SWEEP = ("-m", "model=mlp", "model.depth=4", "model.width=16", "trainer.steps=20", "trainer.batch_size=32",
-         "trainer.log_every=10", "trainer.eval_every=10", "probe.every=0", "logger=none",
-         "optim.schedule=constant", "optim.clip_norm=0", "optim.lr=0.05,1e6")  # fmt: skip
+SWEEP = (
+    "-m",
+    "model=mlp",
+    "model.depth=4",
+    "model.width=16",
+    "trainer.steps=20",
+    "trainer.batch_size=32",
+    "trainer.log_every=10",
+    "trainer.eval_every=10",
+    "probe.every=0",
+    "logger=none",
+    "optim.schedule=constant",
+    "optim.clip_norm=0",
+    "optim.lr=0.05,1e6",
+)
 
 
 @pytest.mark.parametrize("launcher", ["basic", "joblib", "submitit_local", "population"])
@@ -317,10 +340,15 @@ def test_a_sweep_with_a_diverged_job_exits_non_zero_naming_it(launcher: str, tmp
         assert said and "training loss became" in said[0], out.stderr[-3000:]
 
 
-def test_a_sweep_whose_jobs_were_killed_before_any_result_exits_non_zero_naming_each(tmp_path: Path) -> None:
+def test_a_sweep_whose_jobs_died_before_a_result_exits_non_zero_naming_each(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    out = train(*SWEEP[:-1], "optim.lr=0.05,0.1", "launcher=submitit_local", f"hydra.sweep.dir={sweep}",
-                env={"RESNET_JAX_FAULT": "after_log@10"})  # fmt: skip
+    out = train(
+        *SWEEP[:-1],
+        "optim.lr=0.05,0.1",
+        "launcher=submitit_local",
+        f"hydra.sweep.dir={sweep}",
+        env={"RESNET_JAX_FAULT": "after_log@10"},
+    )
     assert out.returncode == 1, out.stderr[-3000:]
     lines = sorted(line for line in out.stderr.splitlines() if line.startswith("job "))
     assert [line.split(":")[0] for line in lines] == ["job optim.lr=0.05", "job optim.lr=0.1"]

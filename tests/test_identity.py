@@ -13,7 +13,8 @@ import yaml
 from helpers import SHORT_RUN, assert_same_record, train, write_fake_cifar
 
 from resnet_jax import commandline, faults
-from resnet_jax.config import RESULT_NEUTRAL, as_dict, compose, differences
+from resnet_jax.config import RESULT_NEUTRAL, as_dict, compose
+from resnet_jax.identity import differences
 from resnet_jax.runner import run
 from resnet_jax.runs import load_run
 
@@ -118,7 +119,7 @@ def cifar_reference(tmp_path_factory: pytest.TempPathFactory, archives: dict[str
 
 
 @pytest.mark.parametrize(("prefix", "before", "after"), NEUTRAL_CHANGES)
-def test_a_result_neutral_key_changed_between_attempts_keeps_the_directory_and_the_results(
+def test_a_result_neutral_key_changed_between_attempts_keeps_the_results(
     prefix: str,
     before: tuple[str, ...],
     after: tuple[str, ...],

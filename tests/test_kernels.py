@@ -88,8 +88,10 @@ def test_unavailable_onednn_is_said_once_in_the_log(monkeypatch, caplog) -> None
     )
 
 
-EXPLICIT = [(("model.conv_impl=onednn",), "model.conv_impl"),
-            (("model=mlp", "model.dense_impl=onednn"), "model.dense_impl")]  # fmt: skip
+EXPLICIT = [
+    (("model.conv_impl=onednn",), "model.conv_impl"),
+    (("model=mlp", "model.dense_impl=onednn"), "model.dense_impl"),
+]
 
 
 @pytest.mark.parametrize(("args", "key"), EXPLICIT)
@@ -100,8 +102,10 @@ def test_cli_explicit_onednn_without_a_build_is_one_line_before_any_run_dir(
     out = train(*args, f"hydra.run.dir={run_dir}", env={"RESNET_JAX_CACHE": str(tmp_path / "cache")})
     lines = [line for line in out.stderr.splitlines() if line.strip()]
     assert out.returncode == 2 and len(lines) == 1, out.stderr
-    assert lines[0].startswith(f"error: {key}=onednn cannot run here: the oneDNN kernels are not built (run "
-                               "`python -m resnet_jax.ops.onednn`; make install does)")  # fmt: skip
+    assert lines[0].startswith(
+        f"error: {key}=onednn cannot run here: the oneDNN kernels are not built (run "
+        "`python -m resnet_jax.ops.onednn`; make install does)"
+    )
     assert not run_dir.exists()
 
 
@@ -134,8 +138,9 @@ def test_building_a_model_never_compiles_the_kernels(tmp_path: Path) -> None:
 
 def _build_kernels(cache: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "RESNET_JAX_CACHE": str(cache)}
-    return subprocess.run([sys.executable, "-m", "resnet_jax.ops.onednn"], cwd=REPO, env=env,
-                          capture_output=True, text=True)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "resnet_jax.ops.onednn"], cwd=REPO, env=env, capture_output=True, text=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -148,7 +153,7 @@ def built_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.mark.parametrize("damage", ["truncated", "foreign"])
-def test_a_damaged_or_foreign_cached_library_falls_back_with_one_warning_and_is_rebuilt(
+def test_a_damaged_or_foreign_cached_library_warns_once_and_is_rebuilt(
     damage: str, built_cache: Path, tmp_path: Path
 ) -> None:
     for path in built_cache.iterdir():
@@ -210,8 +215,13 @@ def test_on_eight_devices_each_device_runs_its_shard_and_training_matches_xla(op
     three steps on 8 devices give XLA's parameters (the parameter gradients summed over the shards)."""
     overrides, key, tolerance = SHARDED[op]
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    out = subprocess.run([sys.executable, "-c", SHARDED_STEP, *overrides, key], cwd=REPO, env=env,
-                         capture_output=True, text=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-c", SHARDED_STEP, *overrides, key],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     found = json.loads(out.stdout.strip().splitlines()[-1])
     assert found["devices"] == 8 and found["all_gathers"] == 0
@@ -225,5 +235,8 @@ def test_on_eight_devices_each_device_runs_its_shard_and_training_matches_xla(op
     else:
         assert set(calls) == {"DenseStackForward", "DenseStackBackward"}  # one call each way
         assert sorted(set(calls["DenseStackForward"]) | set(calls["DenseStackBackward"])) == [
-            "2,24", "5,2,24", "5,24", "5,24,24"
-        ]  # fmt: skip
+            "2,24",
+            "5,2,24",
+            "5,24",
+            "5,24,24",
+        ]

@@ -98,15 +98,26 @@ def test_a_population_group_as_a_slurm_job_gets_the_slurm_launchers_submission(
     sbatch lines as `launcher=submitit_slurm`'s (the preset's defaults included)."""
     executor_settings = ("partition=a100", "gpus_per_node=1", "cpus_per_task=8", "mem_gb=32")
     backend = "hydra.launcher.backend=submitit_slurm"
-    cfg = hydra_config("launcher=population", f"hydra.sweep.dir={tmp_path}", backend,
-                       *(f"hydra.launcher.executor.{kv}" for kv in executor_settings))  # fmt: skip
+    cfg = hydra_config(
+        "launcher=population",
+        f"hydra.sweep.dir={tmp_path}",
+        backend,
+        *(f"hydra.launcher.executor.{kv}" for kv in executor_settings),
+    )
     fake_command(tmp_path, monkeypatch, "srun", "exit 1")  # submitit looks for it before rendering anything
     launcher = instantiate(cfg.hydra.launcher)
     executor, _ = make_executor(launcher.backend, launcher.executor)
     script = executor._executor._make_submission_file_text(executor._executor._submitit_command_str, "job")
-    for line in ("#SBATCH --partition=a100", "#SBATCH --gpus-per-node=1", "#SBATCH --cpus-per-task=8",
-                 "#SBATCH --mem=32GB", "#SBATCH --time=720", "#SBATCH --signal=USR2@120",
-                 f"source {Path(sys.prefix) / 'bin' / 'activate'}", 'trap "" USR2; exec'):  # fmt: skip
+    for line in (
+        "#SBATCH --partition=a100",
+        "#SBATCH --gpus-per-node=1",
+        "#SBATCH --cpus-per-task=8",
+        "#SBATCH --mem=32GB",
+        "#SBATCH --time=720",
+        "#SBATCH --signal=USR2@120",
+        f"source {Path(sys.prefix) / 'bin' / 'activate'}",
+        'trap "" USR2; exec',
+    ):
         assert line in script, line
     assert f"{tmp_path}/.submitit/" in script and executor._executor.max_num_timeout == 5
 
@@ -116,12 +127,18 @@ def fake_sinfo(tmp_path: Path, monkeypatch, lines: str) -> None:
     fake_command(tmp_path, monkeypatch, "sinfo", f"printf '{lines}'")
 
 
-def test_unset_cpus_and_memory_fit_the_partitions_smallest_node_and_no_gpu_is_asked_for(
-    tmp_path: Path, monkeypatch
-) -> None:
+def test_unset_cpus_and_memory_fit_the_smallest_node_and_ask_no_gpu(tmp_path: Path, monkeypatch) -> None:
     fake_sinfo(tmp_path, monkeypatch, "2 24105\\n64 515000\\n")
-    filled = fitting_defaults({"partition": "cpu", "tasks_per_node": 1, "cpus_per_task": None, "mem_gb": None,
-                               "gpus_per_node": None, "setup": None})  # fmt: skip
+    filled = fitting_defaults(
+        {
+            "partition": "cpu",
+            "tasks_per_node": 1,
+            "cpus_per_task": None,
+            "mem_gb": None,
+            "gpus_per_node": None,
+            "setup": None,
+        }
+    )
     assert (filled["cpus_per_task"], filled["mem_gb"], filled["gpus_per_node"]) == (2, 18, None)
     assert filled["setup"] == [f"source {Path(sys.prefix) / 'bin' / 'activate'}"]
     big = fitting_defaults({"tasks_per_node": 2, "cpus_per_task": None, "mem_gb": None, "setup": ["x"]})

@@ -16,7 +16,8 @@ import yaml
 from helpers import REPO, SHORT_RUN, assert_same_record, train
 
 from resnet_jax import commandline, faults
-from resnet_jax.config import NAME_BYTES, compose, run_name
+from resnet_jax.config import compose
+from resnet_jax.names import NAME_BYTES, run_name
 from resnet_jax.runner import run
 from resnet_jax.storage import StorageRefused
 
@@ -93,7 +94,7 @@ REFUSALS = [
 
 
 @pytest.mark.parametrize(("fault", "action", "says", "remedy"), REFUSALS)
-def test_a_write_the_os_refuses_stops_the_run_with_one_line_and_the_same_command_completes(
+def test_a_refused_write_is_one_line_and_the_same_command_completes(
     fault: str, action: str, says: str, remedy: str, short_run: Path, tmp_path: Path, monkeypatch
 ) -> None:
     """In this process (the command line prints the same line: the real `ulimit -f` test below)."""

@@ -20,8 +20,9 @@ from wandb_records import history, run_record
 
 from resnet_jax import footprint, models, population, population_launcher
 from resnet_jax.config import compose
+from resnet_jax.lifecycle import train_population
 from resnet_jax.lock import process_start_time
-from resnet_jax.population import MemberJob, form_groups, train_population
+from resnet_jax.population import MemberJob, form_groups
 from resnet_jax.runner import run
 
 # Why a tolerance (side by side, `vmap`): a single run's hyperparameters are constants of its program, a
@@ -34,8 +35,11 @@ from resnet_jax.runner import run
 # error by 100/360 %. Members in turn (`in_turn`) compute what the single run computes, bit for bit on CPU.
 ERROR_ATOL = 0.7  # percentage points: two examples of a 320-example chunk, or of the 360 test images
 
-MEMBERS = [("seed=0", "optim.l2=1e-4", "optim.lr=0.05"), ("seed=1", "optim.l2=0", "optim.lr=0.02"),
-           ("seed=2", "optim.l2=1e-3", "optim.lr=0.05")]  # fmt: skip
+MEMBERS = [
+    ("seed=0", "optim.l2=1e-4", "optim.lr=0.05"),
+    ("seed=1", "optim.l2=0", "optim.lr=0.02"),
+    ("seed=2", "optim.l2=1e-3", "optim.lr=0.05"),
+]
 
 
 def assert_close_rows(ours: list[dict], theirs: list[dict], loss_rtol: float) -> None:
@@ -54,11 +58,13 @@ NETS = [
     (("model=mlp",), 1e-4, 1e-4),  # clipped (its recipe) and unnormalised
     (("model=mlp", "optim.momentum=0", "optim.clip_norm=0"), 1e-4, 1e-4),  # plain SGD: no momentum state
     (("model.depth=8", "optim.clip_norm=0"), 1e-4, 1e-4),
-    (("model.depth=8", "model.residual=false", "data.augment=true"), 1e-4, 1e-4),
+    # the plain net, augmented: on an AVX2-only CPU its test loss drifts by 1.6e-4, a BatchNorm mean by 1.6e-3
+    (("model.depth=8", "model.residual=false", "data.augment=true"), 1e-3, 1e-2),
     (("model.depth=8",), 3e-3, 0.1),  # the CIFAR default: member 0's chaotic drift (see above)
 ]
 
 
+@pytest.mark.bits
 @pytest.mark.parametrize(("net", "loss_rtol", "array_rtol"), NETS)
 def test_each_member_equals_the_single_run_with_its_overrides(
     net: tuple[str, ...], loss_rtol: float, array_rtol: float, tmp_path: Path
@@ -107,17 +113,28 @@ def test_each_member_has_its_own_wandb_run_named_as_its_single_run(tmp_path: Pat
         )
 
 
-def test_members_differing_in_anything_but_the_population_keys_form_separate_programs() -> None:
+def test_members_differing_in_more_than_population_keys_form_other_programs() -> None:
     def job(*overrides: str) -> MemberJob:
         return MemberJob(compose("model=mlp", *overrides), Path("/x").joinpath(*overrides))
 
-    jobs = [job("seed=0"), job("seed=1", "optim.lr=0.1", "optim.l2=0.01", "optim.warmup_lr=0.05"),
-            job("model.depth=20"), job("model.residual=false"), job("trainer.batch_size=64"),
-            job("optim.momentum=0.5"), job("optim.momentum=0"), job("seed=3", "model.depth=20")]  # fmt: skip
+    jobs = [
+        job("seed=0"),
+        job("seed=1", "optim.lr=0.1", "optim.l2=0.01", "optim.warmup_lr=0.05"),
+        job("model.depth=20"),
+        job("model.residual=false"),
+        job("trainer.batch_size=64"),
+        job("optim.momentum=0.5"),
+        job("optim.momentum=0"),
+        job("seed=3", "model.depth=20"),
+    ]
     groups = [[j.run_dir.name for j in g] for g in form_groups(jobs, max_members=10)]
-    assert groups == [["seed=0", "optim.warmup_lr=0.05", "optim.momentum=0.5"],
-                      ["model.depth=20", "model.depth=20"], ["model.residual=false"],
-                      ["trainer.batch_size=64"], ["optim.momentum=0"]]  # fmt: skip
+    assert groups == [
+        ["seed=0", "optim.warmup_lr=0.05", "optim.momentum=0.5"],
+        ["model.depth=20", "model.depth=20"],
+        ["model.residual=false"],
+        ["trainer.batch_size=64"],
+        ["optim.momentum=0"],
+    ]
     assert [len(g) for g in form_groups(jobs[:2] * 3, max_members=4)] == [4, 2]
 
 
@@ -133,10 +150,16 @@ def test_a_population_larger_than_the_device_memory_is_trained_in_smaller_progra
     summaries = train_population(jobs, group="g", fit_to_memory=True)  # room for all (CPU: the host's RAM)
     for layout in ("vmap", "in_turn"):
         engine = population.PopulationEngine(
-            [models.build(c.model, (8, 8, 1), 10, c.seed) for c in configs], [c.optim for c in configs], 20,
-            seeds=[c.seed for c in configs], x_train=np.zeros((64, 8, 8, 1), np.float32),
-            y_train=np.zeros(64, np.int32), augment=False, dtype=np.float32, layout=layout,
-        )  # fmt: skip
+            [models.build(c.model, (8, 8, 1), 10, c.seed) for c in configs],
+            [c.optim for c in configs],
+            20,
+            seeds=[c.seed for c in configs],
+            x_train=np.zeros((64, 8, 8, 1), np.float32),
+            y_train=np.zeros(64, np.int32),
+            augment=False,
+            dtype=np.float32,
+            layout=layout,
+        )
         monkeypatch.setattr(footprint, "free_bytes", lambda: 10**12)
         many = engine.members_that_fit(5, 32)
         monkeypatch.setattr(footprint, "free_bytes", lambda: 10**12 // 100)
@@ -149,9 +172,12 @@ def test_a_population_larger_than_the_device_memory_is_trained_in_smaller_progra
     # room for one member per program
     monkeypatch.setattr(population.PopulationEngine, "members_that_fit", lambda *_: 1)
     with pytest.raises(population.TooLarge) as raised:
-        train_population([replace(job, run_dir=tmp_path / "none" / job.name) for job in jobs], group="g",
-                         fit_to_memory=True)  # fmt: skip
-    assert raised.value.fit == 1 and not (tmp_path / "none" / "0" / "summary.json").exists()
+        train_population(
+            [replace(job, run_dir=tmp_path / "none" / job.name) for job in jobs],
+            group="g",
+            fit_to_memory=True,
+        )
+    assert raised.value.fit == 1 and not (tmp_path / "none").exists()  # sized before any directory is claimed
     split = [replace(job, run_dir=tmp_path / "split" / job.name) for job in jobs]
     codes = population_launcher._train(split, tmp_path, fit_to_memory=True, layout="auto")
     assert list(codes.values()) == [0] * len(jobs)
@@ -161,9 +187,21 @@ def test_a_population_larger_than_the_device_memory_is_trained_in_smaller_progra
         np.testing.assert_allclose(ours["final"]["train/loss"], summary["final"]["train/loss"], rtol=1e-5)
 
 
-ARGS = ("-m", "model=mlp", "model.depth=4", "model.width=16", "trainer.steps=20", "trainer.batch_size=32",
-        "trainer.log_every=5", "trainer.eval_every=10", "trainer.checkpoint_every=10", "probe.every=10",
-        "logger=none", "optim.l2=0,1e-3", "seed=0,1")  # fmt: skip
+ARGS = (
+    "-m",
+    "model=mlp",
+    "model.depth=4",
+    "model.width=16",
+    "trainer.steps=20",
+    "trainer.batch_size=32",
+    "trainer.log_every=5",
+    "trainer.eval_every=10",
+    "trainer.checkpoint_every=10",
+    "probe.every=10",
+    "logger=none",
+    "optim.l2=0,1e-3",
+    "seed=0,1",
+)
 POPULATION = (*ARGS, "launcher=population")
 
 
@@ -184,6 +222,7 @@ def run_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(p.parent for p in sweep_dir.glob("*/summary.json"))
 
 
+@pytest.mark.bits
 def test_a_population_sweep_writes_the_run_directories_of_the_basic_launcher(
     uninterrupted: Path, tmp_path: Path
 ) -> None:
@@ -211,8 +250,12 @@ def test_a_population_sweep_writes_the_run_directories_of_the_basic_launcher(
 
 
 def train_report(directory: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "resnet_jax.report", str(directory)], capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "resnet_jax.report", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 @pytest.mark.parametrize(
@@ -248,7 +291,7 @@ def test_a_killed_population_resumes_every_member_bit_identically(
         assert said or not fault.startswith("after_final"), log[-2000:]  # each member resumed or completed
 
 
-def test_a_member_whose_directory_holds_another_configuration_is_left_out_and_untouched(
+def test_a_member_whose_directory_holds_another_config_is_left_untouched(
     tmp_path: Path,
 ) -> None:
     """Through the Python API (the command line refuses such a sweep before it starts): the member whose
@@ -267,6 +310,7 @@ def test_a_member_whose_directory_holds_another_configuration_is_left_out_and_un
     assert snapshot(jobs[1].run_dir) == before
 
 
+@pytest.mark.bits
 @pytest.mark.parametrize("fault", ["no intact checkpoint", "held by another process"])
 def test_a_member_whose_directory_cannot_take_it_fails_alone_and_the_others_train(
     fault: str, uninterrupted: Path, tmp_path: Path
@@ -306,6 +350,7 @@ def test_a_member_whose_directory_cannot_take_it_fails_alone_and_the_others_trai
         assert json.loads((member / "summary.json").read_text())["status"] == "failed"
 
 
+@pytest.mark.bits
 def test_a_members_directory_resumes_alone_with_the_basic_launcher(
     uninterrupted: Path, tmp_path: Path
 ) -> None:
@@ -325,6 +370,7 @@ def test_a_members_directory_resumes_alone_with_the_basic_launcher(
     assert_close_rows(rows, expected, loss_rtol=1e-5)
 
 
+@pytest.mark.bits
 def test_max_members_splits_a_population_and_changes_no_result(uninterrupted: Path, tmp_path: Path) -> None:
     directory = tmp_path / "sweep"
     out = sweep(directory, *POPULATION, "hydra.launcher.max_members=3")
@@ -370,6 +416,7 @@ def test_a_completed_population_is_reported_not_retrained(uninterrupted: Path, t
     assert {p: p.stat().st_mtime_ns for p in directory.rglob("checkpoints/*/*") if p.is_file()} == before
 
 
+@pytest.mark.bits
 @pytest.mark.parametrize("layout", ["vmap", "in_turn"])
 def test_members_split_over_devices_compute_what_one_device_computes(
     uninterrupted: Path, layout: str, tmp_path: Path
@@ -378,8 +425,12 @@ def test_members_split_over_devices_compute_what_one_device_computes(
     padded to six slots (a batch of 32 need not divide 3), with the numbers of one device; the padding is
     never reported."""
     directory = tmp_path / "sweep"
-    out = sweep(directory, *POPULATION, f"hydra.launcher.layout={layout}",
-                env={"XLA_FLAGS": "--xla_force_host_platform_device_count=3"})  # fmt: skip
+    out = sweep(
+        directory,
+        *POPULATION,
+        f"hydra.launcher.layout={layout}",
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=3"},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "4 members split over 3 devices (6 slots)" in out.stderr
     assert len(run_dirs(directory)) == 4
@@ -391,7 +442,7 @@ def test_members_split_over_devices_compute_what_one_device_computes(
             np.testing.assert_allclose(ours[key], theirs[key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
-def test_a_population_job_preempted_under_submitit_is_requeued_and_resumes_bit_identically(
+def test_a_preempted_population_job_is_requeued_and_resumes_bit_identically(
     uninterrupted: Path, tmp_path: Path
 ) -> None:
     """`backend=submitit_local`: the group is one submitit job; submitit's preemption signal (USR2, sent by

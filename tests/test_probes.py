@@ -138,8 +138,14 @@ def test_a_vanishing_gradients_norm_is_measured_not_rounded_to_zero() -> None:
 
 def test_a_vanishing_gradient_is_recorded_to_six_significant_digits(tmp_path: Path) -> None:
     # a plain LeCun MLP 50 layers deep: its input layer's gradient at init is far below 1e-6
-    cfg = tiny_config("model=mlp", "model.depth=50", "model.residual=false", "model.init=lecun",
-                      "trainer.steps=10", "probe.every=10")  # fmt: skip
+    cfg = tiny_config(
+        "model=mlp",
+        "model.depth=50",
+        "model.residual=false",
+        "model.init=lecun",
+        "trainer.steps=10",
+        "probe.every=10",
+    )
     run(cfg, tmp_path / "run")
     first = json.loads((tmp_path / "run" / "metrics.jsonl").read_text().splitlines()[0])
     norms = first["probe/grad_norm"]

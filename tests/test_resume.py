@@ -19,9 +19,18 @@ from resnet_jax.errors import ConfigError
 from resnet_jax.runner import run
 
 # a CIFAR net with BatchNorm, small enough for a submitit job in a few seconds
-ARGS = ("model=cifar", "model.depth=8", "trainer.steps=40", "trainer.batch_size=32",
-        "trainer.log_every=5", "trainer.eval_every=10", "trainer.checkpoint_every=10", "probe.every=20",
-        "trainer.progress=false", "logger=none")  # fmt: skip
+ARGS = (
+    "model=cifar",
+    "model.depth=8",
+    "trainer.steps=40",
+    "trainer.batch_size=32",
+    "trainer.log_every=5",
+    "trainer.eval_every=10",
+    "trainer.checkpoint_every=10",
+    "probe.every=20",
+    "trainer.progress=false",
+    "logger=none",
+)
 
 
 def train_cmd(run_dir: Path, *extra: str) -> list[str]:
@@ -61,8 +70,11 @@ def test_resume_in_process_matches_uninterrupted_and_completed_runs_are_left_alo
 def test_a_run_of_another_model_in_the_directory_is_a_clear_error(tmp_path: Path) -> None:
     run(tiny_config("model=mlp", "model.depth=4"), tmp_path)
     bigger = tiny_config("model=mlp", "model.depth=6", "trainer.steps=40")
-    with pytest.raises(ConfigError, match=r"holds a run of another configuration \(model.depth: 4 -> 6; "
-                       r"trainer.steps: 20 -> 40\); run it elsewhere with hydra.run.dir"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"holds a run of another configuration \(model.depth: 4 -> 6; "
+        r"trainer.steps: 20 -> 40\); run it elsewhere with hydra.run.dir",
+    ):
         run(bigger, tmp_path)
     assert json.loads((tmp_path / "summary.json").read_text())["status"] == "completed"
 
@@ -89,10 +101,23 @@ def test_submitit_preemption_requeues_and_resumes_bit_identically(tmp_path: Path
     sweep, signalled = tmp_path / "sweep", tmp_path / "signalled"
     fault = {"RESNET_JAX_FAULT": "after_checkpoint@20:usr2", "RESNET_JAX_FAULT_ONCE": str(signalled)}
     out = subprocess.run(
-        [sys.executable, "-m", "resnet_jax.train", "-m", "launcher=submitit_local", *ARGS, "seed=0",
-         "+hydra.launcher.max_num_timeout=3", f"hydra.sweep.dir={sweep}"],
-        cwd=REPO, env={**env, **fault}, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "resnet_jax.train",
+            "-m",
+            "launcher=submitit_local",
+            *ARGS,
+            "seed=0",
+            "+hydra.launcher.max_num_timeout=3",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=REPO,
+        env={**env, **fault},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 0 and signalled.exists(), out.stderr[-3000:]
     (run_dir,) = [p.parent for p in sweep.glob("*/summary.json")]
     log = (run_dir / "train.log").read_text()

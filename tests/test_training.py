@@ -13,8 +13,9 @@ from helpers import final_arrays, tiny_config
 from resnet_jax import models, optim
 from resnet_jax.data import load
 from resnet_jax.engine import Engine, EpochSampler
+from resnet_jax.lifecycle import train_population
 from resnet_jax.loop import Diverged
-from resnet_jax.population import MemberJob, train_population
+from resnet_jax.population import MemberJob
 from resnet_jax.runner import run
 
 
@@ -112,13 +113,20 @@ def test_bfloat16_compute_keeps_float32_parameters_and_tracks_float32_training(t
 @pytest.mark.parametrize("depth", [10, 30])
 def test_the_dense_net_trains_with_its_familys_defaults(depth: int, tmp_path: Path) -> None:
     """`model=mlp` alone: the MLP's recipe (LeCun init, lr 0.01, gradient norm clipped at 1) trains it."""
-    cfg = tiny_config("model=mlp", f"model.depth={depth}", "trainer.steps=200", "trainer.batch_size=128",
-                      "trainer.eval_every=100", "trainer.log_every=50", "probe.every=0")  # fmt: skip
+    cfg = tiny_config(
+        "model=mlp",
+        f"model.depth={depth}",
+        "trainer.steps=200",
+        "trainer.batch_size=128",
+        "trainer.eval_every=100",
+        "trainer.log_every=50",
+        "probe.every=0",
+    )
     summary = run(cfg, tmp_path)
     assert summary["status"] == "completed" and summary["final"]["test/error"] < 12.0, summary["final"]
 
 
-def test_a_validation_split_is_evaluated_beside_the_test_split_in_runs_and_populations(
+def test_a_validation_split_is_evaluated_in_runs_and_populations(
     tmp_path: Path,
 ) -> None:
     """`data.validation=N`: val/loss and val/error at every evaluation, in the summary's final and best, and a

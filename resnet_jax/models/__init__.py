@@ -27,11 +27,15 @@ def check(cfg: ModelConfig) -> None:
         rules.one_of("model.norm", cfg.norm, ("batchnorm", "none"))
         rules.one_of("model.shortcut", cfg.shortcut, ("A", "B"))
         if cfg.zero_init_residual and not cfg.residual:
-            raise ConfigError("model.zero_init_residual=true applies to residual nets only: "
-                              "model.residual=false has no residual branch to start at zero")  # fmt: skip
+            raise ConfigError(
+                "model.zero_init_residual=true applies to residual nets only: "
+                "model.residual=false has no residual branch to start at zero"
+            )
         if cfg.zero_init_residual and cfg.norm != "batchnorm":
-            raise ConfigError("model.zero_init_residual=true zeroes each branch's last BatchNorm scale: it "
-                              "needs model.norm=batchnorm")  # fmt: skip
+            raise ConfigError(
+                "model.zero_init_residual=true zeroes each branch's last BatchNorm scale: it "
+                "needs model.norm=batchnorm"
+            )
         kernels.check("conv", cfg.conv_impl)
     elif isinstance(cfg, MlpModel):
         mlp_blocks(cfg.depth)

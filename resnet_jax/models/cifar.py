@@ -102,8 +102,10 @@ class Block(nnx.Module):
             out = jax.nn.relu(out)
         if not probe:
             return out, {}
-        stats = {"response_std": jnp.stack([response_std(r) for r in responses]),
-                 "branch_ratio": branch_ratio(branch, identity)}  # fmt: skip
+        stats = {
+            "response_std": jnp.stack([response_std(r) for r in responses]),
+            "branch_ratio": branch_ratio(branch, identity),
+        }
         return out, stats
 
 

@@ -134,10 +134,26 @@ def build() -> Path:
         out = Path(tmp) / target.name
         # -fopenmp: libgomp (oneDNN's runtime), whose thread count sizes the dense stack's pool; the
         # libraries' headers are system headers (their warnings are theirs), ours are held to -Wall -Wextra
-        cmd = [compiler, "-O3", "-std=c++17", "-fopenmp", "-shared", "-fPIC", "-Wall", "-Wextra",
-               *map(str, SOURCES), "-o", str(out),
-               "-isystem", str(prefix / "include"), "-isystem", jax.ffi.include_dir(),
-               f"-L{prefix / 'lib'}", "-ldnnl", f"-Wl,-rpath,{prefix / 'lib'}"]  # fmt: skip
+        cmd = [
+            compiler,
+            "-O3",
+            "-std=c++17",
+            "-fopenmp",
+            "-shared",
+            "-fPIC",
+            "-Wall",
+            "-Wextra",
+            *map(str, SOURCES),
+            "-o",
+            str(out),
+            "-isystem",
+            str(prefix / "include"),
+            "-isystem",
+            jax.ffi.include_dir(),
+            f"-L{prefix / 'lib'}",
+            "-ldnnl",
+            f"-Wl,-rpath,{prefix / 'lib'}",
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True)
         if done.returncode != 0:
             raise OneDnnUnavailable(f"building the oneDNN kernels failed: {done.stderr.strip()[-2000:]}")
@@ -186,8 +202,9 @@ def available() -> bool:
     """Whether the oneDNN kernels can run here; where not, says why once (CPU runs then use the fallbacks)."""
     reason = unavailable_reason()
     if reason is not None:
-        log.warning("oneDNN kernels unavailable (%s); CPU runs use the slower shifted conv and XLA's dense",
-                    reason)  # fmt: skip
+        log.warning(
+            "oneDNN kernels unavailable (%s); CPU runs use the slower shifted conv and XLA's dense", reason
+        )
     return reason is None
 
 
@@ -224,8 +241,10 @@ def batch_partitioned(local: Callable[..., Any], rule: str, factor: str = "b") -
             out = local(*args)
             if split is None:
                 return out
-            outs = [jax.lax.psum(x, split) if axis is None else x
-                    for x, axis in zip([out] if single else out, result_axes, strict=True)]  # fmt: skip
+            outs = [
+                jax.lax.psum(x, split) if axis is None else x
+                for x, axis in zip([out] if single else out, result_axes, strict=True)
+            ]
             return outs[0] if single else tuple(outs)
 
         shardings = tuple(sharding(axis) for axis in result_axes)

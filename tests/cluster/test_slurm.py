@@ -20,16 +20,29 @@ pytestmark = pytest.mark.cluster
 
 PARTITION = os.environ.get("SLURM_PARTITION", "cpu")
 SLURM = ("-m", "launcher=submitit_slurm", f"hydra.launcher.partition={PARTITION}")
-RUN = ("model=mlp", "model.depth=4", "model.width=16", "trainer.steps=40", "trainer.batch_size=32",
-       "trainer.log_every=5", "trainer.eval_every=10", "trainer.checkpoint_every=10", "probe.every=10",
-       "logger=none")  # fmt: skip
+RUN = (
+    "model=mlp",
+    "model.depth=4",
+    "model.width=16",
+    "trainer.steps=40",
+    "trainer.batch_size=32",
+    "trainer.log_every=5",
+    "trainer.eval_every=10",
+    "trainer.checkpoint_every=10",
+    "probe.every=10",
+    "logger=none",
+)
 ONE_CPU = ("hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=4")
 
 
 def sacct(job: str) -> list[tuple[str, ...]]:
     """(job id, state) of each attempt of a job, requeued ones included (-D), as accounting recorded them."""
-    out = subprocess.run(["sacct", "-X", "-D", "-n", "-P", "-j", job, "-o", "JobID,State"],
-                         capture_output=True, text=True, check=True).stdout  # fmt: skip
+    out = subprocess.run(
+        ["sacct", "-X", "-D", "-n", "-P", "-j", job, "-o", "JobID,State"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     return [tuple(line.split("|")) for line in out.splitlines() if line.strip()]
 
 
@@ -108,11 +121,22 @@ def test_a_job_signalled_mid_run_comes_back_resumes_and_ends_bit_identical(
     # into each attempt: the first is waiting by then, the requeued one has finished its last 20 steps
     limit = ("hydra.launcher.timeout_min=3", "hydra.launcher.signal_delay_s=150") if how == "timeout" else ()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "resnet_jax.train", *SLURM, *RUN, *ONE_CPU, *limit, "trainer.progress=false",
-         f"hydra.sweep.dir={sweep}"],
+        [
+            sys.executable,
+            "-m",
+            "resnet_jax.train",
+            *SLURM,
+            *RUN,
+            *ONE_CPU,
+            *limit,
+            "trainer.progress=false",
+            f"hydra.sweep.dir={sweep}",
+        ],
         env={**os.environ, "RESNET_JAX_FAULT": "after_checkpoint@20:pause", "WANDB_MODE": "disabled"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for(
             lambda: run_dirs(sweep) and summary_at(run_dirs(sweep)[0], 20), 240, "the step-20 checkpoint"
@@ -140,11 +164,21 @@ def test_a_job_signalled_mid_run_comes_back_resumes_and_ends_bit_identical(
 def test_a_job_cancelled_before_any_result_ends_the_sweep_within_a_minute_naming_it(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "resnet_jax.train", *SLURM, *RUN, *ONE_CPU, "trainer.progress=false",
-         f"hydra.sweep.dir={sweep}"],
+        [
+            sys.executable,
+            "-m",
+            "resnet_jax.train",
+            *SLURM,
+            *RUN,
+            *ONE_CPU,
+            "trainer.progress=false",
+            f"hydra.sweep.dir={sweep}",
+        ],
         env={**os.environ, "RESNET_JAX_FAULT": "after_log@5:pause", "WANDB_MODE": "disabled"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         wait_for(lambda: run_dirs(sweep) and (run_dirs(sweep)[0] / "metrics.jsonl").is_file(), 240, "step 5")
         (job,) = job_ids(sweep)
@@ -180,9 +214,14 @@ def test_two_tasks_are_two_jax_processes_equal_to_one_process_with_two_devices(t
 def test_a_sweep_with_a_diverging_job_exits_non_zero_naming_it(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     out = train(
-        *SLURM, *RUN, *ONE_CPU, "optim.schedule=constant", "optim.clip_norm=0", "optim.lr=0.05,1e6",
-        f"hydra.sweep.dir={sweep}"
-    )  # fmt: skip
+        *SLURM,
+        *RUN,
+        *ONE_CPU,
+        "optim.schedule=constant",
+        "optim.clip_norm=0",
+        "optim.lr=0.05,1e6",
+        f"hydra.sweep.dir={sweep}",
+    )
     assert out.returncode == 3, out.stderr[-3000:]
     lines = [line for line in out.stderr.splitlines() if line.startswith("job ")]
     assert len(lines) == 1 and lines[0].startswith("job optim.lr=1000000.0: diverged at step 5"), lines
@@ -212,10 +251,24 @@ def test_a_request_that_cannot_fit_is_one_line_with_the_reason_not_a_silent_wait
 
 def test_a_multi_task_allocation_started_without_srun_says_so_and_trains_alone(tmp_path: Path) -> None:
     out = subprocess.run(
-        ["salloc", "-n", "2", "--cpus-per-task=1", "--mem=4G", sys.executable, "-m", "resnet_jax.train", *RUN,
-         "trainer.progress=false", f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, timeout=600, env={**os.environ, "WANDB_MODE": "disabled"},
-    )  # fmt: skip
+        [
+            "salloc",
+            "-n",
+            "2",
+            "--cpus-per-task=1",
+            "--mem=4G",
+            sys.executable,
+            "-m",
+            "resnet_jax.train",
+            *RUN,
+            "trainer.progress=false",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "WANDB_MODE": "disabled"},
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     said = [line for line in out.stderr.splitlines() if "not started by srun" in line]
     assert len(said) == 1 and "this SLURM allocation has 2 tasks" in said[0]
@@ -231,8 +284,11 @@ def test_a_population_is_one_slurm_job_per_group_preempted_requeued_and_resumed(
     out = train("-m", *args, f"hydra.sweep.dir={local}")
     assert out.returncode == 0, out.stderr[-3000:]
     sweep, signalled = tmp_path / "sweep", tmp_path / "signalled"
-    executor = (f"hydra.launcher.executor.partition={PARTITION}", "hydra.launcher.executor.cpus_per_task=1",
-                "hydra.launcher.executor.mem_gb=4")  # fmt: skip
+    executor = (
+        f"hydra.launcher.executor.partition={PARTITION}",
+        "hydra.launcher.executor.cpus_per_task=1",
+        "hydra.launcher.executor.mem_gb=4",
+    )
     fault = {"RESNET_JAX_FAULT": "after_checkpoint@20:usr2", "RESNET_JAX_FAULT_ONCE": str(signalled)}
     backend = "hydra.launcher.backend=submitit_slurm"
     out = train("-m", *args, backend, *executor, f"hydra.sweep.dir={sweep}", env=fault)
@@ -256,8 +312,12 @@ def test_a_population_job_of_two_tasks_splits_its_members_over_two_jax_processes
     out = train("-m", *args, f"hydra.sweep.dir={local}")
     assert out.returncode == 0, out.stderr[-3000:]
     sweep = tmp_path / "sweep"
-    executor = (f"hydra.launcher.executor.partition={PARTITION}", "hydra.launcher.executor.cpus_per_task=1",
-                "hydra.launcher.executor.mem_gb=4", "hydra.launcher.executor.tasks_per_node=2")  # fmt: skip
+    executor = (
+        f"hydra.launcher.executor.partition={PARTITION}",
+        "hydra.launcher.executor.cpus_per_task=1",
+        "hydra.launcher.executor.mem_gb=4",
+        "hydra.launcher.executor.tasks_per_node=2",
+    )
     out = train("-m", *args, "hydra.launcher.backend=submitit_slurm", *executor, f"hydra.sweep.dir={sweep}")
     assert out.returncode == 0, out.stderr[-3000:]
     assert len(job_ids(sweep)) == 1 and len(run_dirs(sweep)) == 2
