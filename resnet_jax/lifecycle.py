@@ -27,13 +27,13 @@ import jax
 import numpy as np
 import optax
 
-from resnet_jax import checks, distributed, faults, footprint, optim, summaries
+from resnet_jax import checks, distributed, faults, footprint, optim, runlog, summaries
 from resnet_jax import data as datasets
 from resnet_jax.checkpoint import DamagedCheckpoint, as_tree
 from resnet_jax.config import Config, as_dict
 from resnet_jax.engine import Engine, EpochSampler, TrainState
 from resnet_jax.errors import CheckpointError, UserError
-from resnet_jax.loop import Diverged, Record, chunk_boundaries, due, passed
+from resnet_jax.loop import Record, chunk_boundaries, chunk_metrics, divergence, due, passed
 from resnet_jax.members import build_engine, member_probes
 from resnet_jax.population import POPULATION_KEYS, MemberJob, TooLarge, group_key, resolve_layout
 from resnet_jax.progress import Progress
@@ -74,18 +74,6 @@ class Done:
     elapsed: float | None = None  # None for the first chunk of an attempt: it includes the compilation
     probed: list[dict[str, list[float]]] | None = None
     host_state: TrainState | None = None
-
-
-def chunk_metrics(lr_at: optax.Schedule, step: int, rows: np.ndarray) -> dict[str, Any]:
-    """A chunk's mean train loss and error (from one member's (K, 2) rows) and the lr of its last step."""
-    loss, error = (float(v) for v in rows.mean(axis=0))
-    return {"train/loss": loss, "train/error": 100.0 * error, "lr": float(lr_at(step - 1))}
-
-
-def divergence(metrics: dict[str, Any], step: int) -> Diverged:
-    return Diverged(
-        f"training loss became {metrics['train/loss']} at step {step}; lower optim.lr or check the data"
-    )
 
 
 class Life:
@@ -129,13 +117,13 @@ class Life:
         member.live, member.refused = False, True
         if self.strict:
             raise exc
-        with member.directory.speaking():
+        with runlog.speaking(member.directory.path):
             log.error("error: %s", exc)
 
     def restore(self) -> None:
         """Each member's newest intact checkpoint; a completed member is reported as it is."""
         for m in self.program:
-            with m.directory.speaking():
+            with runlog.speaking(m.directory.path):
                 try:
                     m.restored = m.directory.restore_newest()
                 except UserError as exc:
@@ -176,7 +164,7 @@ class Life:
         states = []
         for k, m in enumerate(program):
             _, m.lr_at = optim.build(m.cfg.optim, cfg.trainer.steps)
-            with m.directory.speaking():
+            with runlog.speaking(m.directory.path):
                 states.append(self.start(m, engine.member_initial[k], params, engine.devices))
         return engine, data, engine.stacked(states)
 
@@ -282,7 +270,7 @@ class Life:
         if passed(first, step, t.checkpoint_every, t.steps):  # once for all members, sliced on the host
             done.host_state = jax.tree.map(distributed.host_copy, state)
         for k in active:
-            with members[k].directory.speaking():
+            with runlog.speaking(members[k].directory.path):
                 self.chunk_end(members[k], k, step, done, engine)
         return state
 
@@ -305,9 +293,11 @@ class Life:
             )
             self.finish(member, error=divergence(metrics, step))
             return
+        minimised = ["train/loss", "train/error"]
         for split, evaluated in (done.evaluated or {}).items():
             metrics.update({f"{split}/loss": evaluated[k]["loss"], f"{split}/error": evaluated[k]["error"]})
-        record.add(metrics)
+            minimised += [f"{split}/loss", f"{split}/error"]
+        record.add(metrics, minimised)
         if done.probed is not None:
             metrics.update(done.probed[k])
         member.tracker.log(step, metrics)

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+import numpy as np
+import optax
 
 from resnet_jax import rules
 from resnet_jax.config import ProbeConfig, TrainerConfig
@@ -77,10 +80,11 @@ class Record:
             wall_before_s=meta.get("wall_time_s", 0.0),
         )
 
-    def add(self, metrics: dict[str, float]) -> None:
-        for key, value in metrics.items():
-            if key.endswith(("/error", "/loss")) and math.isfinite(value):
-                self.best[key] = min(self.best.get(key, math.inf), value)
+    def add(self, metrics: dict[str, float], minimised: Sequence[str]) -> None:
+        """A chunk's metrics: the newest of each, and the best (least) of those named in `minimised`."""
+        for key in minimised:
+            if math.isfinite(metrics[key]):
+                self.best[key] = min(self.best.get(key, math.inf), metrics[key])
         self.final.update(metrics)
 
     def time_chunk(self, steps: int, seconds: float) -> None:
@@ -106,3 +110,16 @@ class Record:
         if not steps:
             steps, seconds = steps_this_attempt, time.perf_counter() - self.started
         return round(steps / seconds, 3) if seconds > 0 and steps else None
+
+
+def chunk_metrics(lr_at: optax.Schedule, step: int, rows: np.ndarray) -> dict[str, Any]:
+    """A chunk's mean train loss and error (from one member's (K, 2) rows) and the lr of its last step."""
+    loss, error = (float(v) for v in rows.mean(axis=0))
+    return {"train/loss": loss, "train/error": 100.0 * error, "lr": float(lr_at(step - 1))}
+
+
+def divergence(metrics: dict[str, Any], step: int) -> Diverged:
+    """What ends a run whose chunk's training loss is not finite."""
+    return Diverged(
+        f"training loss became {metrics['train/loss']} at step {step}; lower optim.lr or check the data"
+    )

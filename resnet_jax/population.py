@@ -110,28 +110,31 @@ class PopulationEngine(Engine):
         steps: int,
         *,
         seeds: Sequence[int],
-        x_train: np.ndarray,
-        y_train: np.ndarray,
-        augment: bool,
-        dtype: Any,
         layout: str,
-        mesh=None,
+        **data_and_devices: Any,  # `Engine`'s x_train, y_train, augment, dtype and mesh
     ):
         self.optim_cfg, self.steps, self.layout = optim_cfgs[0], steps, layout
         tx, _ = optim.build(self.optim_cfg, steps)
-        super().__init__(
-            networks[0],
-            tx,
-            x_train=x_train,
-            y_train=y_train,
-            l2=self.optim_cfg.l2,
-            l2_scope=self.optim_cfg.l2_scope,
-            augment=augment,
-            dtype=dtype,
-            seed=seeds[0],
-            mesh=mesh,
-        )
+        cfg = self.optim_cfg
+        super().__init__(networks[0], tx, l2=cfg.l2, l2_scope=cfg.l2_scope, seed=seeds[0], **data_and_devices)
         self.members = len(networks)
+        self._spread_members()
+        self.member_initial = []
+        for network in networks:
+            _, params, model_state = nnx.split(network, nnx.Param, ...)
+            self.member_initial.append(
+                jax.device_get(TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params)))
+            )
+        self.hyper = distributed.put_tree(self._traced_hyperparameters(optim_cfgs), self.state_sharding)
+        seeds = self._padded(np.asarray(seeds, np.int32))
+        self.augment_keys = jax.jit(jax.vmap(jax.random.key), out_shardings=self.state_sharding)(seeds + 1)
+        self.compiled_chunk = jax.jit(self._population_chunk, donate_argnums=0)
+        self._programs: dict[tuple[int, ...], Any] = {}  # the chunk compiled, by the indices' shape
+        self.eval_batch = jax.jit(self._population_eval_batch)
+
+    def _spread_members(self) -> None:
+        """Where the members' arrays live: split over the devices (padded to a multiple of them), or every
+        member's batch split over the devices."""
         self.members_split = self.devices > 1 and self.members >= self.devices
         self.slots = -(-self.members // self.devices) * self.devices if self.members_split else self.members
         if self.members_split:
@@ -140,26 +143,18 @@ class PopulationEngine(Engine):
             self.indices_sharding = distributed.batch_sharded(self.mesh, axis=1)  # (K, members, B)
         else:
             self.indices_sharding = distributed.batch_sharded(self.mesh, axis=2)
-        self.member_initial = []
-        for network in networks:
-            _, params, model_state = nnx.split(network, nnx.Param, ...)
-            self.member_initial.append(
-                jax.device_get(TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params)))
-            )
-        # without momentum (0 for every member: it is part of the group key) the optimiser keeps no trace
+
+    def _traced_hyperparameters(self, optim_cfgs: Sequence[OptimConfig]) -> dict[str, np.ndarray]:
+        """Each traced optimiser key's value per member (with the padding slots). Without momentum (0 for
+        every member: it is part of the group key) the optimiser keeps no trace of it."""
         keys = [
             key
             for key in TRACED_OPTIM_KEYS
             if hasattr(self.optim_cfg, key) and (key != "momentum" or self.optim_cfg.momentum)
         ]
-        values = {key: np.array([getattr(c, key) for c in optim_cfgs], np.float32) for key in keys}
-        hyper = {key: self._padded(array) for key, array in values.items()}
-        self.hyper = distributed.put_tree(hyper, self.state_sharding)
-        seeds = self._padded(np.asarray(seeds, np.int32))
-        self.augment_keys = jax.jit(jax.vmap(jax.random.key), out_shardings=self.state_sharding)(seeds + 1)
-        self.compiled_chunk = jax.jit(self._population_chunk, donate_argnums=0)
-        self._programs: dict[tuple[int, ...], Any] = {}  # the chunk compiled, by the indices' shape
-        self.eval_batch = jax.jit(self._population_eval_batch)
+        return {
+            key: self._padded(np.array([getattr(c, key) for c in optim_cfgs], np.float32)) for key in keys
+        }
 
     def each_member(self, fn: Callable) -> Callable:
         """`fn(params, model_state, *shared)` of one member, for every member's (leading axis) with the rest

@@ -13,6 +13,7 @@ import statistics
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 from resnet_jax import figures
 from resnet_jax.runs import RunRecord, find_runs, load_run
@@ -176,19 +177,22 @@ def build_report(root: Path, extra: list[Path] = (), output: Path | None = None)
         writer.writeheader()
         writer.writerows(rows)
     not_drawn = draw_figures(runs, table, folder)
-    summary_columns = [
+    report = output / "report.md"
+    report.write_text(report_text(root, every, damaged, table, rows, not_drawn))
+    return report
+
+
+def summary_columns(table: list[dict[str, Any]]) -> list[str]:
+    """The per-configuration table's columns: `variant` only where a configuration differs in more than L2."""
+    varies = any(
+        r["variant"] and not r["variant"].startswith("L2=") or ", " in str(r["variant"]) for r in table
+    )
+    return [
         "model",
         "residual",
         "depth",
         "l2",
-        *(
-            ["variant"]
-            if any(
-                r["variant"] and not r["variant"].startswith("L2=") or ", " in str(r["variant"])
-                for r in table
-            )
-            else []
-        ),
+        *(["variant"] if varies else []),
         "runs",
         "not_completed",
         "train/error_mean",
@@ -196,6 +200,17 @@ def build_report(root: Path, extra: list[Path] = (), output: Path | None = None)
         "test/error_mean",
         "test/error_std",
     ]
+
+
+def report_text(
+    root: Path,
+    every: list[RunRecord],
+    damaged: list[RunRecord],
+    table: list[dict[str, Any]],
+    rows: list[dict[str, Any]],
+    not_drawn: list[str],
+) -> str:
+    """report.md: the tables, the damaged runs, the figures."""
     run_columns = ["run", "status", "step", "final_train_error", "final_test_error", "best_test_error"]
     text = [
         f"# Report: {root.name}",
@@ -206,7 +221,7 @@ def build_report(root: Path, extra: list[Path] = (), output: Path | None = None)
         "",
         "## Final error per configuration (mean and std over seeds)",
         "",
-        markdown_table(table, summary_columns),
+        markdown_table(table, summary_columns(table)),
         "",
         "## Runs",
         "",
@@ -223,9 +238,7 @@ def build_report(root: Path, extra: list[Path] = (), output: Path | None = None)
     ]
     for name, caption in FIGURES.items():
         text += [f"### {caption}", "", f"![{caption}](figures/{name})", ""]
-    report = output / "report.md"
-    report.write_text("\n".join(text))
-    return report
+    return "\n".join(text)
 
 
 def main(argv: list[str] | None = None) -> None:

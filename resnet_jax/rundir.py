@@ -149,13 +149,6 @@ class RunDir:
             self._checkpoints = None
 
     @contextlib.contextmanager
-    def speaking(self) -> Iterator[None]:
-        """Lines logged inside go to this directory's train.log only, not to the other directories this
-        process owns (a population's other members)."""
-        with runlog.speaking(self.path):
-            yield
-
-    @contextlib.contextmanager
     def _writing(
         self, what: str, point: str, step: int | None = None, *, started: bool = True
     ) -> Iterator[None]:

@@ -36,8 +36,6 @@ log = logging.getLogger("resnet_jax")
 
 register()
 
-_exit_codes: list[int] = []
-
 
 def format_summary(summary: dict[str, Any], run_dir: Path) -> str:
     """The one screen a user reads at the end of a run."""
@@ -91,11 +89,6 @@ def _hydra_job(cfg: DictConfig) -> int:
         return outcome.of_exception(exc)[1]
 
 
-@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-def _hydra_main(cfg: DictConfig) -> None:
-    _exit_codes.append(_hydra_job(cfg))
-
-
 def sweep_outcome(jobs: list[commandline.Job]) -> int:
     """Each job's outcome read from its run directory (the jobs may have run in other processes or on other
     machines): one line per job that did not complete, named by the overrides that vary across the sweep,
@@ -126,17 +119,21 @@ def main() -> None:
             traceback.print_exc()
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    codes = []
+    codes: list[int] = []  # the jobs run in this process (a launcher's other processes keep their own)
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
+    def hydra_main(cfg: DictConfig) -> None:
+        codes.append(_hydra_job(cfg))
+
     INTERRUPTS.begin()
     try:
-        _hydra_main()
+        hydra_main()
     except SystemExit as exc:  # Hydra said why a launcher failed (e.g. a job killed before its result)
         codes.append(exc.code if isinstance(exc.code, int) else 1)
     except BaseException:
         if INTERRUPTS.received is None:
             raise
         INTERRUPTS.exit_after(INTERRUPTS.line())
-    codes += _exit_codes
     if jobs is not None and jobs.multirun:
         codes.append(sweep_outcome(jobs.jobs))
     sys.exit(max(codes, default=0))

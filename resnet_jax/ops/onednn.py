@@ -112,6 +112,26 @@ def _remove_older_builds(target: Path) -> None:
             old.unlink(missing_ok=True)
 
 
+def _compile_command(compiler: str, prefix: Path, out: Path) -> list[str]:
+    """The kernels' build. -fopenmp: libgomp (oneDNN's runtime), whose thread count sizes the dense stack's
+    pool; the libraries' headers are system headers (their warnings are theirs), ours are held to -Wall
+    -Wextra."""
+    include, lib = str(prefix / "include"), prefix / "lib"
+    flags = ["-O3", "-std=c++17", "-fopenmp", "-shared", "-fPIC", "-Wall", "-Wextra"]
+    headers = ["-isystem", include, "-isystem", jax.ffi.include_dir()]
+    return [
+        compiler,
+        *flags,
+        *map(str, SOURCES),
+        "-o",
+        str(out),
+        *headers,
+        f"-L{lib}",
+        "-ldnnl",
+        f"-Wl,-rpath,{lib}",
+    ]
+
+
 def build() -> Path:
     """Compile the sources unless a verified build is cached (a damaged one is rebuilt). Atomic, so parallel
     builds may race; a new build removes this environment's older ones, so the cache does not grow."""
@@ -132,29 +152,7 @@ def build() -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         out = Path(tmp) / target.name
-        # -fopenmp: libgomp (oneDNN's runtime), whose thread count sizes the dense stack's pool; the
-        # libraries' headers are system headers (their warnings are theirs), ours are held to -Wall -Wextra
-        cmd = [
-            compiler,
-            "-O3",
-            "-std=c++17",
-            "-fopenmp",
-            "-shared",
-            "-fPIC",
-            "-Wall",
-            "-Wextra",
-            *map(str, SOURCES),
-            "-o",
-            str(out),
-            "-isystem",
-            str(prefix / "include"),
-            "-isystem",
-            jax.ffi.include_dir(),
-            f"-L{prefix / 'lib'}",
-            "-ldnnl",
-            f"-Wl,-rpath,{prefix / 'lib'}",
-        ]
-        done = subprocess.run(cmd, capture_output=True, text=True)
+        done = subprocess.run(_compile_command(compiler, prefix, out), capture_output=True, text=True)
         if done.returncode != 0:
             raise OneDnnUnavailable(f"building the oneDNN kernels failed: {done.stderr.strip()[-2000:]}")
         if done.stderr.strip():
