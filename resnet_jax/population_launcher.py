@@ -195,7 +195,7 @@ class PopulationLauncher(Launcher):
 
 
 def member_line(name: str, summary: dict) -> str:
-    """What a member reached, as its summary says: its errors where it has them, else why it stopped."""
+    """What a completed member reached, as its summary says: its errors where it has them."""
     said = f"{name}: {summary['status']} at step {summary['step']}"
     final = summary.get("final", {})
     errors = [
@@ -203,8 +203,6 @@ def member_line(name: str, summary: dict) -> str:
         for key, label in (("train/error", "train error"), ("test/error", "test error"))
         if isinstance(final.get(key), (int, float))
     ]
-    if summary["status"] != "completed" and summary.get("error"):
-        return f"{said}: {summary['error']}"
     return f"{said}: {', '.join(errors)}" if errors else said
 
 
@@ -237,6 +235,7 @@ def _train(
         log.exception("population failed: %s", ", ".join(str(m.run_dir) for m in members))
         return dict.fromkeys(codes, 1)
     for job, summary in zip(members, summaries, strict=True):
-        log.info("%s", member_line(job.name, summary))
+        if summary["status"] == "completed":  # one that did not has said why, once (lifecycle.Life)
+            log.info("%s", member_line(job.name, summary))
         codes[job.run_dir] = outcome.exit_code(summary)  # a member that diverged or was refused
     return codes

@@ -55,10 +55,10 @@ def tiny_config(*overrides: str) -> Config:
     return compose(*TINY, *overrides)
 
 
-def train(
-    *args: str, cwd: Path = REPO, wandb_mode: str = "disabled", env: dict[str, str] | None = None
+def command(
+    module: str, *args: str, cwd: Path = REPO, wandb_mode: str = "disabled", env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
-    """`python -m resnet_jax.train ARGS` in a subprocess, as a user runs it."""
+    """`python -m MODULE ARGS` in a subprocess, as a user runs it: the one way the tests run a command."""
     env = {
         **os.environ,
         "WANDB_MODE": wandb_mode,
@@ -67,13 +67,18 @@ def train(
         **(env or {}),
     }
     return subprocess.run(
-        [sys.executable, "-m", "resnet_jax.train", *args, "trainer.progress=false"],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
     )
+
+
+def train(*args: str, **how) -> subprocess.CompletedProcess:
+    """`python -m resnet_jax.train ARGS` (without a progress bar); `how`: `command`'s keywords."""
+    return command("resnet_jax.train", *args, "trainer.progress=false", **how)
+
+
+def report(*args: str, **how) -> subprocess.CompletedProcess:
+    """`python -m resnet_jax.report ARGS`."""
+    return command("resnet_jax.report", *args, **how)
 
 
 def trained(run_dir: Path, *args: str) -> Path:

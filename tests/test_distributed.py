@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
-from helpers import REPO, final_arrays, metric_rows
+from helpers import final_arrays, metric_rows, train
 
 ARGS = (
     "model=cifar",
@@ -26,19 +24,8 @@ ARGS = (
 
 
 def train_on(devices: int, run_dir: Path, *extra: str) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "WANDB_MODE": "disabled",
-        "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "resnet_jax.train", *ARGS, *extra, f"hydra.run.dir={run_dir}"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    devices_flag = {"XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    return train(*ARGS, *extra, f"hydra.run.dir={run_dir}", env=devices_flag)
 
 
 def test_eight_devices_compute_what_one_device_computes(tmp_path: Path) -> None:

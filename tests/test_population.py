@@ -15,7 +15,16 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from helpers import assert_same_record, final_arrays, metric_rows, snapshot, tiny_config, train, write_lock
+from helpers import (
+    assert_same_record,
+    final_arrays,
+    metric_rows,
+    report,
+    snapshot,
+    tiny_config,
+    train,
+    write_lock,
+)
 from wandb_records import history, run_record
 
 from resnet_jax import footprint, models, population, population_launcher
@@ -244,18 +253,9 @@ def test_a_population_sweep_writes_the_run_directories_of_the_basic_launcher(
         else:
             assert_close_rows(metric_rows(a), metric_rows(b), loss_rtol=1e-5)
     for directory in (uninterrupted, basic):  # the report reads both alike
-        assert train_report(directory).returncode == 0
+        assert report(str(directory)).returncode == 0
     csv_a, csv_b = ((d / "runs.csv").read_text().splitlines() for d in (uninterrupted, basic))
     assert [line.split(",")[:8] for line in csv_a] == [line.split(",")[:8] for line in csv_b]
-
-
-def train_report(directory: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "resnet_jax.report", str(directory)],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 @pytest.mark.parametrize(
@@ -339,6 +339,9 @@ def test_a_member_whose_directory_cannot_take_it_fails_alone_and_the_others_trai
     assert out.returncode != 0, out.stderr[-3000:]
     errors = [line for line in out.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and errors[0].startswith(expected), errors
+    said = expected.removeprefix("error: ")  # said once while the sweep runs, once more in its outcome
+    running = [line for line in out.stderr.splitlines() if said in line and not line.startswith("job ")]
+    assert len(running) == 1, running
     jobs = [line for line in out.stderr.splitlines() if line.startswith("job ")]  # the sweep's outcome
     assert len(jobs) == 1 and jobs[0].endswith(f"({member})"), jobs
     for reference, resumed in zip(run_dirs(uninterrupted), run_dirs(directory), strict=True):

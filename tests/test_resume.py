@@ -4,14 +4,11 @@ completed runs stay as they are (kills at every point of a run's life: test_faul
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import REPO, assert_same_record, final_arrays, metric_rows, tiny_config
+from helpers import assert_same_record, final_arrays, metric_rows, tiny_config, train
 
 from resnet_jax import faults
 from resnet_jax.checkpoint import Checkpoints
@@ -31,10 +28,6 @@ ARGS = (
     "trainer.progress=false",
     "logger=none",
 )
-
-
-def train_cmd(run_dir: Path, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "resnet_jax.train", *ARGS, *extra, f"hydra.run.dir={run_dir}"]
 
 
 def test_resume_in_process_matches_uninterrupted_and_completed_runs_are_left_alone(
@@ -95,29 +88,12 @@ def test_submitit_preemption_requeues_and_resumes_bit_identically(tmp_path: Path
     """The job gets submitit's preemption signal (USR2, as SLURM would send it; sent by the job itself right
     after its step-20 checkpoint): the launcher checkpoints and requeues it, and the requeued job resumes
     from the newest checkpoint and ends as the uninterrupted run, bit for bit."""
-    env = {**os.environ, "WANDB_MODE": "disabled"}
     reference = tmp_path / "reference"
-    subprocess.run(train_cmd(reference), cwd=REPO, env=env, check=True, timeout=600, capture_output=True)
+    assert train(*ARGS, f"hydra.run.dir={reference}").returncode == 0
     sweep, signalled = tmp_path / "sweep", tmp_path / "signalled"
     fault = {"RESNET_JAX_FAULT": "after_checkpoint@20:usr2", "RESNET_JAX_FAULT_ONCE": str(signalled)}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "resnet_jax.train",
-            "-m",
-            "launcher=submitit_local",
-            *ARGS,
-            "seed=0",
-            "+hydra.launcher.max_num_timeout=3",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        cwd=REPO,
-        env={**env, **fault},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    launcher = ("-m", "launcher=submitit_local", "+hydra.launcher.max_num_timeout=3")
+    out = train(*launcher, *ARGS, "seed=0", f"hydra.sweep.dir={sweep}", env=fault)
     assert out.returncode == 0 and signalled.exists(), out.stderr[-3000:]
     (run_dir,) = [p.parent for p in sweep.glob("*/summary.json")]
     log = (run_dir / "train.log").read_text()
