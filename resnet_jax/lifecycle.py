@@ -21,7 +21,6 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import jax
 import numpy as np
@@ -37,6 +36,7 @@ from resnet_jax.loop import Record, chunk_boundaries, chunk_metrics, divergence,
 from resnet_jax.members import build_engine, member_probes
 from resnet_jax.population import POPULATION_KEYS, MemberJob, TooLarge, group_key, resolve_layout
 from resnet_jax.progress import Progress
+from resnet_jax.records import SCHEMA, CheckpointMeta, Summary
 from resnet_jax.rundir import Restored, RunDir
 from resnet_jax.tracking import Tracker, open_tracker, run_id
 
@@ -55,7 +55,7 @@ class Member:
     start_step: int = 0  # where this attempt started
     record: Record | None = None
     tracker: Tracker | None = None
-    summary: dict[str, Any] | None = None
+    summary: Summary | None = None
     live: bool = True  # still training: not complete, not diverged, not refused
     refused: bool = False  # its directory cannot take this run (`Life.refuse`): it is left out of the program
 
@@ -334,7 +334,12 @@ def checkpoint(member: Member, state: TrainState) -> None:
     saved = summaries.at(
         {**summary, "status": "completed" if final else "running"}, member.record, step - member.start_step
     )
-    meta = {"config": as_dict(cfg), "record": member.record.meta(), "summary": saved}
+    meta: CheckpointMeta = {
+        "schema": SCHEMA,
+        "config": as_dict(cfg),
+        "record": member.record.meta(),
+        "summary": saved,
+    }
     member.directory.save_checkpoint(step, state, meta)
     if final:
         faults.point("after_final_checkpoint", step)
@@ -351,7 +356,7 @@ def train_population(
     fit_to_memory: bool = False,
     layout: str = "auto",
     strict: bool = False,
-) -> list[dict[str, Any]]:
+) -> list[Summary]:
     """Train `jobs` (configs equal but for `POPULATION_KEYS`) as one program; each member's run directory ends
     as that of the single run with its config. Returns the members' summaries.
 

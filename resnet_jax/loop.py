@@ -15,6 +15,7 @@ import optax
 from resnet_jax import rules
 from resnet_jax.config import ProbeConfig, TrainerConfig
 from resnet_jax.errors import ConfigError
+from resnet_jax.records import RecordMeta
 
 DTYPES = ("float32", "bfloat16")
 # the step counter is an int32 on the device (TrainState.step, optax's schedules count in int32)
@@ -70,7 +71,7 @@ class Record:
     started: float = field(default_factory=time.perf_counter)
 
     @classmethod
-    def resumed(cls, meta: dict[str, Any]) -> Record:
+    def resumed(cls, meta: RecordMeta) -> Record:
         """The record a checkpoint carried (empty for a fresh start)."""
         return cls(
             final=dict(meta.get("final", {})),
@@ -94,7 +95,7 @@ class Record:
     def wall_time_s(self) -> float:
         return self.wall_before_s + time.perf_counter() - self.started
 
-    def meta(self) -> dict[str, Any]:
+    def meta(self) -> RecordMeta:
         """What a checkpoint stores of the record."""
         return {
             "best": self.best,

@@ -35,7 +35,7 @@ class Summary(TypedDict, total=False):
     error: str  # ... and what ended it
 
 
-# the types each field may have, for a reader that must tell a damaged file from a run's (a field may be absent)
+# the types each field may have, for a reader that tells a damaged file from a run's (a field may be absent)
 SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
     "schema": (int,),
     "status": (str,),

@@ -34,6 +34,7 @@ from resnet_jax.checkpoint import Checkpoints, DamagedCheckpoint
 from resnet_jax.errors import CheckpointError, ConfigError
 from resnet_jax.identity import differences
 from resnet_jax.lock import RunLock
+from resnet_jax.records import CheckpointMeta, Summary, summary_problems
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ class Restored:
 
     step: int
     arrays: dict[str, Any]
-    meta: dict[str, Any]
+    meta: CheckpointMeta
 
 
 class RunDir:
@@ -262,7 +263,7 @@ class RunDir:
         shutil.move(str(self.path / CHECKPOINT_DIR / str(step)), target)
         self.checkpoints.manager.reload()
 
-    def save_checkpoint(self, step: int, state: Any, meta: dict[str, Any]) -> None:
+    def save_checkpoint(self, step: int, state: Any, meta: CheckpointMeta) -> None:
         """A checkpoint with what rebuilds this directory's record: the metrics rows so far and `meta`."""
         if self.primary:
             with self._writing(f"the checkpoint at step {step}", "write_checkpoint", step):
@@ -294,21 +295,23 @@ class RunDir:
 
     # -- summary -------------------------------------------------------------------------------------------
 
-    def read_summary(self) -> dict[str, Any] | None:
-        return read_json(self.path / SUMMARY_FILE)
+    def read_summary(self) -> Summary | None:
+        """summary.json as a `Summary`; None if missing, unreadable or unusable (`summary_problems`)."""
+        summary = read_json(self.path / SUMMARY_FILE)
+        return summary if summary is not None and not summary_problems(summary) else None
 
-    def restart_summary(self, summary: dict[str, Any]) -> None:
+    def restart_summary(self, summary: Summary) -> None:
         """An attempt's first summary.json (running, at its start step); a damaged one is said so."""
         if self.read_summary() is None and (self.path / SUMMARY_FILE).exists():
             log.warning("%s was damaged; rebuilt from the checkpoint", self.path / SUMMARY_FILE)
         self.write_summary(summary)
 
-    def write_summary(self, summary: dict[str, Any]) -> None:
+    def write_summary(self, summary: Summary) -> None:
         if self.primary:
             with self._writing(SUMMARY_FILE, "write_summary", summary.get("step")):
                 storage.write_atomic(self.path / SUMMARY_FILE, summary_text(summary))
 
-    def complete_from(self, restored: Restored) -> dict[str, Any]:
+    def complete_from(self, restored: Restored) -> Summary:
         """A run whose final checkpoint exists is complete: its summary and metrics are the checkpoint's.
         Files that already say so are left untouched; missing, damaged or stale ones are rewritten."""
         summary = without_location(restored.meta["summary"])
@@ -319,7 +322,7 @@ class RunDir:
         self.start_metrics(restored.meta["metrics"])
         return summary
 
-    def record_end(self, summary: dict[str, Any]) -> None:
+    def record_end(self, summary: Summary) -> None:
         """summary.json of a run that ended early, if the disk takes it: on a full one it stays as the last
         checkpoint left it (`running` at that step, where the run resumes), and what ended the run, not this
         write, is what the run reports."""
@@ -331,7 +334,7 @@ class RunDir:
                 self.path / SUMMARY_FILE,
             )
 
-    def record_failure(self, summary: dict[str, Any]) -> None:
+    def record_failure(self, summary: Summary) -> None:
         """A failure before training began; a completed run's summary is never replaced."""
         if (self.read_summary() or {}).get("status") != "completed":
             self.record_end(summary)
@@ -356,7 +359,7 @@ class RunDir:
         return code, f"{status} at step {summary.get('step')}{error}"
 
 
-def summary_text(summary: dict[str, Any]) -> str:
+def summary_text(summary: Summary) -> str:
     """summary.json's text for `summary`: the one form it is written in."""
     return json.dumps(summary, indent=2) + "\n"
 
@@ -368,7 +371,7 @@ def _bytes(path: Path) -> bytes | None:
         return None
 
 
-def without_location(summary: dict[str, Any]) -> dict[str, Any]:
+def without_location(summary: Summary) -> Summary:
     """A summary without the path it was written at (older records held it): a directory moved elsewhere
     lives where it is now."""
     return {key: value for key, value in summary.items() if key != "run_dir"}

@@ -10,21 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from resnet_jax.identity import identity_digest
+from resnet_jax.records import NUMBER, summary_problems, wrong_types
 from resnet_jax.rundir import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, read_json, read_rows, read_yaml
 
-Number = (int, float)
-# the fields the report uses, and the types each may have (a field may be absent): a file whose JSON or YAML
+# the config fields the report uses, and the types each may have (a field may be absent): a file whose YAML
 # parses but holds something else (a list for a number, text for a depth) is damaged, not drawn
-SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
-    "status": (str,),
-    "step": (int,),
-    "params": (int,),
-    "final": (dict,),
-    "best": (dict,),
-    "steps_per_s": (*Number, type(None)),
-    "wall_time_s": Number,
-    "identity": (str,),
-}
 CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "model": (dict,),
     "optim": (dict,),
@@ -33,8 +23,8 @@ CONFIG_TYPES: dict[str, tuple[type, ...]] = {
     "model.depth": (int,),
     "model.residual": (bool,),
     "model.width": (int,),
-    "optim.l2": Number,
-    "optim.lr": Number,
+    "optim.l2": NUMBER,
+    "optim.lr": NUMBER,
     "seed": (int,),
 }
 
@@ -85,41 +75,13 @@ class RunRecord:
         return rows[0 if which == "first" else -1][f"probe/{key}"]
 
 
-_ABSENT = object()
-
-
-def _wrong_types(record: dict[str, Any], types: dict[str, tuple[type, ...]]) -> list[str]:
-    """`key is <type>` for each field of `record` (dotted: nested) whose value is not of its allowed types."""
-    wrong = []
-    for dotted, allowed in types.items():
-        node: Any = record
-        for part in dotted.split("."):
-            node = node.get(part, _ABSENT) if isinstance(node, dict) else _ABSENT
-        ok = node is _ABSENT or (
-            isinstance(node, allowed) and not (isinstance(node, bool) and bool not in allowed)
-        )
-        if not ok:
-            wrong.append(f"{dotted} is {type(node).__name__}")
-    return wrong
-
-
-def _metrics_by_name(summary: dict[str, Any]) -> list[str]:
-    """The final and best metrics must be numbers (or the text a non-finite number is kept as)."""
-    return [
-        f"{section}.{key} is {type(value).__name__}"
-        for section in ("final", "best")
-        for key, value in summary.get(section, {}).items()
-        if not isinstance(value, (*Number, str)) or isinstance(value, bool)
-    ]
-
-
 def _rows_that_fit(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
     """The rows whose values are numbers, texts (a NaN kept as text) or lists of numbers (probes)."""
 
     def fits(value: Any) -> bool:
         if isinstance(value, list):
-            return all(isinstance(v, Number) and not isinstance(v, bool) for v in value)
-        return isinstance(value, (*Number, str)) and not isinstance(value, bool)
+            return all(isinstance(v, NUMBER) and not isinstance(v, bool) for v in value)
+        return isinstance(value, (*NUMBER, str)) and not isinstance(value, bool)
 
     kept = [row for row in rows if all(fits(v) for v in row.values())]
     return kept, len(rows) - len(kept)
@@ -132,13 +94,13 @@ def load_run(path: Path) -> RunRecord:
     config = read_yaml(path / CONFIG_FILE)
     if config is None:
         problems.append(f"{CONFIG_FILE} missing or unreadable")
-    elif wrong := _wrong_types(config, CONFIG_TYPES):
+    elif wrong := wrong_types(config, CONFIG_TYPES):
         problems.append(f"{CONFIG_FILE} holds values of the wrong type ({', '.join(wrong)})")
         config = None
     summary = read_json(path / SUMMARY_FILE)
     if summary is None:
         problems.append(f"{SUMMARY_FILE} missing or unreadable")
-    elif wrong := _wrong_types(summary, SUMMARY_TYPES) or _metrics_by_name(summary):
+    elif wrong := summary_problems(summary):
         problems.append(f"{SUMMARY_FILE} holds values of the wrong type ({', '.join(wrong)})")
         summary = None
     elif config is not None and "identity" in summary and summary["identity"] != identity_digest(config):

@@ -3,30 +3,30 @@ when it ends early or never starts. `resnet_jax.lifecycle` calls these; `resnet_
 
 from __future__ import annotations
 
-from typing import Any
-
 import jax
 
 from resnet_jax import outcome
 from resnet_jax.config import Config, as_dict
 from resnet_jax.identity import identity_digest
 from resnet_jax.loop import Record
+from resnet_jax.records import SCHEMA, Summary
 
 
-def running(cfg: Config, params: int, devices: int, step: int, wandb_id: str) -> dict[str, Any]:
+def running(cfg: Config, params: int, devices: int, step: int, wandb_id: str) -> Summary:
     """summary.json's fields when an attempt starts at `step`."""
     return {
+        "schema": SCHEMA,
         "status": "running",
         "step": step,
         "params": params,
         "devices": devices,
         "processes": jax.process_count(),
-        "identity": identity_digest(as_dict(cfg)),  # what config.yaml must say (resnet_jax.runs)
-        "wandb_id": wandb_id,  # the run's W&B id, kept by its checkpoints: a moved directory continues it
+        "identity": identity_digest(as_dict(cfg)),
+        "wandb_id": wandb_id,
     }
 
 
-def at(summary: dict[str, Any], record: Record, steps_this_attempt: int) -> dict[str, Any]:
+def at(summary: Summary, record: Record, steps_this_attempt: int) -> Summary:
     """`summary` with the record so far: final and best metrics, wall time, speed."""
     speed = record.speed(steps_this_attempt)
     return {
@@ -38,16 +38,15 @@ def at(summary: dict[str, Any], record: Record, steps_this_attempt: int) -> dict
     }
 
 
-def ended_early(
-    summary: dict[str, Any], exc: BaseException, record: Record, steps_this_attempt: int
-) -> dict[str, Any]:
+def ended_early(summary: Summary, exc: BaseException, record: Record, steps_this_attempt: int) -> Summary:
     """`summary` with the record so far, saying how `exc` ended the run (`outcome.of_exception`)."""
     status, code = outcome.of_exception(exc)
     ended = {**summary, "status": status, "exit_code": code, "error": f"{type(exc).__name__}: {exc}"}
     return at(ended, record, steps_this_attempt)
 
 
-def not_started(exc: BaseException) -> dict[str, Any]:
+def not_started(exc: BaseException) -> Summary:
     """The summary of a run that did not start: why, and its exit code."""
     status, code = outcome.of_exception(exc)
-    return {"status": status, "step": 0, "exit_code": code, "error": f"{type(exc).__name__}: {exc}"}
+    error = f"{type(exc).__name__}: {exc}"
+    return {"schema": SCHEMA, "status": status, "step": 0, "exit_code": code, "error": error}
