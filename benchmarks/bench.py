@@ -25,11 +25,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from engines import make_engine, make_population, train_rate
 
-from resnet_jax import models, optim
 from resnet_jax.config import Config, compose
 from resnet_jax.engine import Engine
-from resnet_jax.population import PopulationEngine, population_model, resolve_layout
 
 REFERENCES = Path(__file__).resolve().parents[2] / "shared" / "bench"
 RESULTS: list[dict] = []
@@ -48,98 +47,6 @@ def config(*overrides: str) -> Config:
     return compose("optim.lr=0.01", *overrides)
 
 
-def make_engine(
-    cfg: Config, shape: tuple[int, int, int], batch: int, examples: int = 1024, dtype: jnp.dtype = jnp.float32
-) -> Engine:
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(examples, *shape)).astype(np.float32)
-    y = rng.integers(0, 10, size=examples).astype(np.int32)
-    model = models.build(cfg.model, shape, 10, cfg.seed)
-    tx, _ = optim.build(cfg.optim, 10_000)
-    return Engine(
-        model,
-        tx,
-        x_train=x,
-        y_train=y,
-        l2=cfg.optim.l2,
-        l2_scope=cfg.optim.l2_scope,
-        augment=False,
-        dtype=dtype,
-        seed=cfg.seed,
-    )
-
-
-def train_rate(engine: Engine, batch: int, steps_per_call: int, calls: int) -> tuple[float, float]:
-    """(steps/s, first-call seconds): `calls` timed calls of `steps_per_call` steps after one warm-up call."""
-    rng = np.random.default_rng(1)
-    n = engine.x_train.shape[0]
-
-    def indices() -> np.ndarray:
-        return rng.integers(0, n, size=(steps_per_call, batch)).astype(np.int32)
-
-    state = engine.initial_state()
-    start = time.perf_counter()
-    state, rows = engine.train_chunk(state, indices())
-    rows.block_until_ready()
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(calls):
-        state, rows = engine.train_chunk(state, indices())
-    rows.block_until_ready()
-    return calls * steps_per_call / (time.perf_counter() - start), first
-
-
-def make_population(
-    cfg: Config,
-    shape: tuple[int, int, int],
-    members: int,
-    layout: str = "auto",
-    examples: int = 1024,
-    dtype: jnp.dtype = jnp.float32,
-) -> PopulationEngine:
-    """`members` copies of `cfg` (seeds 0, 1, ...) as one population on random data, computed with `layout`
-    (`population.LAYOUTS`) and the kernels the launcher gives that layout."""
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(examples, *shape)).astype(np.float32)
-    y = rng.integers(0, 10, size=examples).astype(np.int32)
-    layout = resolve_layout(layout)
-    networks = [models.build(population_model(cfg.model, layout), shape, 10, seed) for seed in range(members)]
-    return PopulationEngine(
-        networks,
-        [cfg.optim] * members,
-        10_000,
-        seeds=list(range(members)),
-        x_train=x,
-        y_train=y,
-        augment=False,
-        dtype=dtype,
-        layout=layout,
-    )
-
-
-def population_rate(
-    engine: PopulationEngine, batch: int, steps_per_call: int, calls: int
-) -> tuple[float, float]:
-    """(member-steps/s: steps/s summed over the members, first-call seconds), as `train_rate` measures."""
-    rng = np.random.default_rng(1)
-    n, members = engine.x_train.shape[0], engine.members
-    alive = np.ones(members, bool)
-
-    def indices() -> np.ndarray:
-        return rng.integers(0, n, size=(steps_per_call, members, batch)).astype(np.int32)
-
-    state = engine.stacked(engine.member_initial)
-    start = time.perf_counter()
-    state, rows = engine.train_members(state, indices(), alive)
-    rows.block_until_ready()
-    first = time.perf_counter() - start
-    start = time.perf_counter()
-    for _ in range(calls):
-        state, rows = engine.train_members(state, indices(), alive)
-    rows.block_until_ready()
-    return members * calls * steps_per_call / (time.perf_counter() - start), first
-
-
 def bench_cifar(depths: tuple[int, ...], batch: int, steps: int) -> None:
     for depth in depths:
         engine = make_engine(config(f"model.depth={depth}"), (32, 32, 3), batch)
@@ -153,8 +60,7 @@ def interleaved_rates(runs: list[tuple[str, Engine, int, int, int]], rounds: int
     rates: dict[tuple[str, int], list[float]] = defaultdict(list)
     for _ in range(rounds):
         for name, engine, batch, k, calls in runs:
-            rate = population_rate if isinstance(engine, PopulationEngine) else train_rate
-            rates[(name, k)].append(rate(engine, batch, steps_per_call=k, calls=calls)[0])
+            rates[(name, k)].append(train_rate(engine, batch, steps_per_call=k, calls=calls)[0])
     return {key: statistics.median(values) for key, values in rates.items()}
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bench
+import engines
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -69,13 +70,13 @@ class Budget:
 
 def engine_for(depth: int, batch: int, *overrides: str, dtype=jnp.float32) -> bench.Engine:
     cfg = bench.config(f"model.depth={depth}", *overrides)
-    return bench.make_engine(cfg, (32, 32, 3), batch, dtype=dtype)
+    return engines.make_engine(cfg, (32, 32, 3), batch, dtype=dtype)
 
 
 def timed_rate(engine: bench.Engine, sizes: Sizes, steps_per_call: int) -> tuple[float, float]:
     """(images/s, compile seconds): the first call's time less one steady call's (a call of K steps)."""
     calls = sizes.calls if steps_per_call > 1 else sizes.calls * sizes.steps_per_call
-    rate, first = bench.train_rate(engine, sizes.batch, steps_per_call=steps_per_call, calls=calls)
+    rate, first = engines.train_rate(engine, sizes.batch, steps_per_call=steps_per_call, calls=calls)
     return rate * sizes.batch, max(first - steps_per_call / rate, 0.0)
 
 
@@ -212,8 +213,8 @@ def mlp(sizes: Sizes, budget: Budget) -> None:
         if not budget.allows(f"mlp{depth}", 20):
             return
         cfg = bench.config("model=mlp", f"model.depth={depth}", "model.width=64")
-        engine = bench.make_engine(cfg, (8, 8, 1), 128)
-        rate, _ = bench.train_rate(engine, 128, steps_per_call=100, calls=sizes.calls)
+        engine = engines.make_engine(cfg, (8, 8, 1), 128)
+        rate, _ = engines.train_rate(engine, 128, steps_per_call=100, calls=sizes.calls)
         bench.emit(bench="mlp_train", depth=depth, width=64, batch=128, steps_per_s=round(rate, 1))
 
 
@@ -227,44 +228,21 @@ def population(sizes: Sizes, budget: Budget) -> None:
     if not budget.allows(f"population_resnet{depth}", 200):
         return
     together = sizes.members * sizes.batch
-    cfg = bench.config(f"model.depth={depth}", "model.conv_impl=xla")
-    runs = [
-        (
-            f"single_xla_batch_{together}",
-            bench.make_engine(cfg, (32, 32, 3), together),
-            together,
-            sizes.steps_per_call,
-            sizes.calls,
-        )
-    ]
+
+    def timed(name: str, engine: bench.Engine, batch: int) -> tuple[str, bench.Engine, int, int, int]:
+        return name, engine, batch, sizes.steps_per_call, sizes.calls
+
+    def cfg(conv: str = "auto") -> bench.Config:
+        return bench.config(f"model.depth={depth}", f"model.conv_impl={conv}")
+
+    shape, members = (32, 32, 3), sizes.members
+    runs = [timed(f"single_xla_batch_{together}", engines.make_engine(cfg("xla"), shape, together), together)]
     for conv in ("xla", "shifted"):
-        cfg = bench.config(f"model.depth={depth}", f"model.conv_impl={conv}")
-        runs += [
-            (
-                f"single_{conv}",
-                bench.make_engine(cfg, (32, 32, 3), sizes.batch),
-                sizes.batch,
-                sizes.steps_per_call,
-                sizes.calls,
-            ),
-            (
-                f"members_{sizes.members}_vmap_{conv}",
-                bench.make_population(cfg, (32, 32, 3), sizes.members, "vmap"),
-                sizes.batch,
-                sizes.steps_per_call,
-                sizes.calls,
-            ),
-        ]
-    cfg = bench.config(f"model.depth={depth}")
-    runs += [
-        (
-            f"members_{sizes.members}_in_turn",
-            bench.make_population(cfg, (32, 32, 3), sizes.members, "in_turn"),
-            sizes.batch,
-            sizes.steps_per_call,
-            sizes.calls,
-        )
-    ]
+        runs.append(timed(f"single_{conv}", engines.make_engine(cfg(conv), shape, sizes.batch), sizes.batch))
+        vmapped = engines.make_population(cfg(conv), shape, members, "vmap")
+        runs.append(timed(f"members_{members}_vmap_{conv}", vmapped, sizes.batch))
+    in_turn = engines.make_population(cfg(), shape, members, "in_turn")
+    runs.append(timed(f"members_{members}_in_turn", in_turn, sizes.batch))
     rates = bench.interleaved_rates(runs, rounds=2)
     single = rates[("single_xla", sizes.steps_per_call)]
     batch = {name: run_batch for name, _, run_batch, _, _ in runs}
@@ -277,20 +255,17 @@ def population(sizes: Sizes, budget: Budget) -> None:
             member_images_per_s=round(rate * batch[name], 1),
             images_vs_single=round(rate * batch[name] / (single * sizes.batch), 2),
         )
+
+
+def population_mlp(sizes: Sizes, budget: Budget) -> None:
+    """One MLP beside 16 members, side by side and in turn, interleaved."""
     if not budget.allows("population_mlp", 30):
         return
     mlp_cfg = bench.config("model=mlp", f"model.depth={sizes.mlp_depths[0]}", "model.width=64")
-    runs = [
-        ("single", bench.make_engine(mlp_cfg, (8, 8, 1), 128), 128, 100, sizes.calls),
-        ("members_16_vmap", bench.make_population(mlp_cfg, (8, 8, 1), 16, "vmap"), 128, 100, sizes.calls),
-        (
-            "members_16_in_turn",
-            bench.make_population(mlp_cfg, (8, 8, 1), 16, "in_turn"),
-            128,
-            100,
-            sizes.calls,
-        ),
-    ]
+    runs = [("single", engines.make_engine(mlp_cfg, (8, 8, 1), 128), 128, 100, sizes.calls)]
+    for layout in ("vmap", "in_turn"):
+        engine = engines.make_population(mlp_cfg, (8, 8, 1), 16, layout)
+        runs.append((f"members_16_{layout}", engine, 128, 100, sizes.calls))
     rates = bench.interleaved_rates(runs, rounds=2)
     for (name, _), rate in rates.items():
         bench.emit(
@@ -304,7 +279,7 @@ def population(sizes: Sizes, budget: Budget) -> None:
         )
 
 
-SECTIONS = (resnets, recipe, precision, steps_per_call, very_deep, mlp, population)
+SECTIONS = (resnets, recipe, precision, steps_per_call, very_deep, mlp, population, population_mlp)
 
 
 def ratio(ours: float | None, theirs: float | None) -> str:
