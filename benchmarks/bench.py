@@ -27,7 +27,8 @@ import jax.numpy as jnp
 import numpy as np
 from engines import make_engine, make_population, train_rate
 
-from resnet_jax.config import Config, compose
+from resnet_jax.composition import compose
+from resnet_jax.config import Config
 from resnet_jax.engine import Engine
 
 REFERENCES = Path(__file__).resolve().parents[2] / "shared" / "bench"

@@ -25,14 +25,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from resnet_jax import checks, population, population_launcher
-from resnet_jax.config import (
-    CONF_DIR,
-    Config,
-    as_dict,
-    composition_error,
-    register,
-    to_config,
-)
+from resnet_jax.composition import composition_error, register, to_config
+from resnet_jax.config import CONF_DIR, Config, as_dict
 from resnet_jax.errors import ConfigError
 from resnet_jax.names import GLOB_CLASS
 from resnet_jax.rundir import check_same_run, recorded_config

@@ -26,7 +26,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from resnet_jax import lifecycle, outcome, population, rules, slurm
-from resnet_jax.config import to_config
+from resnet_jax.composition import to_config
 from resnet_jax.errors import ConfigError, UserError
 
 log = logging.getLogger(__name__)

@@ -26,7 +26,8 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from resnet_jax import commandline, faults, outcome
-from resnet_jax.config import CONF_DIR, as_dict, register, to_config
+from resnet_jax.composition import register, to_config
+from resnet_jax.config import CONF_DIR, as_dict
 from resnet_jax.errors import UserError
 from resnet_jax.loop import Diverged
 from resnet_jax.rundir import RunDir

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from helpers import SHORT_RUN, write_fake_cifar
 
-from resnet_jax.config import compose
+from resnet_jax.composition import compose
 from resnet_jax.runner import run
 
 

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import orbax.checkpoint as ocp
 
-from resnet_jax.config import Config, compose
+from resnet_jax.composition import compose
+from resnet_jax.config import Config
 
 REPO = Path(__file__).resolve().parents[1]
 # the oneDNN wheels (and so the CPU kernels) exist for Linux x86-64 only

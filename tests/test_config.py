@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from resnet_jax import commandline
 from resnet_jax.checks import check
+from resnet_jax.composition import compose, composition_error
 from resnet_jax.config import (
     GROUP_OPTIONS,
     CifarModel,
@@ -21,8 +22,6 @@ from resnet_jax.config import (
     SgdOptim,
     TrainerConfig,
     WandbLogger,
-    compose,
-    composition_error,
 )
 from resnet_jax.errors import ConfigError
 

@@ -13,7 +13,8 @@ import yaml
 from helpers import SHORT_RUN, assert_same_record, train, write_fake_cifar
 
 from resnet_jax import commandline, faults
-from resnet_jax.config import RESULT_NEUTRAL, as_dict, compose
+from resnet_jax.composition import compose
+from resnet_jax.config import RESULT_NEUTRAL, as_dict
 from resnet_jax.identity import differences
 from resnet_jax.runner import run
 from resnet_jax.runs import load_run

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from helpers import SHORT_RUN, assert_same_record, train
 
-from resnet_jax.config import compose
+from resnet_jax.composition import compose
 from resnet_jax.runner import run
 
 

@@ -176,13 +176,13 @@ def test_a_damaged_or_foreign_cached_library_warns_once_and_is_rebuilt(
 
 SHARDED_STEP = """
 import json, re, sys, jax, numpy as np
-from resnet_jax import config, models, optim
+from resnet_jax import composition, models, optim
 from resnet_jax.engine import Engine
 overrides, impl_key = sys.argv[1:-1], sys.argv[-1]
 rng = np.random.default_rng(0)
 x, y = rng.normal(size=(64, 8, 8, 3)).astype(np.float32), rng.integers(0, 10, 64).astype(np.int32)
 def engine(impl):
-    cfg = config.compose(*overrides, f"{impl_key}={impl}")
+    cfg = composition.compose(*overrides, f"{impl_key}={impl}")
     model = models.build(cfg.model, (8, 8, 3), 10, 0)
     tx, _ = optim.build(cfg.optim, 10)
     return Engine(model, tx, x_train=x, y_train=y, l2=1e-4, augment=False, dtype=np.float32, seed=0)

@@ -16,7 +16,7 @@ import yaml
 from helpers import REPO, SHORT_RUN, assert_same_record, train
 
 from resnet_jax import commandline, faults
-from resnet_jax.config import compose
+from resnet_jax.composition import compose
 from resnet_jax.names import NAME_BYTES, run_name
 from resnet_jax.runner import run
 from resnet_jax.storage import StorageRefused

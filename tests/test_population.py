@@ -28,7 +28,7 @@ from helpers import (
 from wandb_records import history, run_record
 
 from resnet_jax import footprint, models, population, population_launcher
-from resnet_jax.config import compose
+from resnet_jax.composition import compose
 from resnet_jax.lifecycle import train_population
 from resnet_jax.lock import process_start_time
 from resnet_jax.population import MemberJob, form_groups

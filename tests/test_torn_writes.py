@@ -12,7 +12,7 @@ import pytest
 from helpers import SHORT_RUN, assert_same_record
 
 from resnet_jax import faults, report
-from resnet_jax.config import compose
+from resnet_jax.composition import compose
 from resnet_jax.runner import run
 from resnet_jax.runs import load_run
 
