@@ -17,6 +17,11 @@ def check(cfg: Config) -> None:
     optim.check(cfg.optim, cfg.trainer.steps)
     tracking.check(cfg.logger)
     loop.check(cfg.trainer, cfg.probe)
+    if cfg.probe.every and not models.takes_probes(cfg.model):
+        raise ConfigError(
+            f"probe.every={cfg.probe.every} is not allowed; model={cfg.model.name} takes no per-layer "
+            "probes: set probe.every=0"
+        )
     available = data.train_size(cfg.data)
     if cfg.trainer.batch_size > available:
         raise ConfigError(

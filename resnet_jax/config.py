@@ -151,6 +151,14 @@ FAMILY_RECIPES: dict[str, dict[str, float]] = {
 }
 
 
+def add_option(group: str, name: str, schema: type, recipe: dict[str, float] | None = None) -> None:
+    """Make `schema` the option `name` of `group`: how a model family (`models.register`, bringing its
+    optimiser `recipe`) or a dataset (`data.register`) defined outside this module adds its config."""
+    GROUP_OPTIONS[group][name] = schema
+    if recipe is not None:
+        FAMILY_RECIPES[name] = dict(recipe)
+
+
 def family_recipe(family: str, key: str) -> float:
     """`${recipe:family,key}`: a family's value for an optimiser key that defers to it."""
     return FAMILY_RECIPES[family][key]
