@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from engines import make_engine, make_population, train_rate
+from table import summary_table
 
 from resnet_jax.composition import compose
 from resnet_jax.config import Config
@@ -241,6 +242,22 @@ def bench_torch(python: str, batch: int) -> None:
 def bench_population(sweep_steps: tuple[int, ...] = (300, 3000)) -> None:
     """Member-steps/s of populations beside one run's steps/s (interleaved), and a sweep of 16 short MLP
     runs end to end: `launcher=population` against the basic launcher, in the same invocation."""
+    population_mlp()
+    population_resnet()
+    for steps in sweep_steps:
+        seconds = {launcher: sweep_seconds(launcher, steps) for launcher in ("basic", "population")}
+        emit(
+            bench="population_sweep",
+            runs=16,
+            steps=steps,
+            basic_s=round(seconds["basic"], 1),
+            population_s=round(seconds["population"], 1),
+            speedup=round(seconds["basic"] / seconds["population"], 2),
+        )
+
+
+def population_mlp() -> None:
+    """The MLP of depth 10: one run beside 8 and 16 members in turn and 16 side by side (two kernels)."""
     mlp = config("model=mlp", "model.depth=10", "model.width=64")
     xla_dense = config("model=mlp", "model.depth=10", "model.width=64", "model.dense_impl=xla")
     runs = [("single", make_engine(mlp, (8, 8, 1), 128), 128, 100, 3)]
@@ -263,6 +280,10 @@ def bench_population(sweep_steps: tuple[int, ...] = (300, 3000)) -> None:
             vs_single=round(rate / rates[("single", 100)], 3),
             statistic="median of 3 interleaved rounds",
         )
+
+
+def population_resnet() -> None:
+    """ResNet-20: one run beside 4 members in turn and side by side (two convolutions)."""
     resnet, shifted = config("model.depth=20"), config("model.depth=20", "model.conv_impl=shifted")
     runs = [
         ("single", make_engine(resnet, (32, 32, 3), 128), 128, 5, 2),
@@ -280,16 +301,6 @@ def bench_population(sweep_steps: tuple[int, ...] = (300, 3000)) -> None:
             member_images_per_s=round(rate * 128, 1),
             vs_single=round(rate / rates[("single", 5)], 3),
             statistic="median of 2 interleaved rounds",
-        )
-    for steps in sweep_steps:
-        seconds = {launcher: sweep_seconds(launcher, steps) for launcher in ("basic", "population")}
-        emit(
-            bench="population_sweep",
-            runs=16,
-            steps=steps,
-            basic_s=round(seconds["basic"], 1),
-            population_s=round(seconds["population"], 1),
-            speedup=round(seconds["basic"] / seconds["population"], 2),
         )
 
 
@@ -314,49 +325,6 @@ def sweep_seconds(launcher: str, steps: int) -> float:
         start = time.perf_counter()
         subprocess.run([sys.executable, "-m", "resnet_jax.train", *args], check=True, capture_output=True)
         return time.perf_counter() - start
-
-
-def summary_table() -> list[str]:
-    """The measurements as a Markdown table: ours, PyTorch's where it ran, and the ratio."""
-    lines = ["| measurement | resnet_jax | PyTorch | ratio |", "| --- | --- | --- | --- |"]
-
-    def find(**match) -> list[dict]:
-        return [r for r in RESULTS if all(r.get(k) == v for k, v in match.items())]
-
-    for r in find(bench="cifar_train"):
-        ref = find(framework="torch", depth=r["depth"], channels_last=True)
-        ratio = find(bench="ratio_cifar", depth=r["depth"])
-        torch, times = (ref[-1]["images_per_s"] if ref else "-"), (ratio[-1]["ratio"] if ratio else "-")
-        name = f"ResNet-{r['depth']} training, batch {r['batch']} (images/s)"
-        lines.append(f"| {name} | {r['images_per_s']} | {torch} | {times} |")
-    for r in find(bench="mlp_train"):
-        ratio = find(bench="ratio_mlp", depth=r["depth"])
-        torch, times = (ratio[-1]["torch_median_steps_per_s"], ratio[-1]["ratio"]) if ratio else ("-", "-")
-        name = f"MLP depth {r['depth']}, width 64, batch 128 (steps/s; PyTorch: median of 3)"
-        lines.append(f"| {name} | {r['steps_per_s']} | {torch} | {times} |")
-    for r in find(bench="mlp_train_scanned"):
-        lines.append(f"| MLP depth {r['depth']}, XLA's scanned blocks (steps/s) | {r['steps_per_s']} | | |")
-    for r in find(bench="cifar_scan") + find(bench="mlp_chunk"):
-        rate = r.get("images_per_s", r.get("steps_per_s"))
-        name = f"ResNet-20 {r['variant']}" if "variant" in r else f"MLP depth {r['depth']}"
-        lines.append(f"| {name}, K = {r['steps_per_call']} steps per call | {rate} | | |")
-    for r in find(bench="compile"):
-        lines.append(f"| compile time, depth {r['depth']} (s) | {r['compile_s']} | | |")
-    for r in find(bench="memory"):
-        lines.append(f"| temporary memory, depth {r['depth']}, {r['variant']} (GiB) | {r['temp_gib']} | | |")
-    for r in find(bench="probe_overhead"):
-        lines.append(f"| probe overhead, {r['model']} depth {r['depth']} (%) | {r['overhead_pct']} | | |")
-    for r in find(bench="population_mlp") + find(bench="population_resnet"):
-        what = "member-steps/s" if "member_steps_per_s" in r else "member-images/s"
-        rate = r.get("member_steps_per_s", r.get("member_images_per_s"))
-        name = f"{'MLP depth 10' if r['bench'] == 'population_mlp' else 'ResNet-20'}, {r['variant']} ({what})"
-        lines.append(f"| {name}, vs one run | {rate} | | {r['vs_single']} |")
-    for r in find(bench="population_sweep"):
-        lines.append(
-            f"| sweep of 16 MLP runs, {r['steps']} steps: basic / population launcher (s) | "
-            f"{r['basic_s']} / {r['population_s']} | | {r['speedup']} |"
-        )
-    return lines
 
 
 SECTIONS = ("cifar", "scan", "mlp", "compile", "memory", "probes", "population")
@@ -397,7 +365,7 @@ def main() -> None:
         bench_population()
     if args.torch:
         bench_torch(args.torch, args.batch)
-    print("\n".join(summary_table()), flush=True)
+    print("\n".join(summary_table(RESULTS)), flush=True)
     if args.output:
         args.output.write_text(json.dumps(RESULTS, indent=1))
 
