@@ -14,23 +14,12 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import assert_same_record, snapshot, train, write_lock
+from helpers import SHORT_RUN, assert_same_record, snapshot, train, write_lock
 
 from resnet_jax import storage
 from resnet_jax.lock import RunLock, process_start_time
 
-ARGS = (
-    "model=mlp",
-    "model.depth=4",
-    "model.width=16",
-    "trainer.steps=40",
-    "trainer.batch_size=32",
-    "trainer.log_every=5",
-    "trainer.eval_every=10",
-    "trainer.checkpoint_every=10",
-    "probe.every=10",
-    "logger=none",
-)
+ARGS = SHORT_RUN
 
 
 def run_in(run_dir: Path, *extra: str, fault: str | None = None, env: dict | None = None):

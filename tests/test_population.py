@@ -16,6 +16,7 @@ import jax
 import numpy as np
 import pytest
 from helpers import (
+    SHORT_RUN,
     assert_same_record,
     final_arrays,
     metric_rows,
@@ -198,16 +199,8 @@ def test_a_population_larger_than_the_device_memory_is_trained_in_smaller_progra
 
 ARGS = (
     "-m",
-    "model=mlp",
-    "model.depth=4",
-    "model.width=16",
+    *SHORT_RUN,
     "trainer.steps=20",
-    "trainer.batch_size=32",
-    "trainer.log_every=5",
-    "trainer.eval_every=10",
-    "trainer.checkpoint_every=10",
-    "probe.every=10",
-    "logger=none",
     "optim.l2=0,1e-3",
     "seed=0,1",
 )

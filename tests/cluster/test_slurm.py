@@ -14,24 +14,13 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from helpers import assert_same_record, train, trained
+from helpers import SHORT_RUN, assert_same_record, train, trained
 
 pytestmark = pytest.mark.cluster
 
 PARTITION = os.environ.get("SLURM_PARTITION", "cpu")
 SLURM = ("-m", "launcher=submitit_slurm", f"hydra.launcher.partition={PARTITION}")
-RUN = (
-    "model=mlp",
-    "model.depth=4",
-    "model.width=16",
-    "trainer.steps=40",
-    "trainer.batch_size=32",
-    "trainer.log_every=5",
-    "trainer.eval_every=10",
-    "trainer.checkpoint_every=10",
-    "probe.every=10",
-    "logger=none",
-)
+RUN = SHORT_RUN
 ONE_CPU = ("hydra.launcher.cpus_per_task=1", "hydra.launcher.mem_gb=4")
 
 
