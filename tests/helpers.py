@@ -56,19 +56,40 @@ def tiny_config(*overrides: str) -> Config:
     return compose(*TINY, *overrides)
 
 
-def command(
-    module: str, *args: str, cwd: Path = REPO, wandb_mode: str = "disabled", env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess:
-    """`python -m MODULE ARGS` in a subprocess, as a user runs it: the one way the tests run a command."""
-    env = {
+def command_env(wandb_mode: str = "disabled", env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment the tests' commands run in: W&B quiet (disabled unless asked), one-line errors."""
+    return {
         **os.environ,
         "WANDB_MODE": wandb_mode,
         "WANDB_SILENT": "true",
         "HYDRA_FULL_ERROR": "0",
         **(env or {}),
     }
+
+
+def command(
+    module: str, *args: str, cwd: Path = REPO, wandb_mode: str = "disabled", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`python -m MODULE ARGS` in a subprocess, as a user runs it: the one way the tests run a command."""
     return subprocess.run(
-        [sys.executable, "-m", module, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", module, *args],
+        cwd=cwd,
+        env=command_env(wandb_mode, env),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def start_train(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`python -m resnet_jax.train ARGS` started in the background (for a test to signal or cancel)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "resnet_jax.train", *args, "trainer.progress=false"],
+        cwd=REPO,
+        env=command_env(env=env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
 
 

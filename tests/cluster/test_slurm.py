@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from helpers import SHORT_RUN, assert_same_record, train, trained
+from helpers import SHORT_RUN, assert_same_record, command_env, start_train, train, trained
 
 pytestmark = pytest.mark.cluster
 
@@ -109,23 +109,8 @@ def test_a_job_signalled_mid_run_comes_back_resumes_and_ends_bit_identical(
     # the job waits after its step-20 checkpoint; with a 3-minute limit SLURM sends USR2 150 s before it, 30 s
     # into each attempt: the first is waiting by then, the requeued one has finished its last 20 steps
     limit = ("hydra.launcher.timeout_min=3", "hydra.launcher.signal_delay_s=150") if how == "timeout" else ()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "resnet_jax.train",
-            *SLURM,
-            *RUN,
-            *ONE_CPU,
-            *limit,
-            "trainer.progress=false",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        env={**os.environ, "RESNET_JAX_FAULT": "after_checkpoint@20:pause", "WANDB_MODE": "disabled"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    fault = {"RESNET_JAX_FAULT": "after_checkpoint@20:pause"}
+    proc = start_train(*SLURM, *RUN, *ONE_CPU, *limit, f"hydra.sweep.dir={sweep}", env=fault)
     try:
         wait_for(
             lambda: run_dirs(sweep) and summary_at(run_dirs(sweep)[0], 20), 240, "the step-20 checkpoint"
@@ -152,21 +137,8 @@ def test_a_job_signalled_mid_run_comes_back_resumes_and_ends_bit_identical(
 
 def test_a_job_cancelled_before_any_result_ends_the_sweep_within_a_minute_naming_it(tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "resnet_jax.train",
-            *SLURM,
-            *RUN,
-            *ONE_CPU,
-            "trainer.progress=false",
-            f"hydra.sweep.dir={sweep}",
-        ],
-        env={**os.environ, "RESNET_JAX_FAULT": "after_log@5:pause", "WANDB_MODE": "disabled"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = start_train(
+        *SLURM, *RUN, *ONE_CPU, f"hydra.sweep.dir={sweep}", env={"RESNET_JAX_FAULT": "after_log@5:pause"}
     )
     try:
         wait_for(lambda: run_dirs(sweep) and (run_dirs(sweep)[0] / "metrics.jsonl").is_file(), 240, "step 5")
@@ -256,7 +228,7 @@ def test_a_multi_task_allocation_started_without_srun_says_so_and_trains_alone(t
         capture_output=True,
         text=True,
         timeout=600,
-        env={**os.environ, "WANDB_MODE": "disabled"},
+        env=command_env(),
     )
     assert out.returncode == 0, out.stderr[-3000:]
     said = [line for line in out.stderr.splitlines() if "not started by srun" in line]
