@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -48,12 +49,12 @@ def train_rate(engine: Engine, batch: int, steps_per_call: int, calls: int) -> t
     state = engine.stacked(engine.member_initial)
     start = time.perf_counter()
     state, rows = engine.train_members(state, indices(), alive)
-    rows.block_until_ready()
+    jax.block_until_ready(rows)
     first = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(calls):
         state, rows = engine.train_members(state, indices(), alive)
-    rows.block_until_ready()
+    jax.block_until_ready(rows)
     return members * calls * steps_per_call / (time.perf_counter() - start), first
 
 

@@ -198,11 +198,11 @@ def very_deep(sizes: Sizes, budget: Budget) -> None:
         temp = compiled.memory_analysis().temp_size_in_bytes / 2**30
         state = engine.initial_state()
         state, rows = compiled(state, engine.place_indices(indices))
-        rows.block_until_ready()
+        jax.block_until_ready(rows)
         start = time.perf_counter()
         for _ in range(sizes.calls):
             state, rows = compiled(state, engine.place_indices(indices))
-        rows.block_until_ready()
+        jax.block_until_ready(rows)
         images = sizes.calls * sizes.batch / (time.perf_counter() - start)
         bench.emit(
             bench="very_deep",

@@ -99,7 +99,8 @@ class Engine:
         return distributed.put(indices, distributed.batch_sharded(self.mesh, axis=1))
 
     def train_chunk(self, state: TrainState, indices: np.ndarray) -> tuple[TrainState, jax.Array]:
-        """K = len(indices) training steps in one compiled call; returns per-step (loss, error) rows."""
+        """K = len(indices) training steps in one compiled call; returns the steps' rows: `{"loss": (K,),
+        "error": (K,)}`, each step's training loss and error rate on its batch."""
         return self.compiled_chunk(state, self.place_indices(indices))
 
     def stacked(self, states: list[TrainState]) -> TrainState:
@@ -109,9 +110,9 @@ class Engine:
 
     def train_members(self, state: TrainState, indices: np.ndarray, alive: np.ndarray):
         """`train_chunk` for the lifecycle, which calls it only while its member trains: `indices` (K, 1, B);
-        returns the state and (K, 1, 2) rows."""
+        returns the state and the rows with a member axis: `{"loss": (K, 1), "error": (K, 1)}`."""
         state, rows = self.train_chunk(state, indices[:, 0])
-        return state, rows[:, None]
+        return state, jax.tree.map(lambda row: row[:, None], rows)
 
     def evaluate_members(self, state: TrainState, x: np.ndarray, y: np.ndarray, batch_size: int):
         """`evaluate`, as a list of the members' results."""
@@ -159,7 +160,7 @@ class Engine:
         )
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
-        return TrainState(state.step + 1, params, model_state, opt_state), jnp.stack([loss, error])
+        return TrainState(state.step + 1, params, model_state, opt_state), {"loss": loss, "error": error}
 
     def _train_step(self, state: TrainState, indices: jax.Array):
         return self.step_with(self.tx, self.l2, self.augment_key, state, indices)
@@ -205,7 +206,7 @@ def run_steps(step, state, indices: jax.Array):
     faults.point("tracing")  # runs while the chunk is traced for compilation, never in the compiled program
     if indices.shape[0] == 1:
         state, row = step(state, indices[0])
-        return state, row[None]
+        return state, jax.tree.map(lambda value: value[None], row)
     return jax.lax.scan(step, state, indices)
 
 

@@ -66,10 +66,10 @@ class Member:
 
 @dataclass
 class Done:
-    """What a chunk produced for the members: their (K, M, 2) rows and, at their cadences, the evaluation of
-    each split, the probes and the state on the host (for the checkpoints)."""
+    """What a chunk produced for the members: their rows (`loss`, `error`: (K, M) each) and, at their
+    cadences, the evaluation of each split, the probes and the state on the host (for the checkpoints)."""
 
-    rows: np.ndarray
+    rows: dict[str, np.ndarray]
     evaluated: dict[str, list[dict[str, float]]] | None = None  # by split, each member's loss and error
     elapsed: float | None = None  # None for the first chunk of an attempt: it includes the compilation
     probed: list[dict[str, list[float]]] | None = None
@@ -258,7 +258,7 @@ class Life:
         chunk_start = time.perf_counter()
         state, rows = engine.train_members(state, indices, alive)
         step = first + indices.shape[0]
-        done = Done(rows=distributed.host_copy(rows))
+        done = Done(rows=jax.tree.map(distributed.host_copy, rows))
         if due(step, t.eval_every, t.steps):
             done.evaluated = {
                 split: engine.evaluate_members(state, x, y, t.eval_batch_size)
@@ -277,7 +277,7 @@ class Life:
     def chunk_end(self, member: Member, k: int, step: int, done: Done, engine: Engine) -> None:
         """What a run does after a chunk: record, log, probe, checkpoint; stop if its loss is not finite."""
         record = member.record
-        metrics = chunk_metrics(member.lr_at, step, done.rows[:, k])
+        metrics = chunk_metrics(member.lr_at, step, {key: row[:, k] for key, row in done.rows.items()})
         if done.elapsed is not None:
             record.time_chunk(step - member.step, done.elapsed)
         member.step = member.summary["step"] = step

@@ -113,9 +113,11 @@ class Record:
         return round(steps / seconds, 3) if seconds > 0 and steps else None
 
 
-def chunk_metrics(lr_at: optax.Schedule, step: int, rows: np.ndarray) -> dict[str, Any]:
-    """A chunk's mean train loss and error (from one member's (K, 2) rows) and the lr of its last step."""
-    loss, error = (float(v) for v in rows.mean(axis=0))
+def chunk_metrics(lr_at: optax.Schedule, step: int, rows: dict[str, np.ndarray]) -> dict[str, Any]:
+    """A chunk's mean train loss and error (from one member's rows, (K,) each) and the lr of its last step.
+    Both means as one reduction over the steps of a (K, 2) array: the summation order every record was
+    written with."""
+    loss, error = (float(v) for v in np.stack([rows["loss"], rows["error"]], axis=1).mean(axis=0))
     return {"train/loss": loss, "train/error": 100.0 * error, "lr": float(lr_at(step - 1))}
 
 

@@ -196,7 +196,7 @@ class PopulationEngine(Engine):
     def _population_chunk(
         self, state: TrainState, indices: jax.Array, alive: jax.Array, hyper: dict, augment_keys: jax.Array
     ):
-        """Every alive member trains the chunk's K steps (the others keep their state); (K, M, 2) rows. The
+        """Every alive member trains the chunk's K steps (the others keep their state); rows of (K, M). The
         per-member arrays are arguments, not closed over: split over several processes, a jitted function
         may not close over an array that spans them."""
         chunk = self._side_by_side if self.layout == "vmap" else self._in_turn
@@ -230,16 +230,18 @@ class PopulationEngine(Engine):
                     s, rows = run_steps(
                         lambda st, b: self._member_step(st, b, hyper, augment_key, data), s, indices
                     )
-                    return s, rows.astype(jnp.float32)  # float32 holds every dtype's loss exactly
+                    # float32 holds every dtype's loss exactly
+                    return s, jax.tree.map(lambda row: row.astype(jnp.float32), rows)
 
                 def skip(s: TrainState):
-                    return s, jnp.zeros((indices.shape[0], 2), jnp.float32)
+                    nothing = jnp.zeros(indices.shape[0], jnp.float32)
+                    return s, {"loss": nothing, "error": nothing}
 
                 return jax.lax.cond(member_alive, train, skip, state)
 
             members = (state, jnp.moveaxis(indices, 1, 0), hyper, augment_keys, alive)
             new, rows = jax.lax.map(member_chunk, members)
-            return new, jnp.moveaxis(rows, 0, 1)
+            return new, jax.tree.map(lambda row: jnp.moveaxis(row, 0, 1), rows)
 
         if self.members_split:  # each device its own members (and its own copy of the data)
             members, steps_members = P(distributed.DATA_AXIS), P(None, distributed.DATA_AXIS)
@@ -274,10 +276,10 @@ class PopulationEngine(Engine):
         )
 
     def train_members(self, state: TrainState, indices: np.ndarray, alive: np.ndarray):
-        """K steps of every alive member: `indices` (K, M, B); returns the state and (K, M, 2) rows."""
+        """K steps of every alive member: `indices` (K, M, B); returns the state and the rows, each (K, M)."""
         arguments = self._chunk_arguments(indices, alive)
         state, rows = self._program(state, *arguments)(state, *arguments)
-        return state, rows[:, : self.members]
+        return state, jax.tree.map(lambda row: row[:, : self.members], rows)
 
     def members_that_fit(self, steps: int, batch_size: int, fraction: float = 0.8) -> int:
         """How many members fit in `fraction` of each device's free memory: this population's compiled

@@ -73,7 +73,7 @@ def _train_params(log_every: int, steps: int = 6):
     losses = []
     for first in range(0, steps, log_every):
         state, rows = engine.train_chunk(state, sampler.indices(first, log_every))
-        losses.extend(np.asarray(rows[:, 0]))
+        losses.extend(np.asarray(rows["loss"]))
     return state, np.array(losses)
 
 
