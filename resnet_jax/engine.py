@@ -74,6 +74,7 @@ class Engine:
         # has one, a `population.PopulationEngine` several, with a leading member axis on every array
         self.members = 1
         self.member_initial = [self._initial]  # each member's step-0 state on the host
+        self.members_split = False  # whether each device trains whole members (a population's choice)
         self.compiled_chunk = jax.jit(self._train_chunk, donate_argnums=0)
         self.eval_batch = jax.jit(self._eval_batch)
 

@@ -160,6 +160,10 @@ class Life:
         else:
             data = datasets.load(cfg.data)
             engine = build_engine([m.cfg for m in program], data, resolve_layout(layout))
+        if engine.members_split:  # said once the directories are claimed, so their train.log has it
+            log.info(
+                "%d members split over %d devices (%d slots)", engine.members, engine.devices, engine.slots
+            )
         params = engine.params
         states = []
         for k, m in enumerate(program):

@@ -3,7 +3,6 @@ several: a `population.PopulationEngine`) and the probes every member takes in o
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import Any
@@ -17,8 +16,6 @@ from resnet_jax import distributed, models, optim, probes
 from resnet_jax.config import Config
 from resnet_jax.engine import Engine, TrainState
 from resnet_jax.population import PopulationEngine, population_model
-
-log = logging.getLogger(__name__)
 
 
 def build_engine(configs: Sequence[Config], data: datasets.Dataset, layout: str) -> Engine:
@@ -43,7 +40,7 @@ def build_engine(configs: Sequence[Config], data: datasets.Dataset, layout: str)
         models.build(population_model(c.model, layout), data.image_shape, data.num_classes, c.seed)
         for c in configs
     ]
-    engine = PopulationEngine(
+    return PopulationEngine(
         networks,
         [c.optim for c in configs],
         cfg.trainer.steps,
@@ -51,9 +48,6 @@ def build_engine(configs: Sequence[Config], data: datasets.Dataset, layout: str)
         layout=layout,
         **shared,
     )
-    if engine.members_split:
-        log.info("%d members split over %d devices (%d slots)", engine.members, engine.devices, engine.slots)
-    return engine
 
 
 def probe_batch(engine: Engine, cfg: Config, data: datasets.Dataset) -> tuple[jax.Array, jax.Array]:
