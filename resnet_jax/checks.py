@@ -3,7 +3,7 @@ that owns each section, plus the rules between sections (a batch that fits the t
 
 from __future__ import annotations
 
-from resnet_jax import data, loop, models, optim, rules, tracking
+from resnet_jax import data, loop, models, objective, optim, rules, tracking
 from resnet_jax.config import Config
 from resnet_jax.errors import ConfigError
 
@@ -17,6 +17,7 @@ def check(cfg: Config) -> None:
     optim.check(cfg.optim, cfg.trainer.steps)
     tracking.check(cfg.logger)
     loop.check(cfg.trainer, cfg.probe)
+    objective.check(cfg)
     if cfg.probe.every and not models.takes_probes(cfg.model):
         raise ConfigError(
             f"probe.every={cfg.probe.every} is not allowed; model={cfg.model.name} takes no per-layer "

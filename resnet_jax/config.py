@@ -264,6 +264,9 @@ class Config:
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     seed: int = 0  # initialisation and data order
     name: str = "default"  # the sweep: W&B group and multirun/<name>/
+    # what a sweeper minimises or maximises: a metric of the run's final evaluation (resnet_jax.objective);
+    # null: val/error with a validation split (data.validation > 0), else test/error
+    optimized_metric: str | None = None
 
 
 # Every option of every group: the name users type, and the schema that holds its keys and defaults.
@@ -295,6 +298,7 @@ def as_dict(cfg: Any) -> dict[str, Any]:
 # on the batch's shape).
 RESULT_NEUTRAL = (
     "name",  # the sweep's name: it places the directory, so it is already the same
+    "optimized_metric",  # what a sweeper reads from the summary
     "logger",  # where metrics go besides the run directory
     "trainer.progress",
     "trainer.checkpoint_every",  # never ends a chunk of its own (loop.passed)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,14 +20,16 @@ from typing import Any
 import submitit
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
+from hydra.core.utils import JobReturn, configure_log, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from resnet_jax import lifecycle, outcome, population, rules, slurm
+from resnet_jax import lifecycle, objective, outcome, population, rules, slurm
 from resnet_jax.composition import to_config
+from resnet_jax.config import as_dict
 from resnet_jax.errors import ConfigError, UserError
+from resnet_jax.rundir import RunDir
 
 log = logging.getLogger(__name__)
 
@@ -73,17 +75,6 @@ def check(launcher: dict) -> None:
             )
 
 
-# the command line's jobs, composed and checked once before Hydra starts (`resnet_jax.commandline`), by their
-# overrides: composing a job takes Hydra ~0.1-0.3 s, a sixth of a short 16-run population sweep
-_checked: dict[tuple[str, ...], population.MemberJob] = {}
-
-
-def remember(jobs: Iterable[population.MemberJob]) -> None:
-    """The checked jobs of this command line (replacing any earlier command line's)."""
-    _checked.clear()
-    _checked.update({tuple(job.overrides): job for job in jobs})
-
-
 @dataclass
 class PopulationJob:
     """One submitit job: a group trained as one program, or as smaller ones when it does not fit (sized where
@@ -118,54 +109,54 @@ class PopulationLauncher(Launcher):
         self.hydra_context: HydraContext | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        self.config, self.hydra_context = config, hydra_context
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
 
-    def _member_jobs(self, job_overrides: Sequence[Sequence[str]], first: int) -> list[population.MemberJob]:
-        """Each job's config and run directory, exactly as the basic launcher composes them."""
-        jobs = []
-        for number, overrides in enumerate(job_overrides, start=first):
-            if tuple(overrides) in _checked:
-                jobs.append(_checked[tuple(overrides)])
-                continue
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-            with open_dict(sweep_config):
-                sweep_config.hydra.job.id = number
-                sweep_config.hydra.job.num = number
-            HydraConfig.instance().set_config(sweep_config)
-            run_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
-            name = str(sweep_config.hydra.job.override_dirname) or "default"
-            jobs.append(population.MemberJob(to_config(sweep_config), run_dir, tuple(overrides), name))
-        return jobs
+    def _sweep_config(self, overrides: Sequence[str], number: int) -> DictConfig:
+        """The job's config exactly as the basic launcher composes it."""
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = number
+            sweep_config.hydra.job.num = number
+        return sweep_config
+
+    def _run_job(self, sweep_config: DictConfig, task_function: TaskFunction) -> JobReturn:
+        """One job's return, through Hydra's own `run_job` (its callbacks, its complete `JobReturn`)."""
+        return run_job(
+            hydra_context=self.hydra_context,
+            task_function=task_function,
+            config=sweep_config,
+            job_dir_key="hydra.sweep.dir",
+            job_subdir_key="hydra.sweep.subdir",
+        )
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        """Train the jobs as populations, then return each job's objective as the task would have (Hydra's
+        callbacks fire for every job, after its population trained). A task function that is not
+        resnet_jax's (`trains_populations`) is called for each job in turn, as the basic launcher does."""
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir))
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        jobs = self._member_jobs(job_overrides, initial_job_idx)
+        configs = [self._sweep_config(o, n) for n, o in enumerate(job_overrides, start=initial_job_idx)]
+        if not getattr(self.task_function, "trains_populations", False):
+            return [self._run_job(sweep_config, self.task_function) for sweep_config in configs]
+        jobs = [member_job(sweep_config) for sweep_config in configs]
         configure_log(self.config.hydra.job_logging, self.config.hydra.verbose)  # what a single job logs
         if self.backend == "local":
-            codes: dict[Path, int] = {}
             for members in population.form_groups(jobs, self.max_members or len(jobs)):
-                codes.update(
-                    _train(members, sweep_dir, fit_to_memory=self.max_members is None, layout=self.layout)
-                )
+                _train(members, sweep_dir, fit_to_memory=self.max_members is None, layout=self.layout)
         else:
-            codes = self._submit(jobs, sweep_dir)
-        # a job without a code ended without a result (cancelled, requeued, killed): its run directory says
-        # where it stands, and the sweep's outcome is read from the run directories (resnet_jax.train)
+            self._submit(jobs, sweep_dir)
+        # each job's objective from its run directory, whatever process wrote it: a job without a result
+        # (failed, diverged, cancelled, killed) returns None, as the task does
         return [
-            JobReturn(
-                overrides=list(job.overrides),
-                _return_value=codes.get(job.run_dir, 1),
-                status=JobStatus.COMPLETED,
-            )
-            for job in jobs
+            self._run_job(sweep_config, lambda _cfg, job=job: recorded_objective(job))
+            for sweep_config, job in zip(configs, jobs, strict=True)
         ]
 
-    def _submit(self, jobs: list[population.MemberJob], sweep_dir: Path) -> dict[Path, int]:
+    def _submit(self, jobs: list[population.MemberJob], sweep_dir: Path) -> None:
         """One submitit job per group (split by `max_members` here when it is set, so that the parts run at
-        once), each group's exit code by its members' run directories."""
+        once), waited for."""
         groups = population.form_groups(jobs, self.max_members or len(jobs))
         settings = {
             **self.executor,
@@ -182,16 +173,31 @@ class PopulationLauncher(Launcher):
         for members in groups:
             log.info("population job of %d: %s", len(members), "; ".join(m.name for m in members))
 
-        def submit_and_wait() -> list[tuple[list[population.MemberJob], int]]:
-            submitted = executor.map_array(task, groups)
-            # a job of several tasks has a result per task (process): process 0's, which writes, decides
-            return [(members, job.results()[0]) for members, job in zip(groups, submitted, strict=True)]
+        def submit_and_wait() -> None:
+            for job in executor.map_array(task, groups):
+                job.results()  # raises for a job that ended without a result: its run directories say so
 
         if self.backend == "submitit_slurm":
-            results = slurm.watched(params, submit_and_wait)
+            slurm.watched(params, submit_and_wait)
         else:
-            results = submit_and_wait()
-        return {m.run_dir: code for members, code in results for m in members}
+            submit_and_wait()
+
+
+def member_job(sweep_config: DictConfig) -> population.MemberJob:
+    """A job of the sweep as a population's member: its config and run directory."""
+    HydraConfig.instance().set_config(sweep_config)  # what the run directory's interpolations read
+    run_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
+    name = str(sweep_config.hydra.job.override_dirname) or "default"
+    overrides = tuple(sweep_config.hydra.overrides.task)
+    return population.MemberJob(to_config(sweep_config), run_dir, overrides, name)
+
+
+def recorded_objective(job: population.MemberJob) -> float | None:
+    """The job's objective as its run directory records it; None when it holds no completed run of it."""
+    directory = RunDir(job.run_dir, primary=False)
+    code, _ = directory.outcome(as_dict(job.config))
+    summary = directory.read_summary()
+    return None if code or summary is None else objective.value(job.config, summary)
 
 
 def member_line(name: str, summary: dict) -> str:

@@ -1,9 +1,9 @@
 """Hydra entry point: `python -m resnet_jax.train [overrides]` or `resnet-jax-train -m ...` for sweeps.
 
-Thin by design: check every job of the command line, call `runner.run`, turn the outcome into a one-screen
-summary and an exit code. A failing job of a multirun is recorded (summary.json, W&B) and the sweep goes on;
-at the end the sweep's outcome is read back from its run directories, whatever launcher ran the jobs, and
-the process exits non-zero, with one line per job, if any job failed, diverged or never finished.
+Thin by design: call `runner.run`, turn the outcome into a one-screen summary, an exit code and the run's
+objective (returned to Hydra's sweeper, `resnet_jax.objective`). The jobs are checked before Hydra runs them
+and a sweep's outcome is read from its run directories at its end (`resnet_jax.callbacks`). A failing job of
+a multirun is recorded (summary.json, W&B) and the sweep goes on.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ INTERRUPTS.install()
 import logging
 import os
 import sys
-import traceback
 from pathlib import Path
 from typing import Any
 
@@ -25,12 +24,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from resnet_jax import commandline, faults, outcome
+from resnet_jax import arguments, faults, objective, outcome
+from resnet_jax.callbacks import refusing
 from resnet_jax.composition import register, to_config
-from resnet_jax.config import CONF_DIR, as_dict
+from resnet_jax.config import CONF_DIR
 from resnet_jax.errors import UserError
 from resnet_jax.loop import Diverged
-from resnet_jax.rundir import RunDir
 from resnet_jax.runner import run
 
 log = logging.getLogger("resnet_jax")
@@ -59,14 +58,16 @@ def format_summary(summary: dict[str, Any], run_dir: Path) -> str:
     return "\n".join(["", "=" * 60, *(f"{k:<{width}}  {v}" for k, v in rows), "=" * 60])
 
 
-def _hydra_job(cfg: DictConfig) -> int:
-    """Run one job; never raise, so a multirun carries on past a failed job (its run directory says why)."""
+def _hydra_job(cfg: DictConfig) -> tuple[int, float | None]:
+    """Run one job: its exit code and its objective (None without a result). Never raises, so a multirun
+    carries on past a failed job (its run directory says why)."""
     hydra_cfg = HydraConfig.get()
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
+        config = to_config(cfg)  # checked by the pre-flight, or (a search's job) by `run` before it trains
         summary = run(
-            to_config(cfg),
+            config,
             run_dir,
             overrides=tuple(hydra_cfg.overrides.task),
             group=cfg.name,
@@ -74,57 +75,38 @@ def _hydra_job(cfg: DictConfig) -> int:
             wandb_dir=Path(hydra_cfg.sweep.dir) if multirun else run_dir,
         )
         print(format_summary(summary, run_dir), flush=True)
-        return 0
+        return 0, objective.value(config, summary)
     except UserError as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             log.exception("error")
         log.error("error: %s", exc)
-        return outcome.of_exception(exc)[1]
+        return outcome.of_exception(exc)[1], None
     except Diverged as exc:
         log.error("diverged: %s", exc)
-        return outcome.of_exception(exc)[1]
+        return outcome.of_exception(exc)[1], None
     except Exception as exc:
         if INTERRUPTS.received is not None:  # an interrupt that surfaced through a library as its own error
             raise KeyboardInterrupt from None
         log.exception("run failed in %s", run_dir)
-        return outcome.of_exception(exc)[1]
-
-
-def sweep_outcome(jobs: list[commandline.Job]) -> int:
-    """Each job's outcome read from its run directory (the jobs may have run in other processes or on other
-    machines): one line per job that did not complete, named by the overrides that vary across the sweep,
-    and the worst exit code."""
-    values: dict[str, set[str]] = {}
-    for job in jobs:
-        for override in job.overrides:
-            key, _, value = override.partition("=")
-            values.setdefault(key, set()).add(value)
-    varying = {key for key, seen in values.items() if len(seen) > 1}
-    worst = 0
-    for job in jobs:
-        code, line = RunDir(job.run_dir).outcome(as_dict(job.config))
-        if code:
-            named = [o for o in job.overrides if o.partition("=")[0] in varying] or list(job.overrides)
-            print(f"job {' '.join(named) or '(no overrides)'}: {line} ({job.run_dir})", file=sys.stderr)
-        worst = max(worst, code)
-    return worst
+        return outcome.of_exception(exc)[1], None
 
 
 def main() -> None:
     """Console script: check every job of the command line, run Hydra, exit with the worst job's code."""
     faults.point("startup")
-    try:
-        jobs = commandline.check(sys.argv[1:])
-    except UserError as exc:
-        if os.environ.get("HYDRA_FULL_ERROR") == "1":
-            traceback.print_exc()
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+    command = arguments.parse(sys.argv[1:])
+    if command is not None:
+        refusing(lambda: arguments.check_composes(command))
     codes: list[int] = []  # the jobs run in this process (a launcher's other processes keep their own)
 
-    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")
-    def hydra_main(cfg: DictConfig) -> None:
-        codes.append(_hydra_job(cfg))
+    def task(cfg: DictConfig) -> float | None:
+        """Hydra's task function: one job, its objective returned to the sweeper."""
+        code, value = _hydra_job(cfg)
+        codes.append(code)
+        return value
+
+    task.trains_populations = True  # resnet_jax.population_launcher trains its jobs as populations
+    hydra_main = hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="config")(task)
 
     INTERRUPTS.begin()
     try:
@@ -135,8 +117,6 @@ def main() -> None:
         if INTERRUPTS.received is None:
             raise
         INTERRUPTS.exit_after(INTERRUPTS.line())
-    if jobs is not None and jobs.multirun:
-        codes.append(sweep_outcome(jobs.jobs))
     sys.exit(max(codes, default=0))
 
 

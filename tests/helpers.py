@@ -17,9 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import orbax.checkpoint as ocp
+from hydra import compose as hydra_compose
+from hydra import initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from resnet_jax.composition import compose
-from resnet_jax.config import Config
+from resnet_jax import preflight
+from resnet_jax.composition import compose, register
+from resnet_jax.config import CONF_DIR, Config
 
 REPO = Path(__file__).resolve().parents[1]
 # the oneDNN wheels (and so the CPU kernels) exist for Linux x86-64 only
@@ -54,6 +58,20 @@ SHORT_RUN = (
 def tiny_config(*overrides: str) -> Config:
     """What `python -m resnet_jax.train TINY OVERRIDES` runs (composed through Hydra, as users get it)."""
     return compose(*TINY, *overrides)
+
+
+def planned_jobs(*overrides: str, multirun: bool = False) -> list[preflight.Job]:
+    """The jobs `python -m resnet_jax.train [-m] OVERRIDES` runs, as its pre-flight composes them."""
+    register()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        parsed = OverridesParser.create().parse_overrides(list(overrides))
+        plain = [text for text, o in zip(overrides, parsed, strict=True) if not o.is_sweep_override()]
+        master = hydra_compose("config", plain, return_hydra_config=True)
+        if not multirun:
+            return [preflight.job(master, list(overrides), None)]
+        params = [f"{k}={v}" for k, v in (master.hydra.sweeper.get("params") or {}).items()]
+        combos, _ = preflight.combinations([*params, *overrides])
+        return [preflight.job(master, combo, n) for n, combo in enumerate(combos)]
 
 
 def command_env(wandb_mode: str = "disabled", env: dict[str, str] | None = None) -> dict[str, str]:

@@ -7,10 +7,11 @@ import math
 from pathlib import Path
 
 import pytest
+from helpers import planned_jobs
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
-from resnet_jax import commandline
+from resnet_jax import preflight
 from resnet_jax.checks import check
 from resnet_jax.composition import compose, composition_error
 from resnet_jax.config import (
@@ -73,7 +74,8 @@ def test_every_experiment_preset_composes(experiment: str) -> None:
 
 
 def test_the_very_deep_study_sweeps_five_nets_over_three_seeds() -> None:
-    plan = commandline.check(["-m", "experiment=very_deep"])
+    jobs = planned_jobs("experiment=very_deep", multirun=True)
+    preflight.check(jobs)
     nets = {
         (
             j.config.model.depth,
@@ -82,7 +84,7 @@ def test_the_very_deep_study_sweeps_five_nets_over_three_seeds() -> None:
             j.config.model.preact,
             j.config.model.zero_init_residual,
         )
-        for j in plan.jobs
+        for j in jobs
     }
     assert nets == {
         (110, True, "basic", False, False),
@@ -91,8 +93,8 @@ def test_the_very_deep_study_sweeps_five_nets_over_three_seeds() -> None:
         (1202, True, "basic", False, True),
         (1001, True, "bottleneck", True, False),
     }
-    assert len(plan.jobs) == len({j.run_dir for j in plan.jobs}) == 15
-    assert {j.config.seed for j in plan.jobs} == {0, 1, 2}
+    assert len(jobs) == len({j.run_dir for j in jobs}) == 15
+    assert {j.config.seed for j in jobs} == {0, 1, 2}
 
 
 def test_paper_preset_is_the_paper_recipe() -> None:

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import SHORT_RUN, assert_same_record, train, write_fake_cifar
+from helpers import SHORT_RUN, assert_same_record, planned_jobs, train, write_fake_cifar
 
-from resnet_jax import commandline, faults
+from resnet_jax import faults
 from resnet_jax.composition import compose
 from resnet_jax.config import RESULT_NEUTRAL, as_dict
 from resnet_jax.identity import differences
@@ -85,6 +85,7 @@ def test_a_moved_run_directory_resumes_and_says_where_it_lives(
 # tests, the first attempt's overrides, the second's)
 NEUTRAL_CHANGES = [
     ("name", (), ("name=elsewhere",)),
+    ("optimized_metric", (), ("optimized_metric=train/loss",)),
     ("logger", (), ("logger=wandb", "logger.tags=[a,b]", "logger.project=other", "logger.mode=disabled")),
     ("trainer.progress", (), ("trainer.progress=true",)),
     ("trainer.checkpoint_every", (), ("trainer.checkpoint_every=20",)),
@@ -139,7 +140,7 @@ def test_a_result_neutral_key_changed_between_attempts_keeps_the_results(
     assert_same_record(reference, run_dir)
 
     def placed(*overrides: str) -> Path:
-        return commandline.planned_jobs([*SHORT_RUN, *base, *overrides]).jobs[0].run_dir
+        return planned_jobs(*SHORT_RUN, *base, *overrides)[0].run_dir
 
     # the sweep's name places the sweep; within it, the run's own directory keeps its name
     same = (lambda p: p.name) if prefix == "name" else (lambda p: p)
@@ -148,7 +149,7 @@ def test_a_result_neutral_key_changed_between_attempts_keeps_the_results(
 
 def test_a_result_affecting_key_names_the_directory_and_is_refused_on_resume(tmp_path: Path) -> None:
     plain, other = (
-        commandline.planned_jobs([*SHORT_RUN, *extra]).jobs[0].run_dir for extra in ((), ("seed=1",))
+        planned_jobs(*SHORT_RUN, *extra)[0].run_dir for extra in ((), ("seed=1",))
     )
     assert plain != other
     run_dir = tmp_path / "run"

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO, SHORT_RUN, assert_same_record, train
+from helpers import REPO, SHORT_RUN, assert_same_record, planned_jobs, train
 
-from resnet_jax import commandline, faults
+from resnet_jax import faults
 from resnet_jax.composition import compose
 from resnet_jax.names import NAME_BYTES, run_name
 from resnet_jax.runner import run
@@ -39,14 +39,10 @@ def test_a_name_longer_than_the_file_system_allows_is_shortened_stably() -> None
     long = "x" * 300
     assert run_name(long) == run_name(long) and len(run_name(long).encode()) <= NAME_BYTES
     assert run_name(long) != run_name(long + "y") and run_name("short") == "short"
-    sweep = commandline.planned_jobs(
-        ["-m", *SHORT_RUN, f"name={long}", "seed=0,1", *(f"+data.x{i}=1" for i in ())]
-    )
+    sweep = planned_jobs(*SHORT_RUN, f"name={long}", "seed=0,1", multirun=True)
     overrides = [f"optim.lr=0.0{i}00000000000000{i}" for i in range(1, 3)]
-    many = commandline.planned_jobs(
-        [*SHORT_RUN, *overrides, "optim.boundaries=[" + ",".join(map(str, range(1, 39))) + "]"]
-    )
-    for job in [*sweep.jobs, *many.jobs]:
+    many = planned_jobs(*SHORT_RUN, *overrides, "optim.boundaries=[" + ",".join(map(str, range(1, 39))) + "]")
+    for job in [*sweep, *many]:
         assert all(len(part.encode()) <= 255 for part in job.run_dir.parts), job.run_dir
 
 
