@@ -50,6 +50,7 @@ def format_summary(summary: dict[str, Any], run_dir: Path) -> str:
         ("steps", f"{summary['step']}  ({summary.get('steps_per_s') or 0:.3g} steps/s)"),
         ("parameters", f"{summary['params']:,}"),
         ("train error", f"{pct(final, 'train/error')}  (best {pct(best, 'train/error').strip()})"),
+        *[("val error", f"{pct(final, 'val/error')}  (best {pct(best, 'val/error').strip()})")] * ("val/error" in final),
         ("test error", f"{pct(final, 'test/error')}  (best {pct(best, 'test/error').strip()})"),
         ("wall time", f"{summary.get('wall_time_s', 0):.1f} s"),
         ("run directory", str(run_dir)),
@@ -102,7 +103,8 @@ def main() -> None:
     def task(cfg: DictConfig) -> float | None:
         """Hydra's task function: one job, its objective returned to the sweeper."""
         code, value = _hydra_job(cfg)
-        codes.append(code)
+        if HydraConfig.get().mode == RunMode.RUN:  # a sweep's outcome is its own (resnet_jax.callbacks)
+            codes.append(code)
         return value
 
     task.trains_populations = True  # resnet_jax.population_launcher trains its jobs as populations
