@@ -45,13 +45,15 @@ def format_summary(summary: dict[str, Any], run_dir: Path) -> str:
     def pct(metrics: dict[str, float], key: str) -> str:
         return f"{metrics[key]:6.2f} %" if key in metrics else "     n/a"
 
+    def error(split: str) -> tuple[str, str]:
+        key = f"{split}/error"
+        return f"{split} error", f"{pct(final, key)}  (best {pct(best, key).strip()})"
+
     rows = [
         ("status", summary["status"]),
         ("steps", f"{summary['step']}  ({summary.get('steps_per_s') or 0:.3g} steps/s)"),
         ("parameters", f"{summary['params']:,}"),
-        ("train error", f"{pct(final, 'train/error')}  (best {pct(best, 'train/error').strip()})"),
-        *[("val error", f"{pct(final, 'val/error')}  (best {pct(best, 'val/error').strip()})")] * ("val/error" in final),
-        ("test error", f"{pct(final, 'test/error')}  (best {pct(best, 'test/error').strip()})"),
+        *(error(split) for split in ("train", "val", "test") if split != "val" or "val/error" in final),
         ("wall time", f"{summary.get('wall_time_s', 0):.1f} s"),
         ("run directory", str(run_dir)),
     ]
