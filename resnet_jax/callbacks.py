@@ -4,13 +4,15 @@ creates any directory, and a sweep's outcome is read back from its run directori
 A bad job is one line on stderr and the process exits with its code (`SystemExit`, which Hydra lets through)
 before anything is written. A sweep of lists (Hydra's basic sweeper) ends with one line per job that did not
 complete, read from the run directories (the jobs may have run in other processes or on other machines), and
-exits with the worst job's code. A search (any other sweeper) reports each failed trial to its sweeper, which
-goes on; the process exits 0 when the sweeper finished (`docs/sweeps.md`).
+exits with the worst job's code; when Hydra ends it early (a launcher raised for a job that died before its
+result), the lines follow Hydra's report as the process exits, with Hydra's exit code 1. A search (any other
+sweeper) reports each failed trial to its sweeper, which goes on; the process exits 0 when the sweeper
+finished (docs/sweeps.md).
 """
 
 from __future__ import annotations
 
-import logging
+import atexit
 import os
 import sys
 import traceback
@@ -25,8 +27,6 @@ from resnet_jax import population_launcher, preflight
 from resnet_jax.config import as_dict
 from resnet_jax.errors import UserError
 from resnet_jax.rundir import RunDir
-
-log = logging.getLogger(__name__)
 
 
 def refusing(check: Callable[[], Any]) -> Any:
@@ -79,11 +79,19 @@ class CheckJobs(Callback):
 
         jobs, complete = refusing(checked)
         self.jobs = jobs if complete and lists_sweep(config) else None
+        if self.jobs is not None:  # Hydra ends a sweep whose launcher raised without on_multirun_end
+            atexit.register(self.report_outcome)
         # a search's sweeper may keep its study there (Optuna's storage) before the first job makes it
         Path(str(config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        if self.jobs is not None:
-            code = sweep_outcome(self.jobs)
-            if code:
-                raise SystemExit(code)
+        code = self.report_outcome()
+        if code:
+            raise SystemExit(code)
+
+    def report_outcome(self) -> int:
+        """The sweep's outcome, said once: at its end, or as the process exits when the sweep raised (a job
+        that died before its result), after Hydra's own report of why."""
+        atexit.unregister(self.report_outcome)
+        jobs, self.jobs = self.jobs, None
+        return 0 if jobs is None else sweep_outcome(jobs)
