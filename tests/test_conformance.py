@@ -1,30 +1,39 @@
-"""Hydra's own launcher test suites, run against the population launcher (SLURM's: tests/cluster).
-
-The suites train nothing of this project: their tasks are Hydra's test apps, which the population launcher
-calls one job at a time through Hydra's `run_job`, as the basic launcher does (it trains populations only of
-resnet_jax's task, `resnet_jax.train`). Every case applies and passes.
-"""
+"""Hydra's own launcher test suites (`hydra.test_utils.launcher_common_tests`) against the population
+launcher, in a pytest process of their own: each suite's app configures logging and Hydra's process-wide
+state (the version base) as an app does, which would leak into the tests that share a worker with them."""
 
 from __future__ import annotations
 
-from hydra.test_utils.launcher_common_tests import (
-    BatchedSweeperTestSuite,
-    IntegrationTestSuite,
-    LauncherTestSuite,
-)
-from pytest import mark
+import re
+import subprocess
+import sys
+
+from helpers import REPO, command_env
+
+SUITES = "launcher_suites.py"
+# LauncherTestSuite 9 cases, BatchedSweeperTestSuite 1, IntegrationTestSuite 11 (Hydra 1.3)
+CASES = 21
 
 
-@mark.parametrize("launcher_name, overrides", [("population", [])])
-class TestPopulationLauncher(LauncherTestSuite):
-    pass
-
-
-@mark.parametrize("launcher_name, overrides", [("population", [])])
-class TestPopulationLauncherBatches(BatchedSweeperTestSuite):
-    pass
-
-
-@mark.parametrize("task_launcher_cfg, extra_flags", [({}, ["-m", "hydra/launcher=population"])])
-class TestPopulationLauncherIntegration(IntegrationTestSuite):
-    pass
+def test_the_population_launcher_passes_hydras_launcher_suites(tmp_path) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            str(REPO / "tests/launcher_suites.py"),
+        ],
+        cwd=tmp_path,
+        env=command_env(),
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert out.returncode == 0, out.stdout[-5000:]
+    counts = dict(
+        (word, int(n)) for n, word in re.findall(r"(\d+) (passed|failed|skipped|error)", out.stdout)
+    )
+    assert counts == {"passed": CASES}, out.stdout[-2000:]

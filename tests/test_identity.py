@@ -148,9 +148,7 @@ def test_a_result_neutral_key_changed_between_attempts_keeps_the_results(
 
 
 def test_a_result_affecting_key_names_the_directory_and_is_refused_on_resume(tmp_path: Path) -> None:
-    plain, other = (
-        planned_jobs(*SHORT_RUN, *extra)[0].run_dir for extra in ((), ("seed=1",))
-    )
+    plain, other = (planned_jobs(*SHORT_RUN, *extra)[0].run_dir for extra in ((), ("seed=1",)))
     assert plain != other
     run_dir = tmp_path / "run"
     run(compose(*SHORT_RUN), run_dir)
