@@ -218,8 +218,8 @@ class WandbLogger(LoggerConfig):
     """Weights & Biases, offline by default (`wandb sync` uploads later); WANDB_MODE wins over `mode`."""
 
     name: str = "wandb"
-    project: str = "resnet_jax"
-    entity: str | None = None
+    project: str | None = None  # null: WANDB_PROJECT, else resnet_jax
+    entity: str | None = None  # null: WANDB_ENTITY, else the W&B account's default
     mode: str = "offline"  # offline | online | disabled
     tags: list[str] = field(default_factory=list)
     init_timeout: float = 30.0  # seconds to wait for the W&B server before training without it

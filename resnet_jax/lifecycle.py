@@ -1,15 +1,13 @@
 """The life of a run, written once for one configuration and for many: a single run is a population of one.
 
-    claim each member's directory (lock, config identity) → its newest intact checkpoint (a completed member
-    is reported, not retrained) → set up (data on the devices once, the members' networks, one engine) →
-    start or resume each member → chunks: one compiled call of K steps for every training member, then per
-    member at the chunk's end: log, evaluate, probe, checkpoint, stop if diverged → a summary per member →
-    release
+    claim each member's directory → its newest intact checkpoint (a completed member is reported, not
+    retrained) → set up (data on the devices once, one engine) → start or resume each member → chunks: one
+    compiled call of K steps for every training member, then per member: log, evaluate, probe, checkpoint,
+    stop if diverged → a summary per member → release
 
-The engine owns how members are stacked and stepped (`engine.Engine`: one member;
-`population.PopulationEngine`: several, side by side or in turn, over the devices); this module owns what
-happens between the chunks; the run directory (`resnet_jax.rundir`) owns the files. Every member's directory
-ends as that of the single run with its config.
+The engine owns how members are stacked and stepped (`engine.Engine`, `population.PopulationEngine`); this
+module owns what happens between the chunks; the run directory (`resnet_jax.rundir`) owns the files. Every
+member's directory ends as that of the single run with its config.
 """
 
 from __future__ import annotations
@@ -215,7 +213,7 @@ class Life:
             member.summary = summaries.ended_early(member.summary, error, member.record, steps)
             member.directory.record_end(member.summary)
         if member.tracker is not None:
-            member.tracker.summarise(member.summary)
+            member.tracker.summarise(member.summary, member.cfg)
             member.tracker.close(0 if member.summary["status"] == "completed" else 1)
             member.tracker = None
         member.live = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import jax
@@ -12,6 +13,7 @@ import pytest
 from flax import nnx
 from helpers import tiny_config
 from wandb_records import history, run_record
+from wandb_records import summary as wandb_summary
 
 from resnet_jax import models, probes
 from resnet_jax.config import CifarModel, MlpModel
@@ -108,25 +110,56 @@ def test_cifar_probe_shapes_follow_depth() -> None:
     np.testing.assert_allclose(out["response_std"], 1.0, atol=0.02)
 
 
+def panels(rows: list[dict]) -> set[str]:
+    """The keys a W&B workspace makes a panel of: each logged key, a table's fields counted once."""
+    return {re.sub(r"(_table)/.*", r"\1", key) for row in rows for key in row if not key.startswith("_")}
+
+
+def layer_table(run_dir: Path, kind: str) -> dict:
+    """The newest per-layer chart's table of a probe kind, as the offline run stored it."""
+    (wandb_dir,) = (run_dir / "wandb").glob("offline-run-*")
+    tables = sorted((wandb_dir / "files/media/table/probe" / kind).glob("by_layer_table_*.table.json"))
+    return json.loads(max(tables, key=lambda p: int(p.name.split("_")[3])).read_text())
+
+
 def test_offline_wandb_run_holds_config_group_and_probes(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_TAGS", "mine,ours")
     cfg = tiny_config("model=mlp", "model.depth=6", "logger=wandb")
     run(cfg, tmp_path / "run", group="my-sweep", name="model.depth=6")
     (log_file,) = (tmp_path / "run" / "wandb").glob("offline-run-*/run-*.wandb")
     rows = history(log_file)
-    probe_rows = [r for r in rows if "probe/grad_norm/L000" in r]
+    probe_rows = [r for r in rows if "probe/grad_norm/mean" in r]
     assert [r["_step"] for r in probe_rows] == [0, 10, 20]
-    assert {f"probe/grad_norm/L{i:03d}" for i in range(6)} <= set(probe_rows[-1])
-    assert {"probe/branch_ratio/L001", "probe/response_std/mean", "test/error"} <= set(probe_rows[-1])
-    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert probe_rows[-1]["probe/grad_norm/L005"] == pytest.approx(
-        metrics[-1]["probe/grad_norm"][5], rel=1e-5
+    assert {"probe/branch_ratio/by_layer_table/path", "probe/response_std/max", "test/error"} <= set(
+        probe_rows[-1]
     )
+    assert not any("/L0" in key for key in panels(rows))  # the layer is an axis, not a series per layer
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    table = layer_table(tmp_path / "run", "grad_norm")
+    assert table["columns"] == ["layer", "grad_norm"] and [row[0] for row in table["data"]] == list(range(6))
+    np.testing.assert_allclose([row[1] for row in table["data"]], metrics[-1]["probe/grad_norm"], rtol=1e-5)
     record = run_record(log_file)
     assert record.run_group == "my-sweep" and record.display_name == "model.depth=6"
+    assert record.project == "resnet_jax"
     config = {item.key: json.loads(item.value_json) for item in record.config.update}
     assert config["model"]["depth"] == 6 and config["optim"]["l2"] == 1e-4
-    assert {"mlp", "residual", "depth=6", "l2=0.0001"} <= set(record.tags)
+    assert {"mlp", "residual", "depth=6", "data=digits", "l2=0.0001", "mine", "ours"} <= set(record.tags)
+    summary = wandb_summary(log_file)
+    assert summary["optimized_metric"] == "test/error" and summary["objective"] == metrics[-1]["test/error"]
+
+
+def test_a_resnet_110_run_shows_at_most_30_wandb_panels(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_PROJECT", "from_the_environment")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "elsewhere"))
+    cfg = tiny_config("model.depth=110", "model.unroll=false", "logger=wandb", "trainer.steps=10")
+    run(cfg, tmp_path / "run")
+    (log_file,) = (tmp_path / "elsewhere").glob("wandb/offline-run-*/run-*.wandb")
+    shown = panels(history(log_file))
+    assert len(shown) <= 30, sorted(shown)
+    assert len(layer_table(log_file.parents[1].parent, "grad_norm")["data"]) == 110
+    assert run_record(log_file).project == "from_the_environment"
 
 
 def test_a_vanishing_gradients_norm_is_measured_not_rounded_to_zero() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,17 @@ FULL, FIRST, MIDDLE, LAST = 1, 2, 3, 4
 
 
 def records(path: Path) -> list[Any]:
+    """The run's records once its exit is among them: W&B's service may still be writing the log when
+    `finish()` returns (seen under load), so read until the run's own end is there (at most a minute)."""
+    deadline = time.monotonic() + 60
+    while True:
+        found = _records(path)
+        if any(r.WhichOneof("record_type") == "exit" for r in found) or time.monotonic() > deadline:
+            return found
+        time.sleep(0.2)
+
+
+def _records(path: Path) -> list[Any]:
     data = path.read_bytes()
     assert data[:4] == b":W&B", "not a W&B transaction log"
     out, pos, pending = [], HEADER, b""
@@ -55,3 +67,13 @@ def history(path: Path) -> list[dict[str, Any]]:
 
 def run_record(path: Path) -> Any:
     return next(r.run for r in records(path) if r.WhichOneof("record_type") == "run")
+
+
+def summary(path: Path) -> dict[str, Any]:
+    """The run's summary as its last update left it."""
+    found: dict[str, Any] = {}
+    for record in records(path):
+        if record.WhichOneof("record_type") == "summary":
+            for item in record.summary.update:
+                found[item.key or "/".join(item.nested_key)] = json.loads(item.value_json)
+    return found
