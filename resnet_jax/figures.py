@@ -271,3 +271,19 @@ def plot_identity_vs_l2(runs: list[RunRecord], path: Path) -> None:
         if positive:
             ax.set_xscale("log")
     _save(fig, axes, path, "")
+
+
+def plot_objective(points: list[tuple[float, float]], key: str, metric: str, path: Path) -> None:
+    """A search's objective against one hyperparameter, one point per completed trial (log axis for a
+    positive range wider than 10x, as searched ranges usually are)."""
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    xs = [x for x, _ in points]
+    ax.scatter(xs, [y for _, y in points], s=18)
+    if xs and min(xs) > 0 and max(xs) > 10 * min(xs):
+        ax.set_xscale("log")
+    ax.set_xlabel(key)
+    ax.set_ylabel(metric)
+    ax.set_title(f"{metric} against {key}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

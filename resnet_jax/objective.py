@@ -15,11 +15,15 @@ MEASURES = ("error", "loss")  # error in %, loss the mean cross-entropy: lower i
 
 
 def metric(cfg: Config) -> str:
-    """The metric `cfg` optimises: `optimized_metric`, else val/error with a validation split, else
-    test/error."""
-    if cfg.optimized_metric is not None:
-        return cfg.optimized_metric
-    return "val/error" if cfg.data.validation else "test/error"
+    return chosen(cfg.optimized_metric, cfg.data.validation)
+
+
+def chosen(optimized_metric: str | None, validation: int) -> str:
+    """The metric a run optimises: `optimized_metric`, else val/error with a validation split, else
+    test/error (also read from a run directory's config by the report)."""
+    if optimized_metric is not None:
+        return optimized_metric
+    return "val/error" if validation else "test/error"
 
 
 def allowed(cfg: Config) -> tuple[str, ...]:

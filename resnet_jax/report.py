@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from resnet_jax import figures
+from resnet_jax import figures, search_report
 from resnet_jax.runs import RunRecord, find_runs, load_run
 
 CSV_COLUMNS = (
@@ -177,8 +177,9 @@ def build_report(root: Path, extra: list[Path] = (), output: Path | None = None)
         writer.writeheader()
         writer.writerows(rows)
     not_drawn = draw_figures(runs, table, folder)
+    search = search_report.section(root, runs, folder) if search_report.is_search(root, runs) else []
     report = output / "report.md"
-    report.write_text(report_text(root, every, damaged, table, rows, not_drawn))
+    report.write_text(report_text(root, every, damaged, table, rows, not_drawn, search))
     return report
 
 
@@ -209,8 +210,9 @@ def report_text(
     table: list[dict[str, Any]],
     rows: list[dict[str, Any]],
     not_drawn: list[str],
+    search: list[str],
 ) -> str:
-    """report.md: the tables, the damaged runs, the figures."""
+    """report.md: a search's ranking (when the sweep is one), the tables, the damaged runs, the figures."""
     run_columns = ["run", "status", "step", "final_train_error", "final_test_error", "best_test_error"]
     text = [
         f"# Report: {root.name}",
@@ -219,6 +221,7 @@ def report_text(
         f"figures), {len(damaged)} damaged (listed below).",
         "Errors in %, final values at the last logged step.",
         "",
+        *search,
         "## Final error per configuration (mean and std over seeds)",
         "",
         markdown_table(table, summary_columns(table)),

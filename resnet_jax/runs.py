@@ -9,9 +9,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from resnet_jax.identity import identity_digest
 from resnet_jax.records import NUMBER, summary_problems, wrong_types
-from resnet_jax.rundir import CONFIG_FILE, METRICS_FILE, SUMMARY_FILE, read_json, read_rows, read_yaml
+from resnet_jax.rundir import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    OVERRIDES_FILE,
+    SUMMARY_FILE,
+    read_json,
+    read_rows,
+    read_yaml,
+)
 
 # the config fields the report uses, and the types each may have (a field may be absent): a file whose YAML
 # parses but holds something else (a list for a number, text for a depth) is damaged, not drawn
@@ -114,6 +124,15 @@ def load_run(path: Path) -> RunRecord:
     if damaged_rows or unfit:
         problems.append(f"{METRICS_FILE} has unreadable lines (the readable rows are used)")
     return RunRecord(path, config or {}, summary or {"status": "damaged"}, rows, "; ".join(problems) or None)
+
+
+def read_overrides(path: Path) -> list[str]:
+    """overrides.yaml of the run directory at `path`: its command-line overrides ([] when unreadable)."""
+    try:
+        value = yaml.safe_load((path / OVERRIDES_FILE).read_text())
+    except (OSError, ValueError, yaml.YAMLError):
+        return []
+    return [str(o) for o in value] if isinstance(value, list) else []
 
 
 def find_runs(root: Path) -> list[Path]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO, train
+from helpers import REPO, report, train
 
 # a 4-trial search of the notes' dense net from the ResNet-20 preset (its validation split and objective)
 SEARCH = (
@@ -65,6 +65,21 @@ def test_a_search_finds_the_best_trial_its_run_directories_record(tmp_path: Path
     for run_dir in sweep.iterdir():  # named readably: 6 significant digits of a searched float, not 17
         named = dict(item.split("=") for item in run_dir.name.split(",") if "=" in item)
         assert run_dir.is_file() or all(len(named[key]) <= 11 for key in ("optim.lr", "optim.l2"))
+    assert_report_ranks(sweep, params, value)
+
+
+def assert_report_ranks(sweep: Path, params: tuple[float, float], value: float) -> None:
+    """The report ranks the trials by the objective and gives the best one's command line."""
+    assert report(str(sweep)).returncode == 0
+    text = (sweep / "report.md").read_text()
+    ranking = text.split("## Search: runs ranked by the objective (val/error, lower is better)")[1]
+    first = ranking.split("| 1 | ")[1].splitlines()[0]
+    assert f" {value:.4g} | " in first
+    command = ranking.split("```bash\n")[1].splitlines()[0]
+    assert f"optim.lr={params[0]!r}" in command and f"optim.l2={params[1]!r}" in command
+    assert {"objective_vs_optim.lr.png", "objective_vs_optim.l2.png"} <= {
+        p.name for p in (sweep / "figures").iterdir()
+    }
 
 
 @pytest.mark.parametrize("launcher", [(), POPULATION], ids=["basic", "population"])
