@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from resnet_jax import figures, search_report
+from resnet_jax import figures, report_wandb, search_report
 from resnet_jax.runs import RunRecord, find_runs, load_run
 
 CSV_COLUMNS = (
@@ -158,9 +158,11 @@ def draw_figures(runs: list[RunRecord], table: list[dict[str, object]], folder: 
     return failed
 
 
-def build_report(root: Path, extra: list[Path] = (), output: Path | None = None) -> Path:
+def build_report(
+    root: Path, extra: list[Path] = (), output: Path | None = None, to_wandb: bool = False
+) -> Path:
     """Read every run under `root` (and `extra`), write figures, tables and report.md into `output` (by
-    default `root`)."""
+    default `root`); `to_wandb`: log the figures and the runs table to W&B too (`resnet_jax.report_wandb`)."""
     output = output or root
     paths = sorted(set(find_runs(root)) | {p.resolve() for p in extra})
     every = [load_run(p) for p in paths]
@@ -180,6 +182,8 @@ def build_report(root: Path, extra: list[Path] = (), output: Path | None = None)
     search = search_report.section(root, runs, folder) if search_report.is_search(root, runs) else []
     report = output / "report.md"
     report.write_text(report_text(root, every, damaged, table, rows, not_drawn, search))
+    if to_wandb:
+        report_wandb.log_report(output, runs, rows, folder)
     return report
 
 
@@ -251,12 +255,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("sweep_dir", type=Path, help="a sweep directory (e.g. multirun/degradation)")
     parser.add_argument("run_dirs", type=Path, nargs="*", help="more run directories to include")
     parser.add_argument("--output", type=Path, help="where to write the report (default: SWEEP_DIR)")
+    parser.add_argument(
+        "--wandb", action="store_true", help="log the figures and the runs table to W&B, in the sweep's group"
+    )
     args = parser.parse_args(argv)
     if not args.sweep_dir.is_dir():
         sys.exit(f"error: sweep directory {args.sweep_dir} does not exist")
     output = (args.output or args.sweep_dir).resolve()
     try:
-        print(build_report(args.sweep_dir.resolve(), args.run_dirs, output))
+        print(build_report(args.sweep_dir.resolve(), args.run_dirs, output, to_wandb=args.wandb))
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""
         sys.exit(

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from wandb_records import history, run_record
 
 from resnet_jax import report
 from resnet_jax.runs import find_runs, load_run
@@ -238,3 +239,15 @@ def test_a_figure_the_values_cannot_make_is_listed_and_the_rest_are_drawn(
     text = report.build_report(sweep).read_text()
     assert "- `figures/branch_ratio_vs_l2.png` not drawn: ValueError: no finite values" in text
     assert (sweep / "figures" / "identity_vs_l2.png").stat().st_size > 10_000
+
+
+def test_the_report_goes_to_the_sweeps_wandb_group_as_images(sweep: Path, monkeypatch) -> None:
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    report.main([str(sweep), "--wandb"])
+    (log_file,) = (sweep / "wandb").glob("offline-run-*/run-*.wandb")
+    record = run_record(log_file)
+    assert record.run_group == "sweep" and record.job_type == "report"
+    (row,) = history(log_file)
+    for name in report.FIGURES:
+        assert row[f"report/{Path(name).stem}/_type"] == "image-file", name
+    assert row["report/runs/_type"] == "table-file" and row["report/runs/nrows"] == 10
