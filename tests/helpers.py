@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import orbax.checkpoint as ocp
+import yaml
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -53,6 +54,40 @@ SHORT_RUN = (
     "trainer.log_every=5",
     "trainer.checkpoint_every=10",
 )
+
+
+# a 4-trial search of the notes' dense net from the ResNet-20 preset (its validation split and objective)
+SEARCH = (
+    "hparams_search=resnet20_lr_l2",
+    "model=mlp",
+    "model.depth=4",
+    "model.width=16",
+    "logger=none",
+    "trainer.steps=20",
+    "trainer.batch_size=32",
+    "trainer.log_every=10",
+    "trainer.eval_every=20",
+    "trainer.progress=false",
+    "probe.every=0",
+    "hydra.sweeper.n_trials=4",
+    "hydra.sweeper.n_jobs=2",
+)
+
+
+def search_trials(sweep: Path) -> dict[tuple[float, float], dict]:
+    """Each trial's summary by its searched (lr, l2), from its run directory."""
+    found = {}
+    for run_dir in sweep.iterdir():
+        if (run_dir / "config.yaml").exists():
+            optim = yaml.safe_load((run_dir / "config.yaml").read_text())["optim"]
+            found[optim["lr"], optim["l2"]] = json.loads((run_dir / "summary.json").read_text())
+    return found
+
+
+def search_best(sweep: Path) -> tuple[tuple[float, float], float]:
+    """The sweeper's answer: the best trial's (lr, l2) and value."""
+    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    return (result["best_params"]["optim.lr"], result["best_params"]["optim.l2"]), result["best_value"]
 
 
 def tiny_config(*overrides: str) -> Config:

@@ -1,5 +1,6 @@
-"""Hydra's own launcher test suites, run against the population launcher by tests/test_conformance.py in a
-process of their own (they configure logging and Hydra's global state as an app does).
+"""Hydra's own launcher test suites, run against the population launcher (and, marked `cluster`, the SLURM
+launcher) by tests/test_conformance.py and tests/cluster, in a process of their own (they configure logging
+and Hydra's global state as an app does).
 
 The suites train nothing of this project: their tasks are Hydra's test apps, which the population launcher
 calls one job at a time through Hydra's `run_job`, as the basic launcher does (it trains populations only of
@@ -31,4 +32,25 @@ class TestPopulationLauncherBatches(BatchedSweeperTestSuite):
 
 @mark.parametrize("task_launcher_cfg, extra_flags", [({}, ["-m", "hydra/launcher=population"])])
 class TestPopulationLauncherIntegration(IntegrationTestSuite):
+    pass
+
+
+# the SLURM launcher (resnet_jax.slurm.SlurmLauncher): run by tests/cluster against a real SLURM only
+SLURM = [
+    "hydra.launcher._target_=hydra_plugins.resnet_jax_launchers.SlurmLauncher",
+    "hydra.launcher.partition=cpu",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=1",
+]
+
+
+@mark.cluster
+@mark.parametrize("launcher_name, overrides", [("submitit_slurm", SLURM)])
+class TestSlurmLauncher(LauncherTestSuite):
+    pass
+
+
+@mark.cluster
+@mark.parametrize("task_launcher_cfg, extra_flags", [({}, ["-m", "hydra/launcher=submitit_slurm", *SLURM])])
+class TestSlurmLauncherIntegration(IntegrationTestSuite):
     pass

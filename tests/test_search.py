@@ -8,24 +8,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from helpers import REPO, report, train
+from helpers import REPO, SEARCH, report, search_best, search_trials, train
 
-# a 4-trial search of the notes' dense net from the ResNet-20 preset (its validation split and objective)
-SEARCH = (
-    "hparams_search=resnet20_lr_l2",
-    "model=mlp",
-    "model.depth=4",
-    "model.width=16",
-    "logger=none",
-    "trainer.steps=20",
-    "trainer.batch_size=32",
-    "trainer.log_every=10",
-    "trainer.eval_every=20",
-    "trainer.progress=false",
-    "probe.every=0",
-    "hydra.sweeper.n_trials=4",
-    "hydra.sweeper.n_jobs=2",
-)
 # the learning rate searched up to where some trials diverge (no clipping): seeded, the same ones each time
 DIVERGING = ("optim.lr=tag(log, interval(0.1, 1e6))", "optim.clip_norm=0")
 POPULATION = ("launcher=population",)
@@ -36,35 +20,23 @@ def search(sweep: Path, *extra: str, env: dict[str, str] | None = None):
     return train("-m", *SEARCH, f"hydra.sweep.dir={sweep}", *extra, cwd=sweep.parent, env=env)
 
 
-def trials(sweep: Path) -> dict[tuple[float, float], dict]:
-    """Each trial's summary by its searched (lr, l2), from its run directory."""
-    found = {}
-    for run_dir in sweep.iterdir():
-        if (run_dir / "config.yaml").exists():
-            optim = yaml.safe_load((run_dir / "config.yaml").read_text())["optim"]
-            found[optim["lr"], optim["l2"]] = json.loads((run_dir / "summary.json").read_text())
-    return found
-
-
-def best(sweep: Path) -> tuple[tuple[float, float], float]:
-    """The sweeper's answer: the best trial's (lr, l2) and value."""
-    result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    return (result["best_params"]["optim.lr"], result["best_params"]["optim.l2"]), result["best_value"]
-
-
-@pytest.mark.parametrize("launcher", [(), POPULATION], ids=["basic", "population"])
+@pytest.mark.parametrize(
+    "launcher",
+    [(), POPULATION, ("launcher=joblib",), ("launcher=submitit_local",)],
+    ids=["basic", "population", "joblib", "submitit_local"],
+)
 def test_a_search_finds_the_best_trial_its_run_directories_record(tmp_path: Path, launcher) -> None:
     sweep = tmp_path / "search"
     out = search(sweep, *launcher)
     assert out.returncode == 0, out.stderr[-3000:]
-    found = trials(sweep)
+    found = search_trials(sweep)
     assert len(found) == 4 and {s["status"] for s in found.values()} == {"completed"}
-    params, value = best(sweep)
+    params, value = search_best(sweep)
     assert value == found[params]["final"]["val/error"]  # the objective: the held-out split's error
     assert value == min(s["final"]["val/error"] for s in found.values())
-    for run_dir in sweep.iterdir():  # named readably: 6 significant digits of a searched float, not 17
-        named = dict(item.split("=") for item in run_dir.name.split(",") if "=" in item)
-        assert run_dir.is_file() or all(len(named[key]) <= 11 for key in ("optim.lr", "optim.l2"))
+    for run_dir in (d for d in sweep.iterdir() if (d / "config.yaml").exists()):
+        named = dict(item.split("=") for item in run_dir.name.split(","))  # readably: 6 significant digits
+        assert all(len(named[key]) <= 11 for key in ("optim.lr", "optim.l2"))
     assert_report_ranks(sweep, params, value)
 
 
@@ -91,7 +63,7 @@ def test_a_diverged_trial_is_a_failed_trial_and_the_search_goes_on(tmp_path: Pat
     assert out.returncode == 0, out.stderr[-3000:]  # the sweeper finished: its failed trials are its record
     # Optuna's word for a trial that returned no value
     assert (out.stdout + out.stderr).count("Failed experiment") == 3
-    found = trials(sweep)
+    found = search_trials(sweep)
     assert sorted(s["status"] for s in found.values()) == ["completed"] + ["diverged"] * 3
     events = [json.loads(line) for line in log.read_text().splitlines()]
     assert sorted(e["event"] for e in events) == ["end"] * 4 + ["start"] * 4
@@ -100,7 +72,7 @@ def test_a_diverged_trial_is_a_failed_trial_and_the_search_goes_on(tmp_path: Pat
         summary = json.loads((run_dir / "summary.json").read_text())
         assert end["status"] == "COMPLETED" and end["working_dir"] and end["seed"] == 0
         assert end["value"] == (summary["final"]["val/error"] if summary["status"] == "completed" else None)
-    params, value = best(sweep)
+    params, value = search_best(sweep)
     assert found[params]["status"] == "completed" and value == found[params]["final"]["val/error"]
 
 
@@ -120,9 +92,9 @@ def test_a_search_killed_midway_continues_as_if_never_stopped(tmp_path: Path) ->
     # the two finished trials, and the killed one from its final checkpoint: the fourth alone trains
     assert again.stderr.count("already completed") == 3
     assert all((d / "summary.json").stat().st_mtime_ns == t for d, t in done.items())
-    finals = [{p: s["final"] for p, s in trials(d).items()} for d in (sweep, whole)]
+    finals = [{p: s["final"] for p, s in search_trials(d).items()} for d in (sweep, whole)]
     assert finals[0] == finals[1]
-    assert best(sweep) == best(whole)
+    assert search_best(sweep) == search_best(whole)
 
 
 def test_a_search_range_outside_the_allowed_values_is_one_line(tmp_path: Path) -> None:

@@ -14,7 +14,18 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from helpers import SHORT_RUN, assert_same_record, command_env, start_train, train, trained
+from helpers import (
+    SEARCH,
+    SHORT_RUN,
+    assert_same_record,
+    command_env,
+    search_best,
+    search_trials,
+    start_train,
+    train,
+    trained,
+)
+from test_conformance import SLURM_CASES, run_suites
 
 pytestmark = pytest.mark.cluster
 
@@ -290,3 +301,19 @@ def test_a_population_job_of_two_tasks_splits_its_members_over_two_jax_processes
         assert log.count("2 members split over 2 devices") == 1  # written by process 0 only
     job_logs = "".join(p.read_text() for p in (sweep / ".submitit").glob("*/*_log.err"))
     assert "jax.distributed: process 1 of 2" in job_logs
+
+
+def test_an_optuna_search_on_slurm_returns_each_trials_objective(tmp_path: Path) -> None:
+    """The SLURM launcher hands each trial's objective back to the sweeper, as every launcher does."""
+    sweep = tmp_path / "search"
+    out = train(*SLURM, *ONE_CPU, *SEARCH, f"hydra.sweep.dir={sweep}", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr[-3000:]
+    found = search_trials(sweep)
+    assert len(found) == 4 and {s["status"] for s in found.values()} == {"completed"}
+    params, value = search_best(sweep)
+    values = [s["final"]["val/error"] for s in found.values()]
+    assert value == found[params]["final"]["val/error"] == min(values)
+
+
+def test_the_slurm_launcher_passes_hydras_launcher_suites(tmp_path: Path) -> None:
+    assert run_suites(tmp_path, "cluster") == {"passed": SLURM_CASES}
