@@ -282,8 +282,5 @@ def plot_objective(points: list[tuple[float, float]], key: str, metric: str, pat
     if xs and min(xs) > 0 and max(xs) > 10 * min(xs):
         ax.set_xscale("log")
     ax.set_xlabel(key)
-    ax.set_ylabel(metric)
     ax.set_title(f"{metric} against {key}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    _save(fig, [ax], path, metric)

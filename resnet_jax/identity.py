@@ -12,21 +12,22 @@ from typing import Any
 from resnet_jax.config import GROUP_OPTIONS, RESULT_NEUTRAL, Config
 
 
-def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat: dict[str, Any] = {}
+def flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as dotted keys (`optim.lr`: 0.1, ...); an empty section stays a key of its own."""
+    found: dict[str, Any] = {}
     for key, value in tree.items():
         if isinstance(value, dict) and value:
-            flat.update(_flat(value, f"{prefix}{key}."))
+            found.update(flat(value, f"{prefix}{key}."))
         else:
-            flat[f"{prefix}{key}"] = value
-    return flat
+            found[f"{prefix}{key}"] = value
+    return found
 
 
 def identity(config: dict[str, Any]) -> dict[str, Any]:
     """The keys and values that make a run this run, flattened (`optim.lr`: 0.1, ...)."""
     return {
         key: value
-        for key, value in _flat(config).items()
+        for key, value in flat(config).items()
         if not any(key == n or key.startswith(f"{n}.") for n in RESULT_NEUTRAL)
     }
 

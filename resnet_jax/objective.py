@@ -38,9 +38,13 @@ def check(cfg: Config) -> None:
 
 
 def value(cfg: Config, summary: Summary) -> float | None:
-    """The objective of a finished run: its final `metric(cfg)`; None when it did not complete (failed,
-    diverged, refused) or the value is not finite."""
+    return of_summary(metric(cfg), summary)
+
+
+def of_summary(name: str, summary: Summary) -> float | None:
+    """The objective of a finished run: its final `name` metric; None when it did not complete (failed,
+    diverged, refused) or the value is not finite (also read from a run directory by the report)."""
     if summary.get("status") != "completed":
         return None
-    found = summary.get("final", {}).get(metric(cfg))
+    found = summary.get("final", {}).get(name)
     return float(found) if isinstance(found, (int, float)) and math.isfinite(found) else None

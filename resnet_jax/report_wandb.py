@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from resnet_jax.runs import RunRecord
-from resnet_jax.tracking import DEFAULT_PROJECT
+from resnet_jax.tracking import project
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ def log_report(root: Path, runs: list[RunRecord], rows: list[dict[str, Any]], fi
         import wandb
 
         run = wandb.init(
-            project=logger.get("project") or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
+            project=project(logger.get("project")),
             entity=logger.get("entity"),
             mode=mode,
             dir=os.environ.get("WANDB_DIR") or str(root),

@@ -7,9 +7,9 @@ from __future__ import annotations
 import math
 import shlex
 from pathlib import Path
-from typing import Any
 
 from resnet_jax import figures, objective
+from resnet_jax.identity import flat
 from resnet_jax.runs import RunRecord, read_overrides
 
 OPTUNA_RESULTS = "optimization_results.yaml"  # what Hydra's Optuna sweeper writes into the sweep directory
@@ -22,14 +22,7 @@ def is_search(root: Path, runs: list[RunRecord]) -> bool:
 def objective_of(run: RunRecord) -> tuple[str, float | None]:
     """The run's metric and its objective (None when the run did not complete)."""
     metric = objective.chosen(run.get("optimized_metric"), run.get("data.validation", 0))
-    return metric, run.metric(metric) if run.status == "completed" else None
-
-
-def flat(node: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    found: dict[str, Any] = {}
-    for key, value in node.items():
-        found.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
-    return found
+    return metric, objective.of_summary(metric, run.summary)
 
 
 def searched(runs: list[RunRecord]) -> list[str]:

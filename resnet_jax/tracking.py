@@ -69,6 +69,11 @@ def wandb_payload(metrics: dict[str, Any]) -> dict[str, Any]:
     return payload
 
 
+def project(configured: str | None) -> str:
+    """The W&B project: the config's, else `WANDB_PROJECT`, else `DEFAULT_PROJECT`."""
+    return configured or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT
+
+
 def run_tags(config: dict[str, Any], extra: list[str]) -> list[str]:
     """What a workspace filters runs by: family, residual or plain, depth, dataset, L2, then the config's and
     `WANDB_TAGS`'s own."""
@@ -144,7 +149,7 @@ def open_tracker(
         wandb_dir = Path(os.environ.get("WANDB_DIR") or wandb_dir)
         wandb_dir.mkdir(parents=True, exist_ok=True)
         run = wandb.init(
-            project=cfg.project or os.environ.get("WANDB_PROJECT") or DEFAULT_PROJECT,
+            project=project(cfg.project),
             entity=cfg.entity,  # None: WANDB_ENTITY, else the account's default
             mode=mode,
             dir=str(wandb_dir),
