@@ -9,7 +9,7 @@ ARGS ?=
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml $(wildcard resnet_jax/ops/*.cc resnet_jax/ops/*.h)
+$(STAMP): pyproject.toml CMakeLists.txt $(wildcard resnet_jax/ops/*.cc resnet_jax/ops/*.h)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'

@@ -14,7 +14,6 @@ ends the walk there, since its own dependencies come with it.
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, distribution
@@ -109,10 +108,8 @@ def download(dest: Path, python_version: str) -> None:
             wheel.unlink()
         elif platform != "any" and (abi not in (cpython, "abi3", "none") or "manylinux" not in platform):
             sys.exit(f"error: {wheel.name} is not for CPython {python_version}")
-    # the project itself, built here (its build needs a newer setuptools than the image may have); setuptools'
-    # build/ is removed first, or a file deleted from the sources since the last build would ship again
+    # the project itself, built here by its build backend (the image has no scikit-build-core)
     root = Path(__file__).resolve().parents[1]
-    shutil.rmtree(root / "build", ignore_errors=True)
     subprocess.run([*pip, "wheel", "-q", "--no-deps", "-w", str(dest), str(root)], check=True)
     size = sum(w.stat().st_size for w in dest.glob("*.whl"))
     print(f"{len(pins)} dependencies and {PROJECT}, {size / 2**20:.1f} MiB in {dest}")

@@ -1,15 +1,20 @@
-"""The oneDNN convolution (CPU default): same numbers as XLA's convolution, in and out of loops; the build
-of the kernels and its cache."""
+"""The oneDNN convolution (CPU default): same numbers as XLA's convolution, in and out of loops; the kernels
+built by the package's build backend into the wheel with their checksums, or left out where they cannot be."""
 
 from __future__ import annotations
 
+import hashlib
+import os
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import LINUX_X86_64
+from helpers import LINUX_X86_64, REPO
 
 from resnet_jax.ops import onednn
 from resnet_jax.ops.conv import conv2d, conv_shifted, conv_xla
@@ -93,28 +98,74 @@ def test_bfloat16_compute_falls_back_to_the_shifted_conv() -> None:
     np.testing.assert_array_equal(out, conv_shifted(x, k, 1))
 
 
-def test_build_without_a_compiler_says_what_is_missing(tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.setenv("RESNET_JAX_CACHE", str(tmp_path))
-    monkeypatch.setenv("CXX", "/nonexistent/c++")
-    with pytest.raises(onednn.OneDnnUnavailable, match="no C\\+\\+ compiler"):
-        onednn.build()
-    assert list(tmp_path.iterdir()) == []  # nothing half-built is left behind
+def _wheel(out: Path, **env: str) -> tuple[subprocess.CompletedProcess, zipfile.ZipFile | None]:
+    """The package built as a wheel by its build backend, in this environment (no downloads)."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-build-isolation",
+            "--no-deps",
+            "-v",
+            "-w",
+            str(out),
+            ".",
+        ],
+        cwd=REPO,
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+    )
+    wheels = list(out.glob("resnet_jax-*.whl"))
+    return done, zipfile.ZipFile(wheels[0]) if wheels else None
 
 
-def test_a_new_build_replaces_this_environments_older_builds(tmp_path: Path, monkeypatch, caplog) -> None:
-    monkeypatch.setenv("RESNET_JAX_CACHE", str(tmp_path))
-    target = onednn.library_path()
-    env = target.name.split("-")[1]
-    older = tmp_path / f"onednn-{env}-000000000000.so"
-    other_env = tmp_path / "onednn-ffffffff-000000000000.so"
-    for path in (older, other_env):
-        path.write_bytes(b"an earlier build")
-    assert onednn.build() == target and target.stat().st_size > 10_000
-    digest = target.with_suffix(".sha256")
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([target.name, digest.name, other_env.name])
-    assert "compiler warnings" not in caplog.text  # built with -Wall -Wextra: none
-    assert onednn.build() == target  # cached: nothing rebuilt or removed
-    assert other_env.exists()
+def test_the_package_build_carries_the_kernels_and_their_checksums(tmp_path: Path) -> None:
+    done, wheel = _wheel(tmp_path / "wheel")
+    assert done.returncode == 0 and wheel is not None, done.stderr[-3000:]
+    library = f"resnet_jax/ops/{onednn.LIBRARY}"
+    names = set(wheel.namelist())
+    assert {library, library.replace(".so", ".sha256"), "resnet_jax/conf/config.yaml"} <= names
+    assert "hydra_plugins/resnet_jax_launchers/__init__.py" in names
+    log = done.stdout + done.stderr
+    assert "Linking CXX shared library" in log and " warning: " not in log  # -Wall -Wextra: no warnings
+    wheel.extractall(tmp_path / "site")
+    built = tmp_path / "site" / library
+    digests = dict(line.split() for line in built.with_suffix(".sha256").read_text().splitlines())
+    assert digests == {
+        "library": hashlib.sha256(built.read_bytes()).hexdigest(),
+        "sources": onednn.sources_digest(),
+    }
+    # the wheel's library computes: a convolution through it equals XLA's
+    out = subprocess.run(
+        [sys.executable, "-c", CONV_PROBE],
+        cwd=REPO,
+        env={**os.environ, "RESNET_JAX_ONEDNN_LIBRARY": str(built)},
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 0 and out.stdout.split()[-1] == "equal", out.stderr[-2000:]
+
+
+CONV_PROBE = """
+import jax, numpy as np
+from resnet_jax.ops import onednn
+x = jax.random.normal(jax.random.key(0), (2, 8, 8, 4))
+k = jax.random.normal(jax.random.key(1), (3, 3, 4, 5))
+ref = jax.lax.conv_general_dilated(x, k, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC"))
+same = np.allclose(onednn.conv_onednn(x, k, 1), ref, atol=1e-4)
+print(onednn.library_path(), "equal" if same else "differ")
+"""
+
+
+def test_without_a_compiler_the_package_builds_without_the_kernels(tmp_path: Path) -> None:
+    done, wheel = _wheel(tmp_path / "wheel", CXX="/nonexistent/c++")
+    assert done.returncode == 0 and wheel is not None, done.stderr[-3000:]
+    assert not any(name.startswith("resnet_jax/ops/lib") for name in wheel.namelist())
+    assert "resnet_jax/train.py" in wheel.namelist()
+    assert "no C++ compiler: resnet_jax installs without its oneDNN kernels" in done.stdout + done.stderr
 
 
 def test_inconsistent_shapes_are_an_error_not_a_crash() -> None:

@@ -2,8 +2,8 @@
 
 Models pass the configured name (`model.conv_impl`, `model.dense_impl`) through to `conv2d` and the MLP
 asks `select` before running its blocks; nothing else decides. `auto` means what is fast on the backend:
-oneDNN custom calls on CPU where the library is built (`python -m resnet_jax.ops.onednn`, which `make
-install` runs: never built as a side effect of building a model), XLA's own ops on GPU/TPU. The oneDNN
+oneDNN custom calls on CPU where the package's build compiled the library (`resnet_jax.ops.onednn`), XLA's
+own ops on GPU/TPU. The oneDNN
 kernels compute float32 only, and the fused block stack cannot show per-block pre-activations (probes) or
 rematerialise: those calls take each op's fallback.
 """

@@ -1,12 +1,12 @@
-"""oneDNN kernels as XLA custom calls on CPU, built from `onednn_conv.cc` and `onednn_dense.cc` on request.
+"""oneDNN kernels as XLA custom calls on CPU, built with the package from `onednn_conv.cc` and `_dense.cc`.
 
 Why: XLA's CPU convolution runs ResNet-20 at a third of PyTorch's speed (PyTorch calls oneDNN), and
 20-40x slower inside loops (jax-ml/jax#12868). The same oneDNN kernels, called through the XLA FFI,
 close that gap in and out of `lax.scan`. The dense net's stack of blocks gets one call each way
-(`resnet_jax.ops.dense_stack`). oneDNN comes from the `onednn-cpu-gomp` wheels (libraries and headers
-under `sys.prefix`); the shared library is compiled by `python -m resnet_jax.ops.onednn` (`make install`)
-once per source, jaxlib, oneDNN, compiler and environment, cached under `$RESNET_JAX_CACHE` (default
-`~/.cache/resnet_jax`) with its SHA-256, and loaded only when its bytes match.
+(`resnet_jax.ops.dense_stack`). The package's build (scikit-build-core running `CMakeLists.txt`, so every
+`pip install`, editable or not, and every wheel) compiles them into `libresnet_jax_onednn.so` beside this
+module, with the SHA-256 of the library and of its sources beside it; the library is loaded only when both
+match (a damaged file, or sources edited since the build, would otherwise run silently).
 """
 
 from __future__ import annotations
@@ -16,27 +16,25 @@ import functools
 import hashlib
 import logging
 import os
-import re
-import shutil
-import subprocess
-import sys
-import tempfile
 from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import jax
 import jax.numpy as jnp
-import jaxlib
 import numpy as np
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import NamedSharding, PartitionSpec
 
-SOURCES = tuple(Path(__file__).with_name(name) for name in ("onednn_conv.cc", "onednn_dense.cc"))
-HEADER = Path(__file__).with_name("onednn_ffi.h")
+from resnet_jax.ops import onednn_paths
+
+# in the order CMakeLists.txt digests them
+SOURCES = tuple(Path(__file__).with_name(n) for n in ("onednn_conv.cc", "onednn_dense.cc", "onednn_ffi.h"))
+LIBRARY = "libresnet_jax_onednn.so"
 TARGETS = ("ConvForward", "ConvInputGrad", "ConvKernelGrad", "DenseStackForward", "DenseStackBackward")
 PREFIX = "resnet_jax_onednn_"
-BUILD_COMMAND = "python -m resnet_jax.ops.onednn"
+REBUILD = "reinstall the package to build them: make install, or pip install -e ."
 log = logging.getLogger(__name__)
 
 
@@ -44,125 +42,44 @@ class OneDnnUnavailable(RuntimeError):
     """oneDNN, a C++ compiler or a sound built library is missing on this machine."""
 
 
-def _cache_dir() -> Path:
-    return Path(os.environ.get("RESNET_JAX_CACHE", Path.home() / ".cache" / "resnet_jax"))
-
-
-def _compiler() -> str | None:
-    return shutil.which(os.environ.get("CXX", "c++"))
-
-
-@functools.cache
-def _compiler_identity(compiler: str | None) -> str:
-    """The compiler's path and version line: a library built by another compiler is another library."""
-    if compiler is None:
-        return "none"
-    try:
-        done = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return f"{compiler} (no version)"
-    return f"{compiler} {done.stdout.splitlines()[0] if done.stdout else ''}"
-
-
-def _onednn_version() -> str:
-    """DNNL_VERSION_* from the installed headers (the version the kernels compile against)."""
-    header = Path(sys.prefix) / "include" / "oneapi" / "dnnl" / "dnnl_version.h"
-    try:
-        text = header.read_text()
-    except OSError:
-        return "none"
-    parts = [
-        re.search(rf"#define DNNL_VERSION_{p}\s+(\S+)", text) for p in ("MAJOR", "MINOR", "PATCH", "HASH")
-    ]
-    return ".".join(m.group(1) for m in parts if m)
-
-
 def library_path() -> Path:
-    """`onednn-<environment>-<sources>.so` in the cache. The environment: jaxlib, `sys.prefix` (the library
-    finds oneDNN through a path into it), the oneDNN version and the compiler; the sources: their bytes."""
-    key = f"{jaxlib.__version__} {sys.prefix} {_onednn_version()} {_compiler_identity(_compiler())}"
-    env = hashlib.sha256(key.encode()).hexdigest()[:8]
-    code = hashlib.sha256(b"".join(path.read_bytes() for path in (*SOURCES, HEADER))).hexdigest()[:12]
-    return _cache_dir() / f"onednn-{env}-{code}.so"
+    """The built library: `$RESNET_JAX_ONEDNN_LIBRARY` (a build of one's own), else the one the installed
+    package records (in site-packages also for an editable install, whose Python files stay in the tree)."""
+    if os.environ.get("RESNET_JAX_ONEDNN_LIBRARY"):
+        return Path(os.environ["RESNET_JAX_ONEDNN_LIBRARY"])
+    for distribution in metadata.distributions(name="resnet_jax"):  # an old egg-info may come first
+        for file in distribution.files or []:
+            if str(file).endswith(f"resnet_jax/ops/{LIBRARY}"):
+                return Path(file.locate())
+    return Path(__file__).with_name(LIBRARY)
 
 
-def _digest_path(library: Path) -> Path:
-    return library.with_suffix(".sha256")
+def _digests(library: Path) -> dict[str, str]:
+    """What the build recorded beside the library: `library <sha256>` and `sources <sha256>` lines."""
+    lines = library.with_suffix(".sha256").read_text().splitlines()
+    return dict(line.split(" ", 1) for line in lines if " " in line)
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def sources_digest() -> str:
+    """The SHA-256 of the sources' SHA-256s, as `CMakeLists.txt` computes it at build time."""
+    digests = "".join(hashlib.sha256(path.read_bytes()).hexdigest() for path in SOURCES)
+    return hashlib.sha256(digests.encode()).hexdigest()
 
 
-def _verified(library: Path) -> bool:
-    """The library exists and its bytes are the ones recorded when it was built (a damaged or foreign file
-    in the cache would otherwise be mapped into the process and could kill it with a bus error)."""
+def _check(library: Path) -> None:
+    """Raise unless `library` is there, is the bytes its build recorded, and was built from these sources."""
+    if not library.exists():
+        raise OneDnnUnavailable(f"the oneDNN kernels are not built ({REBUILD})")
     try:
-        return _digest_path(library).read_text().strip() == _sha256(library)
+        recorded = _digests(library)
     except OSError:
-        return False
-
-
-def _remove_older_builds(target: Path) -> None:
-    """Builds of older sources for the same environment: `target` replaces them (a process that still has one
-    loaded keeps its mapping). Other environments' builds stay."""
-    env = target.name.split("-")[1]
-    for old in target.parent.glob(f"onednn-{env}-*"):
-        if old not in (target, _digest_path(target)):
-            old.unlink(missing_ok=True)
-
-
-def _compile_command(compiler: str, prefix: Path, out: Path) -> list[str]:
-    """The kernels' build. -fopenmp: libgomp (oneDNN's runtime), whose thread count sizes the dense stack's
-    pool; the libraries' headers are system headers (their warnings are theirs), ours are held to -Wall
-    -Wextra."""
-    include, lib = str(prefix / "include"), prefix / "lib"
-    flags = ["-O3", "-std=c++17", "-fopenmp", "-shared", "-fPIC", "-Wall", "-Wextra"]
-    headers = ["-isystem", include, "-isystem", jax.ffi.include_dir()]
-    return [
-        compiler,
-        *flags,
-        *map(str, SOURCES),
-        "-o",
-        str(out),
-        *headers,
-        f"-L{lib}",
-        "-ldnnl",
-        f"-Wl,-rpath,{lib}",
-    ]
-
-
-def build() -> Path:
-    """Compile the sources unless a verified build is cached (a damaged one is rebuilt). Atomic, so parallel
-    builds may race; a new build removes this environment's older ones, so the cache does not grow."""
-    target = library_path()
-    if _verified(target):
-        return target
-    prefix = Path(sys.prefix)
-    if (
-        not (prefix / "include" / "oneapi" / "dnnl" / "dnnl.hpp").exists()
-        or not (prefix / "lib" / "libdnnl.so").exists()
-    ):
+        recorded = {}
+    if recorded.get("library") != hashlib.sha256(library.read_bytes()).hexdigest():
         raise OneDnnUnavailable(
-            f"oneDNN is not installed under {prefix}: pip install onednn-cpu-gomp onednn-devel-cpu-gomp"
+            f"the oneDNN kernels {library} are damaged or not this build's (checksum mismatch); {REBUILD}"
         )
-    compiler = _compiler()
-    if compiler is None:
-        raise OneDnnUnavailable("no C++ compiler (set CXX or install g++) to build the oneDNN kernels")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
-        out = Path(tmp) / target.name
-        done = subprocess.run(_compile_command(compiler, prefix, out), capture_output=True, text=True)
-        if done.returncode != 0:
-            raise OneDnnUnavailable(f"building the oneDNN kernels failed: {done.stderr.strip()[-2000:]}")
-        if done.stderr.strip():
-            log.warning("the oneDNN kernels built with compiler warnings:\n%s", done.stderr.strip())
-        digest = Path(tmp) / _digest_path(target).name
-        digest.write_text(_sha256(out) + "\n")
-        os.replace(digest, _digest_path(target))
-        os.replace(out, target)
-    _remove_older_builds(target)
-    return target
+    if recorded.get("sources") != sources_digest():
+        raise OneDnnUnavailable(f"the oneDNN kernels {library} were built from other sources; {REBUILD}")
 
 
 def unavailable_reason() -> str | None:
@@ -176,21 +93,15 @@ def unavailable_reason() -> str | None:
 
 @functools.cache
 def register() -> None:
-    """Load the verified library and register its handlers with XLA (once per process). Never builds."""
+    """Load the checked library and register its handlers with XLA (once per process). oneDNN's library is
+    mapped first, from the environment's oneDNN wheel, so the kernels find it wherever the venv lives."""
     library = library_path()
-    if not library.exists():
-        raise OneDnnUnavailable(
-            f"the oneDNN kernels are not built (run `{BUILD_COMMAND}`; make install does)"
-        )
-    if not _verified(library):
-        raise OneDnnUnavailable(
-            f"the cached oneDNN kernels {library} are damaged or not this build's (checksum mismatch); "
-            f"rebuild them with `{BUILD_COMMAND}`"
-        )
+    _check(library)
     try:
+        ctypes.CDLL(str(onednn_paths.dnnl_library()), mode=ctypes.RTLD_GLOBAL)
         loaded = ctypes.cdll.LoadLibrary(str(library))
-    except OSError as err:
-        raise OneDnnUnavailable(f"cannot load {library}: {err}; rebuild it with `{BUILD_COMMAND}`") from None
+    except (OSError, onednn_paths.NotFound) as err:
+        raise OneDnnUnavailable(f"cannot load {library}: {err}; {REBUILD}") from None
     for name in TARGETS:
         jax.ffi.register_ffi_target(PREFIX + name, jax.ffi.pycapsule(getattr(loaded, name)), platform="cpu")
 
@@ -317,11 +228,12 @@ conv_onednn.defvjp(_forward, _backward)
 
 
 def main() -> None:
-    """`python -m resnet_jax.ops.onednn`: build now (`make install` does); say which kernels CPU runs get."""
-    try:
-        print(f"oneDNN kernels: {build()}")
-    except OneDnnUnavailable as err:
-        print(f"oneDNN kernels unavailable ({err}); CPU runs use conv_impl=shifted and dense_impl=xla")
+    """`python -m resnet_jax.ops.onednn`: say which kernels CPU runs get, and why."""
+    reason = unavailable_reason()
+    if reason is None:
+        print(f"oneDNN kernels: {library_path()}")
+    else:
+        print(f"oneDNN kernels unavailable ({reason}); CPU runs use conv_impl=shifted and dense_impl=xla")
 
 
 if __name__ == "__main__":
