@@ -4,7 +4,7 @@
     python benchmarks/bench.py --torch .venv-torch/bin/python   # plus the PyTorch references and ratios
     python benchmarks/bench.py --only cifar mlp     # some sections
 
-Sections: cifar (training images/s, ResNet-20/56/110, batch 128, CIFAR shapes), scan (scanned vs
+Sections: cifar (training images/s, ResNet-20/56/110, batch 128, 32x32x3 and 28x28x1 images), scan (scanned vs
 unrolled blocks, chunked vs one step per call), mlp (steps/s on digits shapes), compile (compile time
 by depth), memory (temporary memory with and without remat), probes (probe overhead at the default
 cadence), population (member-steps/s of populations beside one run; 16 runs, population vs basic launcher).
@@ -13,6 +13,7 @@ cadence), population (member-steps/s of populations beside one run; 16 runs, pop
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import subprocess
@@ -49,11 +50,24 @@ def config(*overrides: str) -> Config:
     return compose("optim.lr=0.01", *overrides)
 
 
+# the CIFAR nets' input shapes (height, width, channels): CIFAR-10's, and Fashion-MNIST's 28x28 grey images
+# (stages at 28/14/7, a one-channel first convolution)
+IMAGES = ((32, 32, 3), (28, 28, 1))
+
+
 def bench_cifar(depths: tuple[int, ...], batch: int, steps: int) -> None:
-    for depth in depths:
-        engine = make_engine(config(f"model.depth={depth}"), (32, 32, 3), batch)
-        rate, _ = train_rate(engine, batch, steps_per_call=steps, calls=2)
-        emit(bench="cifar_train", depth=depth, batch=batch, images_per_s=round(rate * batch, 1))
+    for height, width, channels in IMAGES:
+        for depth in depths:
+            engine = make_engine(config(f"model.depth={depth}"), (height, width, channels), batch)
+            rate, _ = train_rate(engine, batch, steps_per_call=steps, calls=2)
+            image = [channels, height, width]  # as the PyTorch reference reports it
+            emit(
+                bench="cifar_train",
+                depth=depth,
+                batch=batch,
+                image=image,
+                images_per_s=round(rate * batch, 1),
+            )
 
 
 def interleaved_rates(runs: list[tuple[str, Engine, int, int, int]], rounds: int = 3) -> dict:
@@ -207,25 +221,19 @@ def run_torch(python: str, script: str, *args: str) -> dict:
 
 def bench_torch(python: str, batch: int) -> None:
     """The PyTorch references, in this same invocation; ratios against our matching rows."""
-    for depth in (20, 56, 110):
-        ref = run_torch(
-            python,
-            "torch_cifar_resnet.py",
-            "--depth",
-            str(depth),
-            "--batch",
-            str(batch),
-            "--steps",
-            "10" if depth > 20 else "20",
-            "--channels-last",
-        )
-        ours = [r for r in RESULTS if r.get("bench") == "cifar_train" and r["depth"] == depth]
+    for (height, _, channels), depth in itertools.product(IMAGES, (20, 56, 110)):
+        shape = ("--image", str(height), "--in-channels", str(channels))
+        steps = ("--steps", "10" if depth > 20 else "20")
+        sizes = ("--depth", str(depth), "--batch", str(batch), *steps, *shape)
+        ref = run_torch(python, "torch_cifar_resnet.py", *sizes, "--channels-last")
+        ours = [
+            r
+            for r in RESULTS
+            if r.get("bench") == "cifar_train" and r["depth"] == depth and r["image"] == ref["image"]
+        ]
         if ours:
-            emit(
-                bench="ratio_cifar",
-                depth=depth,
-                ratio=round(ours[-1]["images_per_s"] / ref["images_per_s"], 3),
-            )
+            ratio = round(ours[-1]["images_per_s"] / ref["images_per_s"], 3)
+            emit(bench="ratio_cifar", depth=depth, image=ref["image"], ratio=ratio)
     for depth in (10, 50):  # PyTorch's eager MLP varies most from run to run: the median of 3
         args = ("--depth", str(depth), "--width", "64", "--batch", "128")
         ref = statistics.median(run_torch(python, "torch_mlp.py", *args)["steps_per_s"] for _ in range(3))

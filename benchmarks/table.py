@@ -12,10 +12,11 @@ def summary_table(rows: list[dict]) -> list[str]:
         return [r for r in rows if all(r.get(k) == v for k, v in match.items())]
 
     for r in find(bench="cifar_train"):
-        ref = find(framework="torch", depth=r["depth"], channels_last=True)
-        ratio = find(bench="ratio_cifar", depth=r["depth"])
+        ref = find(framework="torch", depth=r["depth"], channels_last=True, image=r["image"])
+        ratio = find(bench="ratio_cifar", depth=r["depth"], image=r["image"])
         torch, times = (ref[-1]["images_per_s"] if ref else "-"), (ratio[-1]["ratio"] if ratio else "-")
-        name = f"ResNet-{r['depth']} training, batch {r['batch']} (images/s)"
+        channels, height, width = r["image"]
+        name = f"ResNet-{r['depth']} training, batch {r['batch']}, {height}×{width}×{channels} (images/s)"
         lines.append(f"| {name} | {r['images_per_s']} | {torch} | {times} |")
     for r in find(bench="mlp_train"):
         ratio = find(bench="ratio_mlp", depth=r["depth"])
