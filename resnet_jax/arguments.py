@@ -54,14 +54,17 @@ def parse(argv: list[str]) -> CommandLine | None:
     return CommandLine(args.overrides, args.multirun, args.config_path, args.config_name, args.config_dir)
 
 
+def without_sweeps(overrides: list[str]) -> list[str]:
+    """The overrides that are not sweeps (`a=1,2`, `interval(...)`): what the master config composes with."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    return [text for text, o in zip(overrides, parsed, strict=True) if not o.is_sweep_override()]
+
+
 def check_composes(command: CommandLine) -> None:
     """ConfigError (one line) when the command line's config does not compose: an unknown key or option, a
     value of the wrong type. A sweep's values are composed later, job by job (`resnet_jax.preflight`)."""
     register()
-    overrides = command.overrides
-    if command.multirun:
-        parsed = OverridesParser.create().parse_overrides(overrides)
-        overrides = [text for text, o in zip(overrides, parsed, strict=True) if not o.is_sweep_override()]
+    overrides = without_sweeps(command.overrides) if command.multirun else command.overrides
     if command.config_dir:  # where Hydra puts -cd: a search path entry of its own
         overrides = [*overrides, f"hydra.searchpath=[file://{Path(command.config_dir).absolute()}]"]
     primary = Path(command.config_path).absolute() if command.config_path else CONF_DIR

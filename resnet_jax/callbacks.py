@@ -54,7 +54,7 @@ def sweep_outcome(jobs: list[preflight.Job]) -> int:
     overrides that vary across the sweep, and the worst exit code."""
     worst = 0
     for job, named in preflight.varying_overrides(jobs):
-        code, line = RunDir(job.run_dir).outcome(as_dict(job.config))
+        code, line, _ = RunDir(job.run_dir).outcome(as_dict(job.config))
         if code:
             print(f"job {' '.join(named) or '(no overrides)'}: {line} ({job.run_dir})", file=sys.stderr)
         worst = max(worst, code)

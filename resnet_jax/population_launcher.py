@@ -194,9 +194,7 @@ def member_job(sweep_config: DictConfig) -> population.MemberJob:
 
 def recorded_objective(job: population.MemberJob) -> float | None:
     """The job's objective as its run directory records it; None when it holds no completed run of it."""
-    directory = RunDir(job.run_dir, primary=False)
-    code, _ = directory.outcome(as_dict(job.config))
-    summary = directory.read_summary()
+    code, _, summary = RunDir(job.run_dir, primary=False).outcome(as_dict(job.config))
     return None if code or summary is None else objective.value(job.config, summary)
 
 

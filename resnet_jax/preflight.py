@@ -43,11 +43,14 @@ class Job:
     dirname: str  # the run directory's name from the overrides (Hydra's override_dirname)
 
 
+def sweeper_params(master: DictConfig) -> list[str]:
+    """A preset's `hydra.sweeper.params` as overrides: its sweeper reads them before the command line's."""
+    return [f"{key}={value}" for key, value in (master.hydra.sweeper.get("params") or {}).items()]
+
+
 def sweep_arguments(master: DictConfig) -> list[str]:
     """The sweep's overrides as its sweeper reads them: the preset's `hydra.sweeper.params` first."""
-    params = master.hydra.sweeper.get("params") or {}
-    arguments = [f"{key}={value}" for key, value in params.items()]
-    return arguments + list(OmegaConf.to_container(master.hydra.overrides.task, resolve=False))
+    return sweeper_params(master) + list(OmegaConf.to_container(master.hydra.overrides.task, resolve=False))
 
 
 def combinations(arguments: list[str]) -> tuple[list[list[str]], bool]:

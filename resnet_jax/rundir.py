@@ -341,22 +341,24 @@ class RunDir:
 
     # -- outcome -------------------------------------------------------------------------------------------
 
-    def outcome(self, config: dict[str, Any]) -> tuple[int, str]:
-        """(exit code, one line) of the run of `config` this directory holds, read from its files alone."""
+    def outcome(self, config: dict[str, Any]) -> tuple[int, str, Summary | None]:
+        """(exit code, one line, summary) of the run of `config` this directory holds, read from its files
+        alone, each once; the summary is None where there is none of that run."""
         recorded = self.recorded_config()
-        if recorded is not None and differences(recorded, config):
-            return 2, f"holds a run of another configuration ({'; '.join(differences(recorded, config))})"
+        differing = differences(recorded, config) if recorded is not None else []
+        if differing:
+            return 2, f"holds a run of another configuration ({'; '.join(differing)})", None
         summary = self.read_summary()
         if summary is None:
             steps = self.checkpoint_steps() if self.path.is_dir() else []
             at = f"; its newest checkpoint is at step {steps[0]}" if steps else ""
-            return 1, f"never finished: no readable {SUMMARY_FILE}{at}"
+            return 1, f"never finished: no readable {SUMMARY_FILE}{at}", None
         status = summary.get("status", "unknown")
         code = outcome.exit_code(summary)
         if status in ("running", "interrupted"):
-            return code, f"never finished: {status} at step {summary.get('step')}"
+            return code, f"never finished: {status} at step {summary.get('step')}", summary
         error = f": {summary['error']}" if summary.get("error") else ""
-        return code, f"{status} at step {summary.get('step')}{error}"
+        return code, f"{status} at step {summary.get('step')}{error}", summary
 
 
 def summary_text(summary: Summary) -> str:

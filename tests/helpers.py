@@ -20,9 +20,8 @@ import orbax.checkpoint as ocp
 import yaml
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
-from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from resnet_jax import preflight
+from resnet_jax import arguments, preflight
 from resnet_jax.composition import compose, register
 from resnet_jax.config import CONF_DIR, Config
 
@@ -99,13 +98,10 @@ def planned_jobs(*overrides: str, multirun: bool = False) -> list[preflight.Job]
     """The jobs `python -m resnet_jax.train [-m] OVERRIDES` runs, as its pre-flight composes them."""
     register()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        parsed = OverridesParser.create().parse_overrides(list(overrides))
-        plain = [text for text, o in zip(overrides, parsed, strict=True) if not o.is_sweep_override()]
-        master = hydra_compose("config", plain, return_hydra_config=True)
+        master = hydra_compose("config", arguments.without_sweeps(list(overrides)), return_hydra_config=True)
         if not multirun:
             return [preflight.job(master, list(overrides), None)]
-        params = [f"{k}={v}" for k, v in (master.hydra.sweeper.get("params") or {}).items()]
-        combos, _ = preflight.combinations([*params, *overrides])
+        combos, _ = preflight.combinations([*preflight.sweeper_params(master), *overrides])
         return [preflight.job(master, combo, n) for n, combo in enumerate(combos)]
 
 
