@@ -32,7 +32,7 @@ train: install  ## ResNet-20 on the embedded digits data (about a minute on 2 CP
 TEST_WORKERS ?= auto
 
 test: install fashion-mnist  ## the default suite (slow and cluster tests excluded), then lint
-	$(BIN)/python -m pytest -q -m "not slow and not cluster" -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest -q -m "not slow and not cluster" -n $(TEST_WORKERS) --dist loadfile --durations=20 $(ARGS)
 	$(BIN)/ruff check resnet_jax hydra_plugins tests benchmarks
 
 # the tests that compare two programs' results bit for bit, as a CPU with AVX2 and no AVX-512 rounds float32
