@@ -37,11 +37,15 @@ REFERENCES = Path(__file__).resolve().parents[2] / "shared" / "bench"
 RESULTS: list[dict] = []
 
 
-def emit(**row) -> dict:
-    row = {"framework": "resnet_jax", "backend": jax.default_backend(), **row}
+def keep(row: dict) -> dict:
+    """Print `row` as a JSON line and keep it with the results (the closing table and `--output`)."""
     RESULTS.append(row)
     print(json.dumps(row), flush=True)
     return row
+
+
+def emit(**row) -> dict:
+    return keep({"framework": "resnet_jax", "backend": jax.default_backend(), **row})
 
 
 def config(*overrides: str) -> Config:
@@ -73,9 +77,7 @@ def bench_cifar(depths: tuple[int, ...], batch: int, steps: int, torch: str | No
         emit(bench="cifar_train", depth=depth, batch=batch, image=image, images_per_s=round(rate, 1))
         if refs:
             median = statistics.median(r["images_per_s"] for r in refs)
-            row = {**refs[0], "images_per_s": median, "rounds": len(refs)}
-            RESULTS.append(row)
-            print(json.dumps(row), flush=True)
+            keep({**refs[0], "images_per_s": median, "rounds": len(refs)})
             emit(
                 bench="ratio_cifar", depth=depth, image=image, rounds=len(refs), ratio=round(rate / median, 3)
             )
@@ -226,10 +228,7 @@ def run_torch(python: str, script: str, *args: str, record: bool = True) -> dict
         [python, str(REFERENCES / script), *args], capture_output=True, text=True, check=True
     )
     row = json.loads(out.stdout.strip().splitlines()[-1])
-    if record:
-        RESULTS.append(row)
-        print(json.dumps(row), flush=True)
-    return row
+    return keep(row) if record else row
 
 
 def bench_torch_mlp(python: str) -> None:
