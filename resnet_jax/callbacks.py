@@ -44,11 +44,6 @@ def refusing(check: Callable[[], Any]) -> Any:
         raise SystemExit(1) from None
 
 
-def lists_sweep(config: DictConfig) -> bool:
-    """Whether the sweeper runs every combination of the sweep's lists (Hydra's basic sweeper)."""
-    return str(OmegaConf.select(config, "hydra.sweeper._target_", default="")).endswith(".BasicSweeper")
-
-
 def sweep_outcome(jobs: list[preflight.Job]) -> int:
     """Each job's outcome read from its run directory: one line per job that did not complete, named by the
     overrides that vary across the sweep, and the worst exit code."""
@@ -78,7 +73,7 @@ class CheckJobs(Callback):
             return jobs, complete
 
         jobs, complete = refusing(checked)
-        self.jobs = jobs if complete and lists_sweep(config) else None
+        self.jobs = jobs if complete and preflight.lists_sweep(config.hydra) else None
         if self.jobs is not None:  # Hydra ends a sweep whose launcher raised without on_multirun_end
             atexit.register(self.report_outcome)
         # a search's sweeper may keep its study there (Optuna's storage) before the first job makes it

@@ -128,11 +128,8 @@ class Life:
                     self.refuse(m, exc, record=True)
                     continue
                 if m.restored is not None and m.restored.step >= m.cfg.trainer.steps:
-                    log.info(
-                        "run already completed at step %d in %s; nothing to do",
-                        m.restored.step,
-                        m.directory.path,
-                    )
+                    done, path = m.restored.step, m.directory.path
+                    log.info("run already completed at step %d in %s; nothing to do", done, path)
                     m.summary, m.live = m.directory.complete_from(m.restored), False
 
     def size(self, layout: str) -> tuple[datasets.Dataset, Engine]:
@@ -373,7 +370,8 @@ def train_population(
         raise ValueError("a population's members must differ only in " + ", ".join(POPULATION_KEYS))
     distributed.check_backend()
     for job in jobs:
-        checks.check(job.config)
+        if not job.checked:  # a job the pre-flight never saw: a search's, or a Python caller's
+            checks.check(job.config)
     footprint.check_fits(jobs[0].config)  # one member at least, before anything is allocated or written
     life = Life(jobs, group=group, wandb_dir=wandb_dir, strict=strict)
     sized = life.size(layout) if fit_to_memory and len(jobs) > 1 else None

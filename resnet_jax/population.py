@@ -55,6 +55,7 @@ class MemberJob:
     run_dir: Path
     overrides: tuple[str, ...] = ()
     name: str = "default"  # the W&B run's name: Hydra's override_dirname, as for a single run
+    checked: bool = False  # its config passed the command line's pre-flight (`preflight.checked_ahead`)
 
 
 def group_key(cfg: Config) -> str:

@@ -25,7 +25,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from resnet_jax import lifecycle, objective, outcome, population, rules, slurm
+from resnet_jax import lifecycle, objective, outcome, population, preflight, rules, slurm
 from resnet_jax.composition import to_config
 from resnet_jax.config import as_dict
 from resnet_jax.errors import ConfigError, UserError
@@ -189,7 +189,8 @@ def member_job(sweep_config: DictConfig) -> population.MemberJob:
     run_dir = Path(str(sweep_config.hydra.sweep.dir)) / str(sweep_config.hydra.sweep.subdir)
     name = str(sweep_config.hydra.job.override_dirname) or "default"
     overrides = tuple(sweep_config.hydra.overrides.task)
-    return population.MemberJob(to_config(sweep_config), run_dir, overrides, name)
+    checked = preflight.checked_ahead(sweep_config.hydra)
+    return population.MemberJob(to_config(sweep_config), run_dir, overrides, name, checked)
 
 
 def recorded_objective(job: population.MemberJob) -> float | None:

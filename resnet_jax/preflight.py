@@ -3,9 +3,9 @@ at the start of a run or a sweep), through Hydra's public compose API and overri
 
 So a typo costs one line, not a traceback, and leaves every existing run directory as it was; a sweep is
 checked in every combination of its values (not each value against the others' first), and a sweep whose
-jobs would share a run directory is refused. A search over ranges (`interval(...)`) has no list of jobs
-before its sweeper proposes them: one job stands for them here, and each is checked again by `runner.run`
-before it trains.
+jobs would share a run directory is refused. A job checked here is not checked again when it runs
+(`checked_ahead`). A search over ranges (`interval(...)`) has no list of jobs before its sweeper proposes
+them: one job stands for them here, and each is checked by `runner.run` before it trains.
 """
 
 from __future__ import annotations
@@ -17,10 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hydra import compose
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ValueType
 from hydra.errors import HydraException
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from resnet_jax import checks
@@ -30,6 +32,7 @@ from resnet_jax.errors import ConfigError
 from resnet_jax.names import GLOB_CLASS
 from resnet_jax.rundir import check_same_run, recorded_config
 
+CALLBACK = "resnet_jax.callbacks.CheckJobs"  # the pre-flight's callback, as conf/config.yaml names it
 NAME_MAX = 255  # bytes in one file name: Linux's file systems (ext4, XFS, Lustre, NFS, tmpfs) all allow this
 
 
@@ -53,19 +56,31 @@ def sweep_arguments(master: DictConfig) -> list[str]:
     return sweeper_params(master) + list(OmegaConf.to_container(master.hydra.overrides.task, resolve=False))
 
 
+def lists_sweep(hydra: DictConfig) -> bool:
+    """Whether the sweeper runs every combination of the sweep's lists (Hydra's basic sweeper)."""
+    return str(OmegaConf.select(hydra, "sweeper._target_", default="")).endswith(".BasicSweeper")
+
+
+def checked_ahead(hydra: DictConfig) -> bool:
+    """Whether the pre-flight checked this job (`hydra`: its Hydra config) before Hydra ran it: the pre-flight
+    is among Hydra's callbacks, and the job is a run or one of a sweep of lists. A search's sweeper proposes
+    jobs the pre-flight never saw; a Python caller has no pre-flight."""
+    callbacks = OmegaConf.select(hydra, "callbacks", default=None) or {}
+    configured = any(str(cb.get("_target_")) == CALLBACK for cb in callbacks.values())
+    return configured and (hydra.mode == RunMode.RUN or lists_sweep(hydra))
+
+
 def combinations(arguments: list[str]) -> tuple[list[list[str]], bool]:
-    """Every job's overrides when each sweep is a list of values (`a,b`, `choice`, `range`), in the order
-    Hydra's basic sweeper runs them, and True; for a search over a range (`interval`) or a glob, one job
-    that stands for all (each range at its low end, each glob left to its default) and False."""
+    """Every job's overrides when each sweep is a list of values (`a,b`, `choice`, `range`, a `glob` over a
+    group's options), in the order Hydra's basic sweeper runs them, and True; for a search over a range
+    (`interval`), one job that stands for all (each range at its low end) and False."""
     axes: dict[str, list[str]] = {}  # by key: a later override of a key replaces the earlier, in its place
     complete = True
-    for override in OverridesParser.create().parse_overrides(arguments):
+    parser = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader())  # lists globs
+    for override in parser.parse_overrides(arguments):
         key = override.get_key_element()
         if override.value_type == ValueType.INTERVAL_SWEEP:
             axes[key] = [f"{key}={override.value().start}"]
-            complete = False
-        elif override.value_type == ValueType.GLOB_CHOICE_SWEEP:
-            axes.pop(key, None)
             complete = False
         elif override.is_sweep_override():
             axes[key] = [f"{key}={value}" for value in override.sweep_string_iterator()]

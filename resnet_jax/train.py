@@ -24,7 +24,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from resnet_jax import arguments, faults, objective, outcome
+from resnet_jax import arguments, faults, objective, outcome, preflight
 from resnet_jax.callbacks import refusing
 from resnet_jax.composition import register, to_config
 from resnet_jax.config import CONF_DIR
@@ -68,7 +68,7 @@ def _hydra_job(cfg: DictConfig) -> tuple[int, float | None]:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
-        config = to_config(cfg)  # checked by the pre-flight, or (a search's job) by `run` before it trains
+        config = to_config(cfg)
         summary = run(
             config,
             run_dir,
@@ -76,6 +76,7 @@ def _hydra_job(cfg: DictConfig) -> tuple[int, float | None]:
             group=cfg.name,
             name=hydra_cfg.job.override_dirname or "default",
             wandb_dir=Path(hydra_cfg.sweep.dir) if multirun else run_dir,
+            checked=preflight.checked_ahead(hydra_cfg),
         )
         print(format_summary(summary, run_dir), flush=True)
         return 0, objective.value(config, summary)

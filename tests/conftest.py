@@ -1,14 +1,44 @@
-"""Shared fixtures: W&B off unless a test turns it on, a tiny fake CIFAR-10 archive in the official format."""
+"""Shared fixtures: W&B off unless a test turns it on, one XLA compilation cache for the suite's processes, a
+tiny fake CIFAR-10 archive in the official format."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
+import jax
 import pytest
 from helpers import SHORT_RUN, write_fake_cifar
 
 from resnet_jax.composition import compose
 from resnet_jax.runner import run
+
+# The tests' commands must meet Ctrl-C as a terminal delivers it (tests/test_interrupts.py), also when the
+# suite itself runs in the background, where the shell starts it with SIGINT ignored, which children inherit.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+# JAX's persistent compilation cache (its public settings, as environment variables for the commands): most
+# tests compile the same few tiny programs in a fresh process, and compiling is much of their time.
+# Entries are keyed by the program, its options and XLA's flags, so a hit runs exactly what compiling would
+# give; the size limit turns on the cache's file lock, which the suite's concurrent processes need.
+COMPILATION_CACHE = {
+    "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+    "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0",
+    "JAX_COMPILATION_CACHE_MAX_SIZE": str(4 << 30),
+}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _compilation_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """One cache for the session, shared by its xdist workers (their base folders' parent) and commands."""
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "xla-cache"
+    settings = {**COMPILATION_CACHE, "JAX_COMPILATION_CACHE_DIR": str(folder)}
+    os.environ.update(settings)
+    for name, value in settings.items():
+        jax.config.update(name.lower(), value if name.endswith("_DIR") else int(value))
 
 
 @pytest.fixture(autouse=True)

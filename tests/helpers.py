@@ -20,6 +20,7 @@ import orbax.checkpoint as ocp
 import yaml
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
+from omegaconf import DictConfig
 
 from resnet_jax import arguments, preflight
 from resnet_jax.composition import compose, register
@@ -92,6 +93,13 @@ def search_best(sweep: Path) -> tuple[tuple[float, float], float]:
 def tiny_config(*overrides: str) -> Config:
     """What `python -m resnet_jax.train TINY OVERRIDES` runs (composed through Hydra, as users get it)."""
     return compose(*TINY, *overrides)
+
+
+def hydra_config(*overrides: str) -> DictConfig:
+    """The `hydra` node of the config that `python -m resnet_jax.train OVERRIDES` composes."""
+    register()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return hydra_compose("config", list(overrides), return_hydra_config=True).hydra
 
 
 def planned_jobs(*overrides: str, multirun: bool = False) -> list[preflight.Job]:

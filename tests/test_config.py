@@ -7,11 +7,13 @@ import math
 from pathlib import Path
 
 import pytest
-from helpers import planned_jobs
+from helpers import hydra_config, planned_jobs, tiny_config
 from hydra.errors import ConfigCompositionException
-from omegaconf import OmegaConf
+from hydra.types import RunMode
+from omegaconf import OmegaConf, open_dict
 
-from resnet_jax import preflight
+from resnet_jax import checks, preflight
+from resnet_jax.callbacks import CheckJobs
 from resnet_jax.checks import check
 from resnet_jax.composition import compose, composition_error
 from resnet_jax.config import (
@@ -25,6 +27,7 @@ from resnet_jax.config import (
     WandbLogger,
 )
 from resnet_jax.errors import ConfigError
+from resnet_jax.runner import run
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -95,6 +98,37 @@ def test_the_very_deep_study_sweeps_five_nets_over_three_seeds() -> None:
     }
     assert len(jobs) == len({j.run_dir for j in jobs}) == 15
     assert {j.config.seed for j in jobs} == {0, 1, 2}
+
+
+def test_a_glob_sweep_is_checked_in_every_option_it_picks() -> None:
+    jobs = planned_jobs("model=glob(*)", "model.depth=21", multirun=True)
+    assert sorted(j.config.model.name for j in jobs) == sorted(GROUP_OPTIONS["model"])
+    with pytest.raises(ConfigError, match=r"^model\.depth=21 is not valid for model=cifar"):
+        preflight.check(jobs)
+
+
+@pytest.mark.parametrize(
+    ("mode", "overrides", "ahead"),
+    [
+        (RunMode.RUN, (), True),
+        (RunMode.MULTIRUN, (), True),  # a sweep of lists: every job was checked
+        (RunMode.MULTIRUN, ("hparams_search=resnet20_lr_l2",), False),  # a search's proposals were not
+        (RunMode.RUN, ("~hydra.callbacks.check_jobs",), False),  # no pre-flight configured
+    ],
+)
+def test_a_job_is_checked_by_its_run_unless_the_preflight_checked_it(
+    mode: RunMode, overrides: tuple[str, ...], ahead: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert f"{CheckJobs.__module__}.{CheckJobs.__qualname__}" == preflight.CALLBACK
+    hydra = hydra_config(*overrides)
+    with open_dict(hydra):
+        hydra.mode = mode
+    assert preflight.checked_ahead(hydra) is ahead
+    cfg = tiny_config("model=mlp", "model.depth=4", "trainer.steps=2")
+    checked: list[Config] = []
+    monkeypatch.setattr(checks, "check", checked.append)
+    run(cfg, tmp_path / "run", checked=preflight.checked_ahead(hydra))
+    assert checked == ([] if ahead else [cfg])
 
 
 def test_paper_preset_is_the_paper_recipe() -> None:
