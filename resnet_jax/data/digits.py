@@ -5,8 +5,6 @@ from __future__ import annotations
 import functools
 
 import numpy as np
-from sklearn.datasets import load_digits as sklearn_digits
-from sklearn.model_selection import train_test_split
 
 from resnet_jax import rules
 from resnet_jax.config import DigitsData
@@ -21,6 +19,10 @@ def check(cfg: DigitsData) -> None:
 @functools.cache
 def _split(test_fraction: float, split_seed: int) -> tuple[np.ndarray, ...]:
     """A fixed, seeded, stratified train/test split (1437/360 at the default 20 %)."""
+    # imported here: scikit-learn takes a second to import, which a refused command should not wait for
+    from sklearn.datasets import load_digits as sklearn_digits
+    from sklearn.model_selection import train_test_split
+
     bunch = sklearn_digits()
     images = (bunch.images / 16.0).astype(np.float32)[..., None]  # (1797, 8, 8, 1) in [0, 1]
     labels = bunch.target.astype(np.int32)
