@@ -15,9 +15,11 @@ import sys
 import tarfile
 from pathlib import Path
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import yaml
+from flax import nnx
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from omegaconf import DictConfig
@@ -111,6 +113,12 @@ def planned_jobs(*overrides: str, multirun: bool = False) -> list[preflight.Job]
             return [preflight.job(master, list(overrides), None)]
         combos, _ = preflight.combinations([*preflight.sweeper_params(master), *overrides])
         return [preflight.job(master, combo, n) for n, combo in enumerate(combos)]
+
+
+def forward(model: nnx.Module, x: jax.Array, train: bool) -> jax.Array:
+    """`model(x, train)` compiled as one program, as the engine runs it (called eagerly, a deep net compiles
+    op by op, many times slower)."""
+    return nnx.jit(lambda m, x: m(x, train))(model, x)
 
 
 def command_env(wandb_mode: str = "disabled", env: dict[str, str] | None = None) -> dict[str, str]:

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import forward
 
 from resnet_jax import models
 from resnet_jax.config import CifarModel, MlpModel, ModelConfig
@@ -36,7 +37,7 @@ def test_resnet20_exact_parameter_count_and_logits_shape() -> None:
     model = models.build(CifarModel(depth=20), CIFAR, 10, 0)
     # 19 convs (432 + 6*2304 + 4608 + 5*9216 + 18432 + 5*36864) + 19 BN (2C each) + linear 64*10+10
     assert models.count_params(model) == 269_722
-    logits = model(jnp.zeros((2, *CIFAR)), train=False)
+    logits = forward(model, jnp.zeros((2, *CIFAR)), train=False)
     assert logits.shape == (2, 10)
 
 
@@ -59,7 +60,7 @@ def test_plain_and_residual_twins_share_parameter_tree_and_init(name: str, extra
     for a, b in zip(jax.tree.leaves(res_state), jax.tree.leaves(plain_state), strict=True):
         np.testing.assert_array_equal(a, b)
     x = jax.random.normal(jax.random.key(1), (4, 8, 8, 1))
-    assert not np.allclose(res(x, train=False), plain(x, train=False))
+    assert not np.allclose(forward(res, x, train=False), forward(plain, x, train=False))
 
 
 def test_shortcut_b_projects_only_where_the_shape_changes() -> None:
@@ -127,7 +128,7 @@ def test_scanned_model_equals_unrolled_reference(train: bool) -> None:
     # the whole network also matches its XLA-unrolled and rematerialised forms
     unrolled = models.build(CifarModel(depth=14, unroll=True, remat=True), (8, 8, 1), 10, 0)
     scanned = models.build(CifarModel(depth=14), (8, 8, 1), 10, 0)
-    np.testing.assert_allclose(scanned(x, train), unrolled(x, train), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(forward(scanned, x, train), forward(unrolled, x, train), rtol=1e-5, atol=1e-5)
 
 
 def test_scanned_blocks_update_batchnorm_statistics_per_block() -> None:
@@ -179,8 +180,8 @@ def test_a_bottleneck_net_computes_and_scans_like_its_unrolled_form() -> None:
     scanned = models.build(CifarModel(**cfg, unroll=False), (8, 8, 1), 10, 0)
     unrolled = models.build(CifarModel(**cfg, unroll=True, remat=True), (8, 8, 1), 10, 0)
     x = jax.random.normal(jax.random.key(0), (4, 8, 8, 1))
-    assert scanned(x, True).shape == (4, 10)
-    np.testing.assert_allclose(scanned(x, True), unrolled(x, True), rtol=1e-5, atol=1e-5)
+    assert forward(scanned, x, True).shape == (4, 10)
+    np.testing.assert_allclose(forward(scanned, x, True), forward(unrolled, x, True), rtol=1e-5, atol=1e-5)
     assert len(scanned.layer_kernels()) == 29  # depth counts weighted layers: 9n + 2
 
 

@@ -23,7 +23,8 @@ from resnet_jax.runner import run
 
 def measure(model: nnx.Module, x: jax.Array, y: jax.Array) -> dict[str, np.ndarray]:
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    return {k: np.asarray(v) for k, v in probes.measure(graphdef, params, rest, x, y, jnp.float32).items()}
+    measured = jax.jit(probes.measure, static_argnums=(0, 5))(graphdef, params, rest, x, y, jnp.float32)
+    return {k: np.asarray(v) for k, v in measured.items()}  # compiled, as a run's probes are (members.py)
 
 
 def batch(shape=(16, 8, 8, 1)) -> tuple[jax.Array, jax.Array]:
