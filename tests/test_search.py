@@ -20,15 +20,29 @@ def search(sweep: Path, *extra: str, env: dict[str, str] | None = None):
     return train("-m", *SEARCH, f"hydra.sweep.dir={sweep}", *extra, cwd=sweep.parent, env=env)
 
 
+@pytest.fixture(scope="module")
+def basic_search(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The seeded search with Hydra's basic launcher, run once: the record two tests compare with."""
+    sweep = tmp_path_factory.mktemp("basic") / "search"
+    out = search(sweep)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return sweep
+
+
 @pytest.mark.parametrize(
     "launcher",
     [(), POPULATION, ("launcher=joblib",), ("launcher=submitit_local",)],
     ids=["basic", "population", "joblib", "submitit_local"],
 )
-def test_a_search_finds_the_best_trial_its_run_directories_record(tmp_path: Path, launcher) -> None:
+def test_a_search_finds_the_best_trial_its_run_directories_record(
+    basic_search: Path, tmp_path: Path, launcher: tuple[str, ...]
+) -> None:
     sweep = tmp_path / "search"
-    out = search(sweep, *launcher)
-    assert out.returncode == 0, out.stderr[-3000:]
+    if launcher:
+        out = search(sweep, *launcher)
+        assert out.returncode == 0, out.stderr[-3000:]
+    else:
+        sweep = basic_search
     found = search_trials(sweep)
     assert len(found) == 4 and {s["status"] for s in found.values()} == {"completed"}
     params, value = search_best(sweep)
@@ -76,11 +90,10 @@ def test_a_diverged_trial_is_a_failed_trial_and_the_search_goes_on(tmp_path: Pat
     assert found[params]["status"] == "completed" and value == found[params]["final"]["val/error"]
 
 
-def test_a_search_killed_midway_continues_as_if_never_stopped(tmp_path: Path) -> None:
+def test_a_search_killed_midway_continues_as_if_never_stopped(basic_search: Path, tmp_path: Path) -> None:
     """Run again, a seeded search proposes the same trials: the finished ones are read from their run
     directories (not retrained), the killed one resumes, and it goes on to the same answer."""
-    whole = tmp_path / "whole"
-    assert search(whole).returncode == 0
+    whole = basic_search
     sweep = tmp_path / "search"
     assert search(sweep, "hydra.sweeper.n_trials=2").returncode == 0
     done = {d: (d / "summary.json").stat().st_mtime_ns for d in sweep.iterdir() if d.is_dir()}
