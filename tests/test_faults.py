@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import SHORT_RUN, assert_same_record, snapshot, train, write_lock
+from helpers import SHORT_RUN, assert_same_record, snapshot, train, trained, write_lock
 
 from resnet_jax import storage
 from resnet_jax.lock import RunLock, process_start_time
@@ -39,10 +39,7 @@ def assert_same_run(reference: Path, run_dir: Path) -> None:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    run_dir = tmp_path_factory.mktemp("reference") / "run"
-    out = run_in(run_dir)
-    assert out.returncode == 0, out.stderr[-2000:]
-    return run_dir
+    return trained(tmp_path_factory.mktemp("reference") / "run", *ARGS)
 
 
 @pytest.fixture
