@@ -1,5 +1,5 @@
-"""Shared fixtures: W&B off unless a test turns it on, one XLA compilation cache for the suite's processes, a
-tiny fake CIFAR-10 archive in the official format."""
+"""Shared fixtures: W&B off unless a test turns it on, one XLA compilation cache and one project cache for
+the suite's processes, a tiny fake CIFAR-10 archive in the official format."""
 
 from __future__ import annotations
 
@@ -31,12 +31,14 @@ COMPILATION_CACHE = {
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _compilation_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """One cache for the session, shared by its xdist workers (their base folders' parent) and commands."""
+def _shared_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """One compilation cache and one project cache (`resnet_jax.data.array_cache`: the digits split) for the
+    session, shared by its xdist workers (their base folders' parent) and commands, apart from the user's."""
     base = tmp_path_factory.getbasetemp()
-    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "xla-cache"
-    settings = {**COMPILATION_CACHE, "JAX_COMPILATION_CACHE_DIR": str(folder)}
+    folder = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    settings = {**COMPILATION_CACHE, "JAX_COMPILATION_CACHE_DIR": str(folder / "xla-cache")}
     os.environ.update(settings)
+    os.environ["XDG_CACHE_HOME"] = str(folder / "cache")
     for name, value in settings.items():
         jax.config.update(name.lower(), value if name.endswith("_DIR") else int(value))
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+import subprocess
+import sys
 import tarfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import jax
@@ -166,3 +169,73 @@ def test_a_validation_split_out_of_range_is_one_line(validation: int) -> None:
     )
     with pytest.raises(ConfigError, match=said + r" of data=digits: choose 0..1436$"):
         datasets.check(DigitsData(validation=validation))
+
+
+@pytest.fixture
+def digits_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """An empty cache folder for the digits split, and no split remembered by this process."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    digits._split.cache_clear()
+    yield tmp_path / "cache" / "resnet_jax" / "digits"
+    digits._split.cache_clear()
+
+
+def assert_is_scikit_learns_split(arrays: tuple[np.ndarray, ...], test_fraction: float, seed: int) -> None:
+    built = digits._built(test_fraction, seed)
+    for name, array in zip(digits.SPLIT, arrays, strict=True):
+        assert array.dtype == built[name].dtype and array.shape == built[name].shape, name
+        np.testing.assert_array_equal(array, built[name], err_msg=name)
+
+
+def test_a_cached_digits_split_is_scikit_learns_without_importing_it(
+    digits_cache: Path, tmp_path: Path
+) -> None:
+    assert_is_scikit_learns_split(digits._split(0.25, 3), 0.25, 3)  # built, then stored
+    (entry,) = digits_cache.glob("*.npz")
+    with np.load(entry) as stored:
+        assert str(stored["source"]).endswith(" digits, test_fraction=0.25, split_seed=3")
+    script = (
+        "import sys, numpy as np; from resnet_jax.data import digits; arrays = digits._split(0.25, 3);"
+        f"np.savez({str(tmp_path / 'read.npz')!r}, *arrays); print('sklearn' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False"]  # read from the cache: scikit-learn not even imported
+    with np.load(tmp_path / "read.npz") as read:
+        assert_is_scikit_learns_split(tuple(read[f"arr_{k}"] for k in range(4)), 0.25, 3)
+    assert not list(digits_cache.glob(".*"))  # no temporary file left
+
+
+def entry_of_split(folder: Path, test_fraction: float, seed: int) -> Path:
+    """The cache entry `digits._split(test_fraction, seed)` reads (and writes when it is not there)."""
+    digits._split.cache_clear()
+    before = set(folder.glob("*.npz"))
+    digits._split(test_fraction, seed)
+    digits._split.cache_clear()
+    (entry,) = set(folder.glob("*.npz")) - before or before
+    return entry
+
+
+DAMAGE = {
+    "empty": lambda entry, other: b"",
+    "truncated": lambda entry, other: entry[: len(entry) // 2],
+    "a flipped byte": lambda entry, other: entry[:5000] + bytes([entry[5000] ^ 1]) + entry[5001:],
+    "not a zip": lambda entry, other: b"PK\x03\x04 no archive" * 10,
+    "another split's entry": lambda entry, other: other,
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGE.keys())
+def test_a_damaged_digits_cache_entry_is_rebuilt_from_scikit_learn(digits_cache: Path, damage: str) -> None:
+    other = entry_of_split(digits_cache, 0.2, 1).read_bytes()
+    entry = entry_of_split(digits_cache, 0.2, 0)
+    entry.write_bytes(DAMAGE[damage](entry.read_bytes(), other))
+    assert_is_scikit_learns_split(digits._split(0.2, 0), 0.2, 0)
+    with np.load(entry) as rebuilt:  # stored again, whole
+        assert_is_scikit_learns_split(tuple(rebuilt[name] for name in digits.SPLIT), 0.2, 0)
+
+
+def test_digits_train_where_the_cache_cannot_be_written(digits_cache: Path) -> None:
+    digits_cache.parent.parent.mkdir()
+    digits_cache.parent.write_text("a file where the cache folder would be")
+    assert_is_scikit_learns_split(digits._split(0.2, 0), 0.2, 0)
+    assert digits_cache.parent.read_text() == "a file where the cache folder would be"
