@@ -156,9 +156,9 @@ def bench_mlp(depths: tuple[int, ...]) -> None:
 
 
 def compiled_chunk(engine: Engine, batch: int):
-    idx = engine.place_indices(np.zeros((1, batch), np.int32))
+    arguments = engine.chunk_arguments(np.zeros((1, batch), np.int32))
     start = time.perf_counter()
-    compiled = engine.compiled_chunk.lower(engine.initial_state(), idx).compile()
+    compiled = engine.compiled_chunk.lower(engine.initial_state(), *arguments).compile()
     return compiled, time.perf_counter() - start
 
 

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from resnet_jax import models, optim
+from resnet_jax import models
 from resnet_jax.config import Config
 from resnet_jax.engine import Engine
 from resnet_jax.population import PopulationEngine, population_model, resolve_layout
@@ -22,14 +22,12 @@ def make_engine(
     x = rng.normal(size=(examples, *shape)).astype(np.float32)
     y = rng.integers(0, 10, size=examples).astype(np.int32)
     model = models.build(cfg.model, shape, 10, cfg.seed)
-    tx, _ = optim.build(cfg.optim, 10_000)
     return Engine(
         model,
-        tx,
+        cfg.optim,
+        10_000,
         x_train=x,
         y_train=y,
-        l2=cfg.optim.l2,
-        l2_scope=cfg.optim.l2_scope,
         augment=False,
         dtype=dtype,
         seed=cfg.seed,

@@ -192,16 +192,16 @@ def very_deep(sizes: Sizes, budget: Budget) -> None:
         indices = np.zeros((1, sizes.batch), np.int32)
         start = time.perf_counter()
         compiled = engine.compiled_chunk.lower(
-            engine.initial_state(), engine.place_indices(indices)
+            engine.initial_state(), *engine.chunk_arguments(indices)
         ).compile()
         compile_s = time.perf_counter() - start
         temp = compiled.memory_analysis().temp_size_in_bytes / 2**30
         state = engine.initial_state()
-        state, rows = compiled(state, engine.place_indices(indices))
+        state, rows = compiled(state, *engine.chunk_arguments(indices))
         jax.block_until_ready(rows)
         start = time.perf_counter()
         for _ in range(sizes.calls):
-            state, rows = compiled(state, engine.place_indices(indices))
+            state, rows = compiled(state, *engine.chunk_arguments(indices))
         jax.block_until_ready(rows)
         images = sizes.calls * sizes.batch / (time.perf_counter() - start)
         bench.emit(

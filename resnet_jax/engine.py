@@ -8,6 +8,7 @@ metrics are accumulated on device, and the host sees them only at the end of the
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, NamedTuple
 
 import jax
@@ -17,7 +18,8 @@ import optax
 from flax import nnx
 from jax.sharding import Mesh
 
-from resnet_jax import distributed, faults
+from resnet_jax import distributed, faults, optim
+from resnet_jax.config import OptimConfig
 from resnet_jax.data.augment import pad_crop_flip
 from resnet_jax.optim import l2_penalty
 
@@ -42,19 +44,21 @@ class Engine:
     def __init__(
         self,
         model: nnx.Module,
-        tx: optax.GradientTransformation,
+        optim_cfg: OptimConfig,
+        steps: int,
         *,
         x_train: np.ndarray | jax.Array,
         y_train: np.ndarray | jax.Array,
-        l2: float,
-        l2_scope: str = "kernels",
         augment: bool,
         dtype: Any,
         seed: int,
         mesh: Mesh | None = None,
     ):
         self.graphdef, params, model_state = nnx.split(model, nnx.Param, ...)
-        self.tx = tx
+        # the optimiser with this run's values: its state's structure; the compiled step builds its own from
+        # the traced values (`member_step`), so runs that differ only in them and the seed share one program
+        self.optim_cfg, self.steps = optim_cfg, steps
+        self.tx, _ = optim.build(optim_cfg, steps)
         self.mesh = mesh or distributed.make_mesh()
         self.replicated = distributed.replicated(self.mesh)
         # where the state lives and how an evaluation batch is split: data parallelism (a population may
@@ -64,11 +68,13 @@ class Engine:
         # the whole dataset on every device, once; batches are gathered by index on device
         self.x_train = distributed.put(np.asarray(x_train), self.replicated)
         self.y_train = distributed.put(np.asarray(y_train), self.replicated)
-        self.l2, self.l2_scope, self.augment, self.dtype = l2, l2_scope, augment, dtype
-        self.augment_key = jax.random.key(seed + 1)
+        self.augment, self.dtype = augment, dtype
+        hyper = {key: values[0] for key, values in optim.traced([optim_cfg]).items()}
+        self.hyper = distributed.put_tree(hyper, self.replicated)
+        self.augment_key = jax.jit(jax.random.key, out_shardings=self.replicated)(seed + 1)
         self.params = sum(leaf.size for leaf in jax.tree.leaves(params))  # not BatchNorm statistics
         self._initial = jax.device_get(
-            TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params))
+            TrainState(jnp.zeros((), jnp.int32), params, model_state, self.tx.init(params))
         )
         # a run's lifecycle (`resnet_jax.lifecycle`) steps its members through the methods below: this engine
         # has one, a `population.PopulationEngine` several, with a leading member axis on every array
@@ -102,7 +108,12 @@ class Engine:
     def train_chunk(self, state: TrainState, indices: np.ndarray) -> tuple[TrainState, jax.Array]:
         """K = len(indices) training steps in one compiled call; returns the steps' rows: `{"loss": (K,),
         "error": (K,)}`, each step's training loss and error rate on its batch."""
-        return self.compiled_chunk(state, self.place_indices(indices))
+        return self.compiled_chunk(state, *self.chunk_arguments(indices))
+
+    def chunk_arguments(self, indices: np.ndarray) -> tuple[Any, ...]:
+        """The compiled chunk's arguments after the state: the (K, B) indices placed, the run's traced
+        optimiser values and its augmentation key."""
+        return self.place_indices(indices), self.hyper, self.augment_key
 
     def stacked(self, states: list[TrainState]) -> TrainState:
         """The members' host states as the engine holds them on the devices: here the one state."""
@@ -137,7 +148,7 @@ class Engine:
         logits, new_model_state = self.apply(params, model_state, x, train=True)
         loss, errors = cross_entropy_and_errors(logits, y)
         data_loss = loss.mean()
-        total = data_loss + 0.5 * l2 * l2_penalty(params, self.l2_scope)
+        total = data_loss + 0.5 * l2 * l2_penalty(params, self.optim_cfg.l2_scope)
         return total, (data_loss, errors.mean(), new_model_state)
 
     def step_with(
@@ -163,11 +174,21 @@ class Engine:
         params = optax.apply_updates(state.params, updates)
         return TrainState(state.step + 1, params, model_state, opt_state), {"loss": loss, "error": error}
 
-    def _train_step(self, state: TrainState, indices: jax.Array):
-        return self.step_with(self.tx, self.l2, self.augment_key, state, indices)
+    def member_step(
+        self,
+        state: TrainState,
+        indices: jax.Array,
+        hyper: dict,
+        augment_key: jax.Array,
+        data: tuple[jax.Array, jax.Array] | None = None,
+    ) -> tuple[TrainState, jax.Array]:
+        """One step of a run with its traced optimiser values (`hyper`, `optim.traced`) and key."""
+        cfg = replace(self.optim_cfg, **hyper)
+        tx, _ = optim.build(cfg, self.steps)
+        return self.step_with(tx, cfg.l2, augment_key, state, indices, data)
 
-    def _train_chunk(self, state: TrainState, indices: jax.Array):
-        return run_steps(self._train_step, state, indices)
+    def _train_chunk(self, state: TrainState, indices: jax.Array, hyper: dict, augment_key: jax.Array):
+        return run_steps(lambda s, batch: self.member_step(s, batch, hyper, augment_key), state, indices)
 
     def _eval_batch(self, params, model_state, x, y, mask):
         logits, _ = self.apply(params, model_state, x, train=False)

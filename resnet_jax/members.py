@@ -12,7 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from resnet_jax import data as datasets
-from resnet_jax import distributed, models, optim, probes
+from resnet_jax import distributed, models, probes
 from resnet_jax.config import Config
 from resnet_jax.engine import Engine, TrainState
 from resnet_jax.population import PopulationEngine, population_model
@@ -33,9 +33,8 @@ def build_engine(configs: Sequence[Config], data: datasets.Dataset, layout: str)
         "mesh": mesh,
     }
     if len(configs) == 1:
-        tx, _ = optim.build(cfg.optim, cfg.trainer.steps)
         model = models.build(cfg.model, data.image_shape, data.num_classes, cfg.seed)
-        return Engine(model, tx, l2=cfg.optim.l2, l2_scope=cfg.optim.l2_scope, seed=cfg.seed, **shared)
+        return Engine(model, cfg.optim, cfg.trainer.steps, seed=cfg.seed, **shared)
     networks = [
         models.build(population_model(c.model, layout), data.image_shape, data.num_classes, c.seed)
         for c in configs

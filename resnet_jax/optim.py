@@ -9,6 +9,7 @@ kernels (the paper's choice: biases and BatchNorm's scale and shift are free) or
 from __future__ import annotations
 
 import jax
+import numpy as np
 import optax
 
 from resnet_jax import rules
@@ -16,6 +17,9 @@ from resnet_jax.config import AdamwOptim, OptimConfig, SgdOptim
 from resnet_jax.errors import ConfigError
 
 SCHEDULES = ("piecewise", "cosine", "constant")
+# the keys a compiled step takes as arguments, not constants: runs that differ only in them (and the seed)
+# share one program, and a population's members hold each their own
+TRACED_KEYS = ("lr", "l2", "momentum", "weight_decay", "warmup_lr")
 L2_SCOPES = ("kernels", "all")
 WARMUPS = ("constant", "linear")
 
@@ -42,6 +46,14 @@ def check(cfg: OptimConfig, steps: int) -> None:
             raise ConfigError(
                 f"optim.boundaries contains {b}; each boundary must lie in (0, trainer.steps={steps})"
             )
+
+
+def traced(cfgs: list[OptimConfig]) -> dict[str, np.ndarray]:
+    """Each traced key's value per run of `cfgs` (equal but for these values), float32 on axis 0. Without
+    momentum (0: the optimiser then keeps no trace of it, another program) momentum is not among them."""
+    first = cfgs[0]
+    keys = [k for k in TRACED_KEYS if hasattr(first, k) and (k != "momentum" or first.momentum)]
+    return {key: np.array([getattr(c, key) for c in cfgs], np.float32) for key in keys}
 
 
 def is_kernel(path: tuple, _leaf: jax.Array) -> bool:

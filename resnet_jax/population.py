@@ -29,9 +29,8 @@ from resnet_jax.ops import kernels
 
 log = logging.getLogger(__name__)
 
-# the optimiser's keys that may differ within a population: scalars the compiled step takes as arrays
-TRACED_OPTIM_KEYS = ("lr", "l2", "momentum", "weight_decay", "warmup_lr")
-POPULATION_KEYS = ("seed", *(f"optim.{key}" for key in TRACED_OPTIM_KEYS))
+# the keys that may differ within a population: the seed and the optimiser's traced values
+POPULATION_KEYS = ("seed", *(f"optim.{key}" for key in optim.TRACED_KEYS))
 
 # how a program computes its members: side by side (`vmap`: one step of every member at once, which fills an
 # accelerator that one small net leaves idle) or one after another (`in_turn`: each member's K steps as a
@@ -63,7 +62,7 @@ def group_key(cfg: Config) -> str:
     momentum is used at all stays: it changes the optimiser's state)."""
     shared = as_dict(cfg)
     shared.pop("seed")
-    for key in TRACED_OPTIM_KEYS:
+    for key in optim.TRACED_KEYS:
         if key in shared["optim"]:
             shared["optim"][key] = bool(shared["optim"][key]) if key == "momentum" else None
     return json.dumps(shared, sort_keys=True, default=str)
@@ -114,19 +113,17 @@ class PopulationEngine(Engine):
         layout: str,
         **data_and_devices: Any,  # `Engine`'s x_train, y_train, augment, dtype and mesh
     ):
-        self.optim_cfg, self.steps, self.layout = optim_cfgs[0], steps, layout
-        tx, _ = optim.build(self.optim_cfg, steps)
-        cfg = self.optim_cfg
-        super().__init__(networks[0], tx, l2=cfg.l2, l2_scope=cfg.l2_scope, seed=seeds[0], **data_and_devices)
+        self.layout = layout
+        super().__init__(networks[0], optim_cfgs[0], steps, seed=seeds[0], **data_and_devices)
         self.members = len(networks)
         self._spread_members()
         self.member_initial = []
         for network in networks:
             _, params, model_state = nnx.split(network, nnx.Param, ...)
-            self.member_initial.append(
-                jax.device_get(TrainState(jnp.zeros((), jnp.int32), params, model_state, tx.init(params)))
-            )
-        self.hyper = distributed.put_tree(self._traced_hyperparameters(optim_cfgs), self.state_sharding)
+            initial = TrainState(jnp.zeros((), jnp.int32), params, model_state, self.tx.init(params))
+            self.member_initial.append(jax.device_get(initial))
+        hyper = {key: self._padded(values) for key, values in optim.traced(list(optim_cfgs)).items()}
+        self.hyper = distributed.put_tree(hyper, self.state_sharding)
         seeds = self._padded(np.asarray(seeds, np.int32))
         self.augment_keys = jax.jit(jax.vmap(jax.random.key), out_shardings=self.state_sharding)(seeds + 1)
         self.compiled_chunk = jax.jit(self._population_chunk, donate_argnums=0)
@@ -144,18 +141,6 @@ class PopulationEngine(Engine):
             self.indices_sharding = distributed.batch_sharded(self.mesh, axis=1)  # (K, members, B)
         else:
             self.indices_sharding = distributed.batch_sharded(self.mesh, axis=2)
-
-    def _traced_hyperparameters(self, optim_cfgs: Sequence[OptimConfig]) -> dict[str, np.ndarray]:
-        """Each traced optimiser key's value per member (with the padding slots). Without momentum (0 for
-        every member: it is part of the group key) the optimiser keeps no trace of it."""
-        keys = [
-            key
-            for key in TRACED_OPTIM_KEYS
-            if hasattr(self.optim_cfg, key) and (key != "momentum" or self.optim_cfg.momentum)
-        ]
-        return {
-            key: self._padded(np.array([getattr(c, key) for c in optim_cfgs], np.float32)) for key in keys
-        }
 
     def each_member(self, fn: Callable) -> Callable:
         """`fn(params, model_state, *shared)` of one member, for every member's (leading axis) with the rest
@@ -182,18 +167,6 @@ class PopulationEngine(Engine):
         """The members' host states, stacked (with the padding slots) and placed on the devices."""
         return self.place_state(jax.tree.map(self._padded, _stack(states)))
 
-    def _member_step(
-        self,
-        state: TrainState,
-        indices: jax.Array,
-        hyper: dict,
-        augment_key: jax.Array,
-        data: tuple[jax.Array, jax.Array] | None = None,
-    ):
-        cfg = replace(self.optim_cfg, **hyper)
-        tx, _ = optim.build(cfg, self.steps)
-        return self.step_with(tx, cfg.l2, augment_key, state, indices, data)
-
     def _population_chunk(
         self, state: TrainState, indices: jax.Array, alive: jax.Array, hyper: dict, augment_keys: jax.Array
     ):
@@ -209,7 +182,7 @@ class PopulationEngine(Engine):
     ):
         """The vmapped step inside the K-step scan. Masking once per chunk, not per step: a select over the
         whole state each step cost a fifth of the speed."""
-        step = jax.vmap(self._member_step)
+        step = jax.vmap(self.member_step)
         new, rows = run_steps(lambda s, batch: step(s, batch, hyper, augment_keys), state, indices)
         kept = jax.tree.map(
             lambda n, o: jnp.where(alive.reshape((-1,) + (1,) * (n.ndim - 1)), n, o), new, state
@@ -229,7 +202,7 @@ class PopulationEngine(Engine):
 
                 def train(s: TrainState):
                     s, rows = run_steps(
-                        lambda st, b: self._member_step(st, b, hyper, augment_key, data), s, indices
+                        lambda st, b: self.member_step(st, b, hyper, augment_key, data), s, indices
                     )
                     # float32 holds every dtype's loss exactly
                     return s, jax.tree.map(lambda row: row.astype(jnp.float32), rows)
@@ -264,7 +237,7 @@ class PopulationEngine(Engine):
             self._programs[indices.shape] = self.compiled_chunk.lower(state, indices, *rest).compile()
         return self._programs[indices.shape]
 
-    def _chunk_arguments(self, indices: np.ndarray, alive: np.ndarray) -> tuple[Any, ...]:
+    def _members_chunk_arguments(self, indices: np.ndarray, alive: np.ndarray) -> tuple[Any, ...]:
         """The chunk's arguments after the state: the indices and alive flags placed, and the members'
         hyperparameters and augmentation keys."""
         indices = np.moveaxis(self._padded(np.moveaxis(indices, 1, 0)), 0, 1)
@@ -278,7 +251,7 @@ class PopulationEngine(Engine):
 
     def train_members(self, state: TrainState, indices: np.ndarray, alive: np.ndarray):
         """K steps of every alive member: `indices` (K, M, B); returns the state and the rows, each (K, M)."""
-        arguments = self._chunk_arguments(indices, alive)
+        arguments = self._members_chunk_arguments(indices, alive)
         state, rows = self._program(state, *arguments)(state, *arguments)
         return state, jax.tree.map(lambda row: row[:, : self.members], rows)
 
@@ -288,7 +261,7 @@ class PopulationEngine(Engine):
         device), lowered from the state's shapes (no copy of it is placed). The dataset, which the members
         share, counts once; so do the temporaries of members taken in turn (one member's at a time), while
         side by side every member has its own."""
-        arguments = self._chunk_arguments(
+        arguments = self._members_chunk_arguments(
             np.zeros((steps, self.members, batch_size), np.int32), np.ones(self.members, bool)
         )
         shapes = jax.tree.map(  # the host state's leaves are numpy arrays

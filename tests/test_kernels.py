@@ -169,7 +169,7 @@ def test_a_missing_damaged_or_stale_library_warns_once_and_runs_on_the_fallback(
 
 SHARDED_STEP = """
 import json, re, sys, jax, numpy as np
-from resnet_jax import composition, models, optim
+from resnet_jax import composition, models
 from resnet_jax.engine import Engine
 overrides, impl_key = sys.argv[1:-1], sys.argv[-1]
 rng = np.random.default_rng(0)
@@ -177,11 +177,10 @@ x, y = rng.normal(size=(64, 8, 8, 3)).astype(np.float32), rng.integers(0, 10, 64
 def engine(impl):
     cfg = composition.compose(*overrides, f"{impl_key}={impl}")
     model = models.build(cfg.model, (8, 8, 3), 10, 0)
-    tx, _ = optim.build(cfg.optim, 10)
-    return Engine(model, tx, x_train=x, y_train=y, l2=1e-4, augment=False, dtype=np.float32, seed=0)
+    return Engine(model, cfg.optim, 10, x_train=x, y_train=y, augment=False, dtype=np.float32, seed=0)
 fused, reference = engine("onednn"), engine("xla")
 steps = rng.integers(0, 64, size=(3, 16)).astype(np.int32)
-hlo = fused.compiled_chunk.lower(fused.initial_state(), fused.place_indices(steps)).compile().as_text()
+hlo = fused.compiled_chunk.lower(fused.initial_state(), *fused.chunk_arguments(steps)).compile().as_text()
 calls = {}
 for line in hlo.splitlines():
     target = re.search(r'custom_call_target="resnet_jax_onednn_(\\w+)"', line)

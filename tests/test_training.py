@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 from helpers import final_arrays, tiny_config
 
-from resnet_jax import models, optim
+from resnet_jax import models
 from resnet_jax.data import load
 from resnet_jax.engine import Engine, EpochSampler
 from resnet_jax.lifecycle import train_population
 from resnet_jax.loop import Diverged
+from resnet_jax.members import build_engine
 from resnet_jax.population import MemberJob
 from resnet_jax.runner import run
 
@@ -65,10 +66,8 @@ def _train_params(log_every: int, steps: int = 6):
     cfg = tiny_config("model.depth=8")
     ds = load(cfg.data)
     model = models.build(cfg.model, ds.image_shape, 10, 0)
-    tx, _ = optim.build(cfg.optim, steps)
-    engine = Engine(
-        model, tx, x_train=ds.x_train, y_train=ds.y_train, l2=1e-4, augment=True, dtype=np.float32, seed=0
-    )
+    data = {"x_train": ds.x_train, "y_train": ds.y_train}
+    engine = Engine(model, cfg.optim, steps, **data, augment=True, dtype=np.float32, seed=0)
     sampler, state = EpochSampler(len(ds.y_train), 32, 0), engine.initial_state()
     losses = []
     for first in range(0, steps, log_every):
@@ -84,6 +83,20 @@ def test_chunked_steps_equal_one_step_per_call() -> None:
     for a, b in zip(jax.tree.leaves(one.params), jax.tree.leaves(chunk.params), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
     assert int(chunk.step) == 6
+
+
+def chunk_program(*overrides: str) -> str:
+    """The training chunk a run of the augmented MLP with `overrides` compiles, as StableHLO text."""
+    cfg = tiny_config("model=mlp", "model.depth=4", "model.width=16", "data.augment=true", *overrides)
+    engine = build_engine([cfg], load(cfg.data), "in_turn")
+    arguments = engine.chunk_arguments(np.zeros((2, 32), np.int32))
+    return engine.compiled_chunk.lower(engine.initial_state(), *arguments).as_text()
+
+
+def test_runs_differing_only_in_traced_values_and_seed_share_one_program() -> None:
+    program = chunk_program()
+    assert chunk_program("seed=3", "optim.lr=0.5", "optim.l2=0.01", "optim.momentum=0.5") == program
+    assert chunk_program("optim.momentum=0") != program  # no momentum state to keep: another program
 
 
 def test_epoch_sampler_is_a_deterministic_permutation_per_epoch() -> None:
