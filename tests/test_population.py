@@ -35,9 +35,8 @@ from resnet_jax.lock import process_start_time
 from resnet_jax.population import MemberJob, form_groups
 from resnet_jax.runner import run
 
-# Why a tolerance (side by side, `vmap`): a single run's hyperparameters are constants of its program, a
-# member's are arrays, and the vmapped convolutions and reductions may sum in another order; float32 rounding
-# then differs in the last bits (1e-7) and training amplifies it. Measured over 20 steps: the MLP and the
+# Why a tolerance (side by side, `vmap`): the vmapped convolutions and reductions may sum in another order
+# than a single run's; float32 rounding then differs in the last bits (1e-7) and training amplifies it. Measured over 20 steps: the MLP and the
 # unclipped CIFAR nets stay within 3e-7 (relative) on CPU and 1.1e-5 on an H200 (float32 at "highest"
 # precision, not TF32). One member of the BatchNorm ResNet with the family's clipping drifted from step 7 on,
 # to 7e-4 in the loss and 2e-3 in a BatchNorm mean after 20 steps (the MLP, clipped alike, does not: the
