@@ -13,12 +13,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import submitit
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, configure_log, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
@@ -29,6 +28,7 @@ from resnet_jax import lifecycle, objective, outcome, population, preflight, rul
 from resnet_jax.composition import to_config
 from resnet_jax.config import as_dict
 from resnet_jax.errors import ConfigError, UserError
+from resnet_jax.population_launcher_conf import PopulationLauncherConf
 from resnet_jax.rundir import RunDir
 
 log = logging.getLogger(__name__)
@@ -36,22 +36,6 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("local", "submitit_local", "submitit_slurm")
 PROCESS_KEYS = ("nodes", "tasks_per_node")  # the executor's keys that make a group's job several processes
-
-
-@dataclass
-class PopulationLauncherConf:
-    _target_: str = "hydra_plugins.resnet_jax_launchers.PopulationLauncher"
-    # members per compiled program; null: as many as fit in 80 % of the device's free memory, from XLA's
-    # memory analysis of the group's compiled chunk (measured where the program runs)
-    max_members: int | None = None
-    backend: str = "local"  # one of BACKENDS
-    # how a program computes its members (population.LAYOUTS): auto is in_turn on CPU, vmap on GPU/TPU
-    layout: str = "auto"
-    # the submitit backends' settings, the keys of launcher=submitit_slurm (submitit_local: its resources)
-    executor: dict[str, Any] = field(default_factory=dict)
-
-
-ConfigStore.instance().store(group="hydra/launcher", name="population", node=PopulationLauncherConf)
 
 
 def check(launcher: dict) -> None:

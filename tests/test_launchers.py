@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -105,7 +106,7 @@ def test_a_population_group_as_a_slurm_job_gets_the_slurm_launchers_submission(
         *(f"hydra.launcher.executor.{kv}" for kv in executor_settings),
     )
     fake_command(tmp_path, monkeypatch, "srun", "exit 1")  # submitit looks for it before rendering anything
-    launcher = instantiate(cfg.hydra.launcher)
+    launcher = instantiate(cfg.hydra.launcher).launcher  # resnet_jax.population_launcher's
     executor, _ = make_executor(launcher.backend, launcher.executor)
     script = executor._executor._make_submission_file_text(executor._executor._submitit_command_str, "job")
     for line in (
@@ -155,3 +156,21 @@ def test_without_sinfo_nothing_is_guessed(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))  # no sinfo at all
     filled = fitting_defaults({"cpus_per_task": None, "mem_gb": None, "setup": []})
     assert (filled["cpus_per_task"], filled["mem_gb"]) == (None, None)
+
+
+DISCOVERY = """
+import sys
+from hydra.core.plugins import Plugins
+from hydra.plugins.launcher import Launcher
+found = {c.__module__ + "." + c.__name__ for c in Plugins.instance().discover(Launcher)}
+heavy = {"jax", "flax", "optax", "orbax"} & set(sys.modules)
+print(sorted(n for n in found if "resnet_jax" in n), sorted(heavy))
+"""
+
+
+def test_hydras_plugin_discovery_finds_the_launchers_without_importing_jax() -> None:
+    """Hydra imports every `hydra_plugins` module when any Hydra app starts: ours must not slow them all."""
+    out = subprocess.run([sys.executable, "-c", DISCOVERY], capture_output=True, text=True, check=True)
+    names = ("PopulationLauncher", "SlurmLauncher")
+    launchers = [f"hydra_plugins.resnet_jax_launchers.{name}" for name in names]
+    assert out.stdout.strip() == f"{launchers} []"

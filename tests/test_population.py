@@ -36,12 +36,13 @@ from resnet_jax.population import MemberJob, form_groups
 from resnet_jax.runner import run
 
 # Why a tolerance (side by side, `vmap`): the vmapped convolutions and reductions may sum in another order
-# than a single run's; float32 rounding then differs in the last bits (1e-7) and training amplifies it. Measured over 20 steps: the MLP and the
-# unclipped CIFAR nets stay within 3e-7 (relative) on CPU and 1.1e-5 on an H200 (float32 at "highest"
-# precision, not TF32). One member of the BatchNorm ResNet with the family's clipping drifted from step 7 on,
-# to 7e-4 in the loss and 2e-3 in a BatchNorm mean after 20 steps (the MLP, clipped alike, does not: the
-# clipping is the same maths, this trajectory is just more chaotic). One example more or less changes a test
-# error by 100/360 %. Members in turn (`in_turn`) compute what the single run computes, bit for bit on CPU.
+# than a single run's; float32 rounding then differs in the last bits (1e-7) and training amplifies it.
+# Measured over 20 steps: the MLP and the unclipped CIFAR nets stay within 3e-7 (relative) on CPU and 1.1e-5
+# on an H200 (float32 at "highest" precision, not TF32). One member of the BatchNorm ResNet with the family's
+# clipping drifted from step 7 on, to 7e-4 in the loss and 2e-3 in a BatchNorm mean after 20 steps (the MLP,
+# clipped alike, does not: the clipping is the same maths, this trajectory is just more chaotic). One example
+# more or less changes a test error by 100/360 %. Members in turn (`in_turn`) compute what the single run
+# computes, bit for bit on CPU.
 ERROR_ATOL = 0.7  # percentage points: two examples of a 320-example chunk, or of the 360 test images
 
 MEMBERS = [
