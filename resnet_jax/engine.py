@@ -151,29 +151,6 @@ class Engine:
         total = data_loss + 0.5 * l2 * l2_penalty(params, self.optim_cfg.l2_scope)
         return total, (data_loss, errors.mean(), new_model_state)
 
-    def step_with(
-        self,
-        tx: optax.GradientTransformation,
-        l2,
-        augment_key: jax.Array,
-        state: TrainState,
-        indices: jax.Array,
-        data: tuple[jax.Array, jax.Array] | None = None,
-    ) -> tuple[TrainState, jax.Array]:
-        """One SGD step with this optimiser, L2 factor and augmentation key: what a population's members
-        (`resnet_jax.population`) hold each their own of, as traced values. `data`: the training set as the
-        caller holds it (inside `shard_map`, a device's own copy), else the engine's."""
-        x_train, y_train = data or (self.x_train, self.y_train)
-        x, y = x_train[indices], y_train[indices]
-        if self.augment:
-            x = pad_crop_flip(jax.random.fold_in(augment_key, state.step), x)
-        grads, (loss, error, model_state) = jax.grad(self._loss, has_aux=True)(
-            state.params, state.model_state, x, y, l2
-        )
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        return TrainState(state.step + 1, params, model_state, opt_state), {"loss": loss, "error": error}
-
     def member_step(
         self,
         state: TrainState,
@@ -182,10 +159,21 @@ class Engine:
         augment_key: jax.Array,
         data: tuple[jax.Array, jax.Array] | None = None,
     ) -> tuple[TrainState, jax.Array]:
-        """One step of a run with its traced optimiser values (`hyper`, `optim.traced`) and key."""
+        """One SGD step of a run with its traced optimiser values (`hyper`, `optim.traced`) and augmentation
+        key: a single run's, or one population member's (`resnet_jax.population`). `data`: the training set
+        as the caller holds it (inside `shard_map`, a device's own copy), else the engine's."""
         cfg = replace(self.optim_cfg, **hyper)
         tx, _ = optim.build(cfg, self.steps)
-        return self.step_with(tx, cfg.l2, augment_key, state, indices, data)
+        x_train, y_train = data or (self.x_train, self.y_train)
+        x, y = x_train[indices], y_train[indices]
+        if self.augment:
+            x = pad_crop_flip(jax.random.fold_in(augment_key, state.step), x)
+        grads, (loss, error, model_state) = jax.grad(self._loss, has_aux=True)(
+            state.params, state.model_state, x, y, cfg.l2
+        )
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        return TrainState(state.step + 1, params, model_state, opt_state), {"loss": loss, "error": error}
 
     def _train_chunk(self, state: TrainState, indices: jax.Array, hyper: dict, augment_key: jax.Array):
         return run_steps(lambda s, batch: self.member_step(s, batch, hyper, augment_key), state, indices)
