@@ -30,7 +30,8 @@ train: install  ## ResNet-20 on the embedded digits data (about a minute on 2 CP
 # the default suite's tests spread over this many worker processes (pytest-xdist; an idle worker takes tests
 # queued on a busy one, so a long test file does not finish alone at the end: 580 s against 606 s by whole
 # files, though a module fixture then runs once per worker that needs it): one more than the CPUs, since
-# tests also wait (on their commands, on submitit's polling); on 2 cores 3 workers finish ~10 % sooner than 2
+# tests also wait (on their commands, on submitit's polling); on 2 cores 3 workers finish ~10 % sooner than 2,
+# and 4 far later (823 s against 560-588 s: more processes than cores cost more CPU time than they save)
 TEST_WORKERS ?= $(shell $(PYTHON) -c 'import os; print((os.cpu_count() or 1) + 1)')
 
 test: install fashion-mnist  ## the default suite (slow and cluster tests excluded), then lint
